@@ -1,0 +1,57 @@
+# Albireo — the two commands a new user needs are `make demo` and `make test`.
+# Everything else (a virtualenv, Python packages, Kafka/Cassandra/Elasticsearch from
+# Maven Central) is installed by these targets on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-unit test-integration services services-down services-status bench bench-full lint install clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[servers,catalogs,test]"
+	@rm -f $(VENV)/.installed-*; touch $@
+
+install: $(STAMP)
+
+## The main job with no server at all: real ZTF + Rubin samples → SQLite store, file streams.
+demo: $(STAMP)
+	$(VENV)/bin/albireo demo
+
+## Every test: unit, contract and integration on real local Kafka, Cassandra, Elasticsearch.
+test: $(STAMP) services
+	$(PY) -m ruff check .
+	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider -m "not integration" $(PYTEST_ARGS)
+
+services: $(STAMP)
+	$(VENV)/bin/albireo services up
+
+services-down: $(STAMP)
+	$(VENV)/bin/albireo services down
+
+services-status: $(STAMP)
+	$(VENV)/bin/albireo services status
+
+## Benchmarks (bounded): each prints our figure, a baseline measured in the same run, and the ratio.
+bench: $(STAMP) services
+	$(PY) bench/bench_crossmatch.py --quick
+	$(PY) -m bench.bench_storage --quick
+	$(PY) -m bench.bench_pipeline
+
+## The long versions (10^8-row catalogs, 10^6 indexed loci): tens of minutes.
+bench-full: $(STAMP) services
+	$(PY) bench/bench_crossmatch.py --full
+	$(PY) -m bench.bench_storage
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf albireo-demo .pytest_cache build *.egg-info

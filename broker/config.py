@@ -1,0 +1,173 @@
+"""One typed configuration: defaults that work, a TOML file, then environment overrides.
+
+Precedence (lowest to highest): the defaults below (the embedded, server-less
+setup), the TOML file given with ``--config`` (or ``ALBIREO_CONFIG``), then
+environment variables named ``ALBIREO_<SECTION>__<KEY>`` (double underscore
+between section and key, e.g. ``ALBIREO_KAFKA__BOOTSTRAP_SERVERS``).
+
+Every value is typed by its dataclass field, so a bad override fails at start-up
+with the name of the setting rather than deep inside a worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+DEFAULT_HOME = Path(os.environ.get("ALBIREO_HOME", Path.home() / ".cache" / "albireo"))
+
+
+@dataclass
+class AssociationConfig:
+    #: alerts within this distance of a locus join it (ANTARES uses 1").
+    radius_arcsec: float = 1.0
+
+
+@dataclass
+class KafkaConfig:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "albireo"
+    #: input topics (ZTF/LSST alert streams).
+    input_topics: list[str] = field(default_factory=lambda: ["ztf-alerts"])
+    #: prefix of the per-tag output topics: ``<prefix><tag>``.
+    output_prefix: str = "albireo.loci."
+    dead_letter_topic: str = "albireo.dlq"
+    #: how many messages one pipeline batch takes at most.
+    batch_size: int = 500
+    poll_timeout_s: float = 1.0
+    #: Produce outputs and commit input offsets in one Kafka transaction.
+    transactional: bool = False
+    #: extra librdkafka settings (security.protocol, sasl.*, ...).
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StoreConfig:
+    #: ``sqlite`` (embedded default) or ``cassandra``.
+    backend: str = "sqlite"
+    path: str = str(DEFAULT_HOME / "albireo.sqlite")
+    cassandra_hosts: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    cassandra_port: int = 9042
+    keyspace: str = "albireo"
+    consistency: str = "LOCAL_QUORUM"
+
+
+@dataclass
+class SearchConfig:
+    #: ``sqlite`` (embedded default) or ``elasticsearch``.
+    backend: str = "sqlite"
+    path: str = str(DEFAULT_HOME / "albireo-index.sqlite")
+    elasticsearch_url: str = "http://127.0.0.1:9200"
+    index_name: str = "albireo-loci"
+
+
+@dataclass
+class FiltersConfig:
+    #: built-in filter modules run in order (``filters.<name>``).
+    builtin: list[str] = field(
+        default_factory=lambda: ["high_snr", "fast_riser", "nearby_galaxy"]
+    )
+    #: per-filter time budget for one locus, seconds.
+    timeout_s: float = 5.0
+    #: disable a filter after this many errors within ``error_window_s``.
+    max_errors: int = 50
+    error_window_s: float = 600.0
+    webhook_url: str = ""
+
+
+@dataclass
+class CatalogConfig:
+    root: str = str(DEFAULT_HOME / "catalogs")
+    enabled: bool = True
+
+
+@dataclass
+class ServiceConfig:
+    metrics_port: int = 0
+    log_level: str = "INFO"
+
+
+@dataclass
+class Config:
+    association: AssociationConfig = field(default_factory=AssociationConfig)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    filters: FiltersConfig = field(default_factory=FiltersConfig)
+    catalogs: CatalogConfig = field(default_factory=CatalogConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class ConfigError(ValueError):
+    """A setting has an unknown name or a value of the wrong type."""
+
+
+def _coerce(name: str, value: Any, typ: Any) -> Any:
+    """Turn a TOML or environment value into the field's declared type."""
+    origin = getattr(typ, "__origin__", None)
+    try:
+        if typ is bool:
+            if isinstance(value, str):
+                if value.lower() in {"1", "true", "yes", "on"}:
+                    return True
+                if value.lower() in {"0", "false", "no", "off"}:
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if typ in (int, float, str):
+            return typ(value)
+        if origin is list:
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            return list(value)
+        if origin is dict:
+            if isinstance(value, str):
+                return dict(kv.split("=", 1) for kv in value.split(",") if kv)
+            return dict(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: cannot read {value!r} as {typ}") from exc
+    return value
+
+
+def _apply(section_obj: Any, section: str, values: dict[str, Any]) -> None:
+    hints = get_type_hints(type(section_obj))
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(f"unknown setting {section}.{key}")
+        setattr(section_obj, key, _coerce(f"{section}.{key}", value, hints[key]))
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
+    """Build the configuration: defaults, then ``path`` (TOML), then ``env`` overrides."""
+    env = dict(os.environ if env is None else env)
+    cfg = Config()
+    path = path or env.get("ALBIREO_CONFIG")
+    if path:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+        for section, values in data.items():
+            if not hasattr(cfg, section) or not isinstance(values, dict):
+                raise ConfigError(f"unknown section [{section}] in {path}")
+            _apply(getattr(cfg, section), section, values)
+    for name, value in env.items():
+        if not name.startswith("ALBIREO_") or "__" not in name:
+            continue
+        section, key = name[len("ALBIREO_") :].lower().split("__", 1)
+        if not hasattr(cfg, section):
+            raise ConfigError(f"unknown section in environment variable {name}")
+        _apply(getattr(cfg, section), section, {key: value})
+    return cfg
+
+
+def to_toml(cfg: Config) -> str:
+    """Render the effective configuration as TOML (``albireo config show``)."""
+    import tomli_w
+
+    return tomli_w.dumps(cfg.as_dict())

@@ -1,0 +1,127 @@
+"""Outgoing locus messages: Avro single-object encoded with the versioned locus schema.
+
+Every message starts with ``C3 01`` and the CRC-64-AVRO fingerprint of the
+writer schema (``schemas/albireo/locus/<version>/locus.avsc``), so a consumer
+always knows which schema to read it with — without a schema registry.
+:func:`decode_locus_message` is what a Python subscriber calls.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from functools import cache, lru_cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+
+import broker
+from broker.alert import Alert
+from broker.avro import SingleObjectRegistry, decode_single_object, encode_single_object
+from broker.jsonutil import dumps
+from broker.locus import Locus
+
+SCHEMA_ROOT = Path(__file__).resolve().parent.parent / "schemas"
+LOCUS_SCHEMA_VERSION = "1"
+
+
+@cache
+def locus_schema(version: str = LOCUS_SCHEMA_VERSION) -> dict:
+    path = SCHEMA_ROOT / "albireo" / "locus" / version / "locus.avsc"
+    return fastavro.parse_schema(json.loads(path.read_text()))
+
+
+@lru_cache(maxsize=1)
+def locus_registry() -> SingleObjectRegistry:
+    """Every locus schema version we ever wrote, by fingerprint."""
+    reg = SingleObjectRegistry()
+    for d in sorted((SCHEMA_ROOT / "albireo" / "locus").iterdir()):
+        reg.register(locus_schema(d.name))
+    return reg
+
+
+def _scalar(v: Any) -> Any:
+    """A map value the Avro union accepts: null, bool, long, double, string (else JSON)."""
+    if v is None or isinstance(v, (bool, str)):
+        return v
+    if isinstance(v, int):
+        return v if -(2**63) <= v < 2**63 else str(v)
+    if isinstance(v, float):
+        return v
+    if hasattr(v, "item"):  # numpy scalar
+        return _scalar(v.item())
+    if isinstance(v, bytes):
+        return None
+    return dumps(v)
+
+
+def _opt(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def _alert_record(a: Alert, with_properties: bool) -> dict[str, Any]:
+    rec = {
+        "alert_id": a.alert_id,
+        "survey": int(a.survey),
+        "mjd": float(a.mjd),
+        "passband": a.passband or "",
+        "mag": _opt(a.mag),
+        "magerr": _opt(a.magerr),
+        "maglim": _opt(a.maglim),
+    }
+    if with_properties:
+        rec["ra"] = _opt(a.ra)
+        rec["dec"] = _opt(a.dec)
+        rec["properties"] = {k: _scalar(v) for k, v in a.properties.items()}
+    return rec
+
+
+def _object_id(row: dict) -> str | None:
+    for key in ("id", "name", "object_id", "source_id", "designation", "Objid"):
+        if row.get(key) is not None:
+            return str(row[key])
+    return None
+
+
+def locus_message(locus: Locus, stream: str) -> dict[str, Any]:
+    """The record published to ``stream`` for ``locus``."""
+    matches = []
+    for cat, rows in sorted(locus.catalog_objects.items()):
+        for row in rows:
+            dist = row.get("match_distance_arcsec")
+            matches.append(
+                {"catalog": cat, "object_id": _object_id(row), "distance_arcsec": _opt(dist), "row_json": dumps(row)}
+            )
+    return {
+        "schema_version": LOCUS_SCHEMA_VERSION,
+        "locus_id": locus.locus_id,
+        "ra": float(locus.ra),
+        "dec": float(locus.dec),
+        "stream": stream,
+        "tags": sorted(locus.user_tags),
+        "properties": {k: _scalar(v) for k, v in locus.properties.items()},
+        "provenance": {
+            k: {"filter": p.filter, "revision": p.revision, "pipeline_version": p.pipeline_version}
+            for k, p in locus.provenance.items()
+        },
+        "catalog_matches": matches,
+        "alert": _alert_record(locus.alerts[-1], True),
+        "lightcurve": [_alert_record(a, False) for a in locus.alerts],
+        "pipeline_version": broker.__version__,
+        "processed_at": int(time.time() * 1000),
+    }
+
+
+def encode_locus(locus: Locus, stream: str) -> bytes:
+    return encode_single_object(locus_message(locus, stream), locus_schema())
+
+
+def decode_locus_message(raw: bytes) -> dict[str, Any]:
+    """Decode one output message (any locus schema version we wrote)."""
+    _, record = decode_single_object(raw, locus_registry())
+    return record

@@ -1,0 +1,262 @@
+"""The filter contract and the in-process runner.
+
+A filter is a class with the ANTARES devkit's shape: ``REQUIRED_LOCUS_PROPERTIES``,
+``REQUIRED_ALERT_PROPERTIES``, ``REQUIRED_TAGS``, ``TRIGGERING_SURVEY``,
+``OUTPUT_LOCUS_TAGS``, ``OUTPUT_LOCUS_PROPERTIES``, ``setup()`` and
+``_run(locus)``. Classes deriving from ``antares_devkit.models.BaseFilter``
+run unmodified; Albireo's own :class:`BaseFilter` is the same contract without
+the devkit dependency.
+
+Filters are guests: the runner checks constraints, times each call, catches
+every exception with its traceback, attributes each tag and property to the
+filter revision that set it, and disables a filter that keeps failing.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import importlib
+import inspect
+import logging
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import broker
+from broker.locus import SURVEYS, Locus, Provenance
+
+log = logging.getLogger("albireo.filters")
+
+PROPERTY_PREFIX = {"ztf": "ztf_", "decat": "decat_", "lsst": "lsst_"}
+
+
+class BaseFilter(abc.ABC):
+    """Albireo's filter base class: the ANTARES devkit contract, no devkit needed."""
+
+    REQUIRED_LOCUS_PROPERTIES: list[str] = []
+    REQUIRED_TAGS: list[str] = []
+    REQUIRED_ALERT_PROPERTIES: list[str] = []
+    TRIGGERING_SURVEY: str = "all"
+    OUTPUT_LOCUS_TAGS: list[dict[str, str]] = []
+    OUTPUT_LOCUS_PROPERTIES: list[dict[str, Any]] = []
+    REQUIRED_GRAV_WAVE_PROB_REGION: float | None = None
+
+    def __init__(self) -> None:
+        self.setup()
+
+    def setup(self) -> None:  # noqa: B027 - optional hook, as in the devkit
+        """Load models or files once, when the filter is instantiated."""
+
+    @abc.abstractmethod
+    def _run(self, locus: Locus) -> None:
+        raise NotImplementedError
+
+
+def satisfies_constraints(f: Any, locus: Locus) -> bool:
+    """The devkit's constraint rules, applied to any filter class (ours or the devkit's)."""
+    props = locus.properties
+    for prop in getattr(f, "REQUIRED_LOCUS_PROPERTIES", []):
+        if prop not in props:
+            return False
+    for tag in getattr(f, "REQUIRED_TAGS", []):
+        if tag not in locus.tags:
+            return False
+    alert = locus.alert
+    survey = alert.properties["ant_survey"]
+    for prop in getattr(f, "REQUIRED_ALERT_PROPERTIES", []):
+        for name, prefix in PROPERTY_PREFIX.items():
+            if prop.startswith(prefix) and survey not in SURVEYS[name]:
+                break
+        else:
+            if prop not in alert.properties:
+                return False
+    max_level = getattr(f, "REQUIRED_GRAV_WAVE_PROB_REGION", None)
+    if max_level and not any(gw["contour_level"] <= max_level for gw in alert.grav_wave_events):
+        return False
+    trig = getattr(f, "TRIGGERING_SURVEY", "all")
+    return trig == "all" or survey in SURVEYS[trig]
+
+
+def source_hash(cls: type) -> str:
+    """A revision id for a filter class: the hash of its module's source."""
+    try:
+        src = inspect.getsource(inspect.getmodule(cls))
+    except (OSError, TypeError):
+        src = cls.__qualname__
+    return hashlib.sha256(src.encode()).hexdigest()[:12]
+
+
+@dataclass
+class FilterError:
+    filter: str
+    revision: str
+    locus_id: str
+    alert_id: str
+    exception: str
+    message: str
+    traceback: str
+    at: float
+
+
+@dataclass
+class FilterStats:
+    """Per-filter counters; ``latencies`` keeps recent run times for percentiles."""
+
+    runs: int = 0
+    skipped: int = 0
+    errors: int = 0
+    tagged: int = 0
+    total_s: float = 0.0
+    slow: int = 0
+    latencies: deque = field(default_factory=lambda: deque(maxlen=2048))
+
+
+@dataclass
+class LoadedFilter:
+    """A filter instance with its name, revision and runtime state."""
+
+    name: str
+    revision: str
+    instance: Any
+    priority: int = 0
+    enabled: bool = True
+    disabled_reason: str = ""
+    stats: FilterStats = field(default_factory=FilterStats)
+    recent_errors: deque = field(default_factory=lambda: deque(maxlen=1000))
+
+    @property
+    def output_tags(self) -> list[str]:
+        return [t["name"] if isinstance(t, dict) else str(t) for t in getattr(self.instance, "OUTPUT_LOCUS_TAGS", [])]
+
+
+def load_filter_class(cls: type, name: str | None = None, priority: int = 0) -> LoadedFilter:
+    return LoadedFilter(name=name or cls.__name__, revision=source_hash(cls), instance=cls(), priority=priority)
+
+
+def find_filter_classes(module: Any) -> list[type]:
+    """Concrete filter classes defined in ``module`` (ours or devkit subclasses)."""
+    out = []
+    for obj in vars(module).values():
+        if (
+            inspect.isclass(obj)
+            and obj.__module__ == module.__name__
+            and hasattr(obj, "_run")
+            and not inspect.isabstract(obj)
+            and hasattr(obj, "OUTPUT_LOCUS_TAGS")
+        ):
+            out.append(obj)
+    return out
+
+
+def load_builtin_filters(names: list[str]) -> list[LoadedFilter]:
+    """Built-in filters by module name under ``filters/``, in the given priority order."""
+    loaded = []
+    for prio, name in enumerate(names):
+        module = importlib.import_module(f"filters.{name}")
+        for cls in find_filter_classes(module):
+            loaded.append(load_filter_class(cls, name=name, priority=prio))
+    return loaded
+
+
+@dataclass
+class RunReport:
+    """What one batch of filter runs did: per locus, the tags set during this run."""
+
+    tags_by_locus: dict[str, set[str]] = field(default_factory=dict)
+    errors: list[FilterError] = field(default_factory=list)
+    runs: int = 0
+    skipped: int = 0
+
+
+class FilterRunner:
+    """Runs loaded filters in priority order over a batch of loci, in this process.
+
+    The in-process runner is for trusted, built-in filters; user filters run in
+    the isolated pool (``broker.sandbox``), which reuses this bookkeeping.
+    """
+
+    def __init__(
+        self,
+        filters: list[LoadedFilter],
+        slow_s: float = 5.0,
+        max_errors: int = 50,
+        error_window_s: float = 600.0,
+        on_disable=None,
+    ):
+        self.filters = sorted(filters, key=lambda f: f.priority)
+        self.slow_s = slow_s
+        self.max_errors = max_errors
+        self.error_window_s = error_window_s
+        self.on_disable = on_disable
+
+    def run(self, loci: list[Locus]) -> RunReport:
+        report = RunReport()
+        for locus in loci:
+            run_tags = report.tags_by_locus.setdefault(locus.locus_id, set())
+            for f in self.filters:
+                if not f.enabled:
+                    continue
+                self._run_one(f, locus, report, run_tags)
+        return report
+
+    def _run_one(self, f: LoadedFilter, locus: Locus, report: RunReport, run_tags: set[str]) -> None:
+        try:
+            ok = satisfies_constraints(f.instance, locus)
+        except Exception as exc:  # a missing ant_survey etc. is the filter's problem, not the worker's
+            ok = False
+            self._record_error(f, locus, exc, report)
+        if not ok:
+            f.stats.skipped += 1
+            report.skipped += 1
+            return
+        locus._current = Provenance(f.name, f.revision, broker.__version__, locus.alert.mjd)
+        locus._run_tags = set()
+        t0 = time.perf_counter()
+        try:
+            f.instance._run(locus)
+        except Exception as exc:
+            self._record_error(f, locus, exc, report)
+        finally:
+            dt = time.perf_counter() - t0
+            locus._current = None
+            set_tags, locus._run_tags = locus._run_tags, None
+        f.stats.runs += 1
+        report.runs += 1
+        f.stats.total_s += dt
+        f.stats.latencies.append(dt)
+        if dt > self.slow_s:
+            f.stats.slow += 1
+            log.warning("filter %s took %.2fs on locus %s", f.name, dt, locus.locus_id)
+        if set_tags:
+            f.stats.tagged += 1
+            run_tags.update(set_tags)
+
+    def _record_error(self, f: LoadedFilter, locus: Locus, exc: BaseException, report: RunReport) -> None:
+        now = time.time()
+        err = FilterError(
+            filter=f.name,
+            revision=f.revision,
+            locus_id=locus.locus_id,
+            alert_id=locus.alert.id if locus.alerts else "",
+            exception=type(exc).__name__,
+            message=str(exc),
+            traceback=traceback.format_exc(),
+            at=now,
+        )
+        f.stats.errors += 1
+        f.recent_errors.append(err)
+        report.errors.append(err)
+        log.warning(
+            "filter %s raised %s on locus %s (alert %s): %s",
+            f.name, err.exception, err.locus_id, err.alert_id, err.message,
+        )
+        recent = sum(1 for e in f.recent_errors if now - e.at <= self.error_window_s)
+        if self.max_errors and recent >= self.max_errors and f.enabled:
+            f.enabled = False
+            f.disabled_reason = f"{recent} errors within {self.error_window_s:.0f}s; last: {err.exception}: {err.message}"
+            log.error("filter %s disabled: %s", f.name, f.disabled_reason)
+            if self.on_disable:
+                self.on_disable(f, err)

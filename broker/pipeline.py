@@ -1,0 +1,327 @@
+"""The pipeline: one batch of raw messages in, loci stored and tagged streams out.
+
+Stages (each timed into ``albireo_stage_seconds{stage=...}``):
+
+decode → validate → dedupe → associate → load loci → add alerts → crossmatch →
+filters → emit (tag streams + dead letters, acknowledged) → store → index.
+
+The pipeline owns no client library: it is handed a :class:`~broker.storage.base.Store`,
+a :class:`~broker.streams.base.Sink`, optionally an index writer and a catalog
+set. The same code runs embedded (SQLite + files) and in production (Cassandra,
+Elasticsearch, Kafka).
+
+Ordering is what makes a crash harmless. Outputs are published and acknowledged
+*before* the store write, and the store writes loci before alerts; the input
+offsets are committed by the worker only after all of it. A batch replayed after
+a crash therefore recomputes the same loci (properties are recomputed from the
+alert list, ids are deterministic) and the store ends identical; downstream
+consumers may see an output twice (at-least-once) unless the Kafka sink is
+transactional.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from broker.alert import Packet
+from broker.association import Associator
+from broker.avro import DecodeError
+from broker.decode import decode_message, validate_packet
+from broker.emit import encode_locus
+from broker.filters import FilterRunner, RunReport
+from broker.locus import Locus, make_locus_id
+from broker.metrics import Metrics
+from broker.storage.base import DeadLetter, Store
+from broker.streams.base import Message, Sink
+
+log = logging.getLogger("albireo.pipeline")
+
+
+@dataclass
+class BatchResult:
+    """What one batch did; the worker adds these up for its summary."""
+
+    messages: int = 0
+    packets: int = 0
+    alerts_new: int = 0
+    duplicates: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    loci_created: int = 0
+    loci_updated: int = 0
+    crossmatched: int = 0
+    tags: Counter = field(default_factory=Counter)
+    filter_errors: int = 0
+    published: int = 0
+
+    def add(self, other: BatchResult) -> None:
+        for name in ("messages", "packets", "alerts_new", "duplicates", "loci_created", "loci_updated",
+                     "crossmatched", "filter_errors", "published"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.rejected.update(other.rejected)
+        self.tags.update(other.tags)
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+
+@dataclass
+class _Decoded:
+    message: Message
+    packet: Packet
+
+
+class Pipeline:
+    """Composes the stages over the adapters it is given."""
+
+    def __init__(
+        self,
+        store: Store,
+        sink: Sink,
+        filters: FilterRunner,
+        associator: Associator,
+        output_prefix: str = "albireo.loci.",
+        dead_letter_topic: str = "albireo.dlq",
+        index_writer: Any = None,
+        catalogs: Any = None,
+        metrics: Metrics | None = None,
+        lsst_schema_version: str | None = None,
+    ):
+        self.store = store
+        self.sink = sink
+        self.filters = filters
+        self.associator = associator
+        self.output_prefix = output_prefix
+        self.dead_letter_topic = dead_letter_topic
+        self.index_writer = index_writer
+        self.catalogs = catalogs
+        self.metrics = metrics or Metrics()
+        self.lsst_schema_version = lsst_schema_version
+
+    # ------------------------------------------------------------------------------------
+    def process(self, messages: list[Message]) -> BatchResult:
+        res = BatchResult(messages=len(messages))
+        m = self.metrics
+        m.inc("messages", len(messages))
+        with m.time("decode"):
+            decoded, letters = self._decode(messages, res)
+        with m.time("dedupe"):
+            decoded = self._dedupe(decoded, res)
+        with m.time("associate"):
+            loci, new_ids, groups = self._associate(decoded)
+        with m.time("crossmatch"):
+            self._crossmatch(list(loci.values()), res)
+        new_alerts = self._rounds(loci, groups, res)
+        with m.time("emit"):
+            for letter in letters:
+                self.sink.publish(self.dead_letter_topic, None, letter.payload, letter.headers)
+                m.inc("dead_letters", reason=letter.reason)
+            self.sink.flush()
+        touched = [loci[lid] for lid in groups]
+        with m.time("store"):
+            cutouts = {d.packet.trigger.alert_id: d.packet.cutouts for d in decoded if d.packet.cutouts}
+            self.store.save_batch(touched, new_alerts, cutouts)
+            for letter in letters:
+                self.store.record_dead_letter(letter)
+        if self.index_writer is not None:
+            with m.time("index"):
+                self.index_writer.write(touched)
+        res.alerts_new = len(new_alerts)
+        res.loci_created = len(new_ids)
+        res.loci_updated = len(touched) - len(new_ids)
+        m.inc("alerts_ingested", res.alerts_new)
+        m.inc("loci_created", res.loci_created)
+        m.inc("loci_updated", res.loci_updated)
+        m.inc("duplicates", res.duplicates)
+        return res
+
+    def _rounds(self, loci: dict[str, Locus], groups: dict[str, list[Packet]], res: BatchResult) -> list:
+        """Add each locus's packets one at a time and run the filters after each, as ANTARES does.
+
+        Filters see ``locus.alert`` = the packet being ingested with the light curve
+        up to it. A batch rarely holds two packets of one locus (they come minutes
+        apart), so this is usually a single round over the whole batch; a replayed
+        history takes one round per packet of the busiest locus.
+        """
+        new_alerts = []
+        n_rounds = max((len(g) for g in groups.values()), default=0)
+        for r in range(n_rounds):
+            active = []
+            with self.metrics.time("associate"):
+                for lid, packets in groups.items():
+                    if r < len(packets):
+                        p = packets[r]
+                        locus = loci[lid]
+                        new_alerts.extend(locus.add_alerts([*p.history, p.trigger]))
+                        active.append(locus)
+            with self.metrics.time("filters"):
+                report = self.filters.run(active)
+            res.filter_errors += len(report.errors)
+            self.metrics.inc("filter_errors", len(report.errors))
+            with self.metrics.time("emit"):
+                self._publish_tags(loci, report, res)
+        return new_alerts
+
+    def dead_letter(self, messages: list[Message], reason: str, text: str) -> BatchResult:
+        """Reject whole messages (e.g. one that made a stage fail): DLQ topic + store, counted."""
+        res = BatchResult(messages=len(messages))
+        letters = [self._letter(m, reason, text) for m in messages]
+        res.rejected[reason] += len(letters)
+        self.metrics.inc("rejected", len(letters), reason=reason)
+        for letter in letters:
+            self.sink.publish(self.dead_letter_topic, None, letter.payload, letter.headers)
+            self.metrics.inc("dead_letters", reason=letter.reason)
+        self.sink.flush()
+        for letter in letters:
+            self.store.record_dead_letter(letter)
+        return res
+
+    # ------------------------------------------------------------------------------------
+    def _decode(self, messages: list[Message], res: BatchResult) -> tuple[list[_Decoded], list[DeadLetter]]:
+        out: list[_Decoded] = []
+        letters: list[DeadLetter] = []
+        for msg in messages:
+            try:
+                packets = decode_message(msg.value, lsst_schema_version=self.lsst_schema_version)
+                for p in packets:
+                    validate_packet(p)
+            except DecodeError as exc:
+                letters.append(self._letter(msg, exc.reason, str(exc)))
+                res.rejected[exc.reason] += 1
+                continue
+            except Exception as exc:  # a decoder bug must not stop the stream either
+                letters.append(self._letter(msg, "internal_error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+                res.rejected["internal_error"] += 1
+                continue
+            for p in packets:
+                out.append(_Decoded(msg, p))
+        res.packets = len(out)
+        for reason, n in res.rejected.items():
+            self.metrics.inc("rejected", n, reason=reason)
+        return out, letters
+
+    def _letter(self, msg: Message, reason: str, text: str) -> DeadLetter:
+        log.warning("rejected %s: %s: %s", msg.origin, reason, text.splitlines()[0] if text else "")
+        return DeadLetter(
+            source=msg.origin,
+            reason=reason,
+            message=text,
+            payload=msg.value,
+            received_at=time.time(),
+            headers={"albireo.reason": reason, "albireo.error": text[:1000], "albireo.origin": msg.origin},
+        )
+
+    def _dedupe(self, decoded: list[_Decoded], res: BatchResult) -> list[_Decoded]:
+        """Drop packets whose trigger was already ingested (replays) or repeats within the batch."""
+        if not decoded:
+            return decoded
+        ids = [d.packet.trigger.alert_id for d in decoded]
+        seen = self.store.existing_alert_ids(ids)
+        out = []
+        for d, aid in zip(decoded, ids, strict=True):
+            if aid in seen:
+                res.duplicates += 1
+                continue
+            seen.add(aid)
+            out.append(d)
+        return out
+
+    def _associate(self, decoded: list[_Decoded]) -> tuple[dict[str, Locus], list[str], dict[str, list[Packet]]]:
+        """Find (or found) the locus of every packet; load the touched loci in one read.
+
+        Returns the loci by id, the ids of loci founded here, and each touched
+        locus's packets in observation order.
+        """
+        if not decoded:
+            return {}, [], {}
+        ra = np.array([d.packet.trigger.ra for d in decoded], dtype=np.float64)
+        dec = np.array([d.packet.trigger.dec for d in decoded], dtype=np.float64)
+        _, blocks = self.associator.pixels(ra, dec)
+        existing = self.store.locus_positions(np.unique(blocks[blocks >= 0]))
+        assoc = self.associator.associate(ra, dec, existing, blocks)
+
+        # Founders claim their place: if another worker founded a locus there
+        # meanwhile, the store names it and these alerts join it instead.
+        founder_ids = []
+        for f in assoc.new_founders:
+            t = decoded[f].packet.trigger
+            founder_ids.append(make_locus_id(t.alert_id, t.mjd))
+        winners = {}
+        if founder_ids:
+            cands = [(lid, float(ra[f]), float(dec[f])) for lid, f in zip(founder_ids, assoc.new_founders, strict=True)]
+            winners = self.store.claim_new_loci(cands, self.associator.radius_arcsec)
+
+        lid_of = []
+        for i in range(len(decoded)):
+            ei = assoc.existing_index[i]
+            lid_of.append(existing.locus_ids[ei] if ei >= 0 else winners.get(founder_ids[assoc.new_group[i]],
+                                                                             founder_ids[assoc.new_group[i]]))
+        loci: dict[str, Locus] = self.store.load_loci(sorted(set(lid_of)))
+        positions = dict(zip(existing.locus_ids, zip(existing.ra, existing.dec, strict=True), strict=True))
+        for g, f in enumerate(assoc.new_founders):
+            positions.setdefault(founder_ids[g], (ra[f], dec[f]))
+        new_ids = []
+        for lid in dict.fromkeys(lid_of):
+            if lid not in loci:
+                # Founded here, or claimed (position row written) by a worker that has not
+                # stored its locus yet, or by an earlier attempt of this batch: start it.
+                if lid not in positions:
+                    positions.update(self._claimed_position(lid, ra, dec, lid_of))
+                r, d = positions[lid]
+                loci[lid] = Locus(locus_id=lid, ra=float(r), dec=float(d))
+                new_ids.append(lid)
+
+        # History alerts already stored (in whichever locus) stay where they are.
+        history_ids = [h.alert_id for d in decoded for h in d.packet.history]
+        stored = self.store.existing_alert_ids(history_ids) if history_ids else set()
+        groups: dict[str, list[Packet]] = {}
+        for d, lid in zip(decoded, lid_of, strict=True):
+            p = d.packet
+            if stored:
+                p = Packet(p.trigger, [h for h in p.history if h.alert_id not in stored], p.schema, p.cutouts)
+            groups.setdefault(lid, []).append(p)
+        for packets in groups.values():
+            packets.sort(key=lambda p: (p.trigger.mjd, p.trigger.alert_id))
+        return loci, new_ids, groups
+
+    def _claimed_position(self, lid: str, ra: np.ndarray, dec: np.ndarray, lid_of: list[str]) -> dict:
+        """Position of a locus another worker claimed: its stored position row, else our alert's."""
+        i = lid_of.index(lid)
+        _, blocks = self.associator.pixels(ra[i : i + 1], dec[i : i + 1])
+        pos = self.store.locus_positions(blocks[blocks >= 0])
+        for k, other in enumerate(pos.locus_ids):
+            if other == lid:
+                return {lid: (pos.ra[k], pos.dec[k])}
+        return {lid: (ra[i], dec[i])}
+
+    def _crossmatch(self, loci: list[Locus], res: BatchResult) -> None:
+        """Match loci that were never matched against the current catalog set (positions do not move)."""
+        if self.catalogs is None or not loci:
+            return
+        version = self.catalogs.version
+        stale = [x for x in loci if x.catalog_version != version]
+        if not stale:
+            return
+        matches = self.catalogs.match(np.array([x.ra for x in stale]), np.array([x.dec for x in stale]))
+        for locus, found in zip(stale, matches, strict=True):
+            locus.catalog_objects = found
+            locus.catalog_version = version
+        res.crossmatched = len(stale)
+        self.metrics.inc("crossmatched", len(stale))
+
+    def _publish_tags(self, loci: dict[str, Locus], report: RunReport, res: BatchResult) -> None:
+        """Queue one message per (locus, tag) the filters set in this round."""
+        for lid, tags in report.tags_by_locus.items():
+            for tag in sorted(tags):
+                value = encode_locus(loci[lid], tag)
+                self.sink.publish(self.output_prefix + tag, lid.encode(), value, {"albireo.stream": tag})
+                res.tags[tag] += 1
+                res.published += 1
+                self.metrics.inc("published", stream=tag)

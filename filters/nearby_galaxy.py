@@ -1,0 +1,38 @@
+"""in_nearby_galaxy: the locus lies inside a cataloged NGC/IC galaxy's own extent.
+
+Transients inside nearby galaxies are the ones worth a spectrum first
+(distance known, host known). The cross-match stage matches each locus against
+OpenNGC within each object's own semi-major axis; this filter keeps the
+galaxy matches, names the host and tags the locus. Solar-system objects
+(ZTF ``ssnamenr`` set) are skipped, as ANTARES's ``extragalactic`` filter does.
+"""
+
+from __future__ import annotations
+
+from broker.filters import BaseFilter
+
+CATALOG = "openngc"
+GALAXY_TYPES = {"G", "GPair", "GTrpl", "GGroup"}
+
+
+class InNearbyGalaxy(BaseFilter):
+    REQUIRED_ALERT_PROPERTIES = ["ant_survey"]
+    OUTPUT_LOCUS_TAGS = [{"name": "in_nearby_galaxy", "description": "Inside an NGC/IC galaxy (OpenNGC)."}]
+    OUTPUT_LOCUS_PROPERTIES = [
+        {"name": "host_name", "type": "str", "description": "NGC/IC name of the host galaxy."},
+        {"name": "host_distance_arcsec", "type": "float", "description": "Distance to the host's centre."},
+    ]
+
+    def _run(self, locus) -> None:
+        if locus.alert.properties["ant_survey"] == 2:
+            return
+        if locus.properties.get("ztf_ssnamenr", "null") not in ("null", None, ""):
+            return
+        rows = [r for r in locus.catalog_objects.get(CATALOG, []) if str(r.get("type", "G")) in GALAXY_TYPES]
+        if not rows:
+            return
+        host = min(rows, key=lambda r: r.get("match_distance_arcsec", float("inf")))
+        locus.set_property("host_name", str(host.get("name", "")))
+        if host.get("match_distance_arcsec") is not None:
+            locus.set_property("host_distance_arcsec", float(host["match_distance_arcsec"]))
+        locus.tag("in_nearby_galaxy")

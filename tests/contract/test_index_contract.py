@@ -1,0 +1,164 @@
+"""The Index contract: the embedded index and Elasticsearch answer the same queries the same way."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from broker.search.base import LocusQuery, QueryError, locus_document
+from broker.search.sky import angular_distance_deg
+
+
+def _sky(locus_factory, n: int = 300, seed: int = 7):
+    """Loci scattered over a 1° patch straddling RA 0/360, with tags and filter properties."""
+    rng = np.random.default_rng(seed)
+    loci = []
+    for i in range(n):
+        ra = float((359.6 + rng.uniform(0, 0.8)) % 360.0)
+        dec = float(rng.uniform(-0.4, 0.4))
+        tags = tuple(t for t, m in (("high_snr", 2), ("nuclear_transient", 3)) if i % m == 0)
+        props = {"snr_max": float(rng.uniform(0, 100))} if i % 5 else {}
+        if i % 4 == 0:
+            props["class"] = "SN Ia" if i % 8 == 0 else "AGN"
+        loci.append(locus_factory(ra, dec, n=2 + i % 3, mjd0=60000.0 + (i % 37), seed=1000 + i,
+                                  tags=tags, props=props))
+    return loci
+
+
+@pytest.fixture
+def filled(index, locus_factory):
+    loci = _sky(locus_factory)
+    docs = [locus_document(x) for x in loci]
+    index.upsert(docs[:150])
+    index.upsert(docs[150:])
+    index.refresh()
+    return index, loci, docs
+
+
+def _all_pages(index, query: LocusQuery) -> list[str]:
+    ids, cursor = [], None
+    for _ in range(1000):
+        query.search_after = cursor
+        page = index.search(query)
+        ids += [h["locus_id"] for h in page.hits]
+        cursor = page.next_cursor
+        if cursor is None:
+            return ids
+    raise AssertionError("pagination did not end")
+
+
+def test_upsert_get_count_tags(filled, locus_factory):
+    index, loci, docs = filled
+    assert index.count() == 300
+    got = index.get(loci[24].locus_id)
+    assert got["locus_id"] == loci[24].locus_id and got["ra"] == loci[24].ra
+    assert got["tags"] == ["high_snr", "nuclear_transient"]
+    assert got["properties"]["class"] == "SN Ia"
+    assert got["num_alerts"] == loci[24].internal_properties["num_alerts"]
+    assert got["ztf_object_id"] == loci[24].internal_properties["ztf_object_id"]
+    assert index.get("ALBnope") is None
+    assert index.tag_counts() == {"high_snr": 150, "nuclear_transient": 100}
+    # replace: a re-sent document overwrites tags and properties
+    loci[24].user_tags = {"retracted"}
+    index.upsert([locus_document(loci[24])])
+    index.refresh()
+    assert index.count() == 300
+    assert index.get(loci[24].locus_id)["tags"] == ["retracted"]
+    assert index.tag_counts()["high_snr"] == 149
+
+
+@pytest.mark.parametrize("center,radius", [((0.0, 0.0), 0.2), ((359.8, 0.1), 0.15), ((0.1, -0.2), 3 / 60)])
+def test_cone_is_exact(filled, center, radius):
+    index, loci, _ = filled
+    ra = np.array([x.ra for x in loci])
+    dec = np.array([x.dec for x in loci])
+    d = angular_distance_deg(ra, dec, *center)
+    expect = {x.locus_id for x, di in zip(loci, d, strict=True) if di <= radius}
+    res = index.search(LocusQuery(cone=(*center, radius), limit=1000))
+    assert res.total == len(expect) > 0
+    assert {h["locus_id"] for h in res.hits} == expect
+    # a radius exactly at one locus's distance includes it; a hair less excludes it
+    k = int(np.argsort(d)[5])
+    at = index.search(LocusQuery(cone=(*center, float(d[k])), limit=1000))
+    assert loci[k].locus_id in {h["locus_id"] for h in at.hits}
+    below = index.search(LocusQuery(cone=(*center, float(d[k]) * (1 - 1e-9)), limit=1000))
+    assert loci[k].locus_id not in {h["locus_id"] for h in below.hits}
+    assert below.total == at.total - 1
+
+
+def test_tags_ranges_terms(filled):
+    index, loci, _ = filled
+    both = {x.locus_id for x in loci if {"high_snr", "nuclear_transient"} <= x.user_tags}
+    res = index.search(LocusQuery(tags=["high_snr", "nuclear_transient"], limit=1000))
+    assert {h["locus_id"] for h in res.hits} == both and res.total == len(both)
+    rng_ids = {x.locus_id for x in loci if 20.0 <= x.user_properties.get("snr_max", -1) <= 40.0}
+    res = index.search(LocusQuery(ranges={"snr_max": (20.0, 40.0)}, limit=1000))
+    assert {h["locus_id"] for h in res.hits} == rng_ids
+    open_ids = {x.locus_id for x in loci if x.user_properties.get("snr_max", -1) >= 90.0}
+    assert {h["locus_id"] for h in index.search(LocusQuery(ranges={"snr_max": (90.0, None)}, limit=1000)).hits} \
+        == open_ids
+    sn = {x.locus_id for x in loci if x.user_properties.get("class") == "SN Ia"}
+    res = index.search(LocusQuery(terms={"class": "SN Ia"}, tags=["high_snr"], limit=1000))
+    assert {h["locus_id"] for h in res.hits} == sn
+    obj = loci[17].internal_properties["ztf_object_id"]
+    assert [h["locus_id"] for h in index.search(LocusQuery(terms={"ztf_object_id": obj})).hits] == [
+        loci[17].locus_id]
+
+
+def test_sort_and_deep_pagination(filled):
+    index, loci, _ = filled
+    key = {x.locus_id: x.internal_properties["newest_alert_observation_time"] for x in loci}
+    expect = sorted(key, key=lambda i: (-key[i], i))
+    first = index.search(LocusQuery(limit=10))
+    assert [h["locus_id"] for h in first.hits] == expect[:10] and first.total == 300
+    assert _all_pages(index, LocusQuery(limit=23)) == expect
+    # ascending on a filter property; loci without it come last, by id
+    snr = {x.locus_id: x.user_properties.get("snr_max") for x in loci}
+    expect_snr = sorted((i for i in snr if snr[i] is not None), key=lambda i: (snr[i], i)) + sorted(
+        i for i in snr if snr[i] is None)
+    assert _all_pages(index, LocusQuery(sort="snr_max", limit=41)) == expect_snr
+    # pagination inside a cone with a tag
+    cone_tag = _all_pages(index, LocusQuery(cone=(0.0, 0.0, 0.3), tags=["high_snr"], limit=7))
+    ra = np.array([x.ra for x in loci])
+    dec = np.array([x.dec for x in loci])
+    inside = {x.locus_id for x, di in zip(loci, angular_distance_deg(ra, dec, 0.0, 0.0), strict=True)
+              if di <= 0.3 and "high_snr" in x.user_tags}
+    assert cone_tag == [i for i in expect if i in inside]
+
+
+def test_bad_queries_are_refused(filled):
+    index, _, _ = filled
+    for bad in (LocusQuery(limit=5000), LocusQuery(cone=(0.0, 95.0, 1.0)), LocusQuery(sort="-"),
+                LocusQuery(ranges={"snr_max": ("a", 3)}), LocusQuery(ranges={"x; DROP": (1, 2)})):
+        with pytest.raises(QueryError):
+            index.search(bad)
+
+
+def test_raw_body_needs_elasticsearch(filled):
+    index, loci, _ = filled
+    body = {"query": {"bool": {"filter": [
+        {"sky_distance": {"radius": "0.2 degree", "location": "00h00m00s +00d00m00s"}}]}}}
+    if type(index).__name__ == "SQLiteIndex":
+        with pytest.raises(QueryError, match="needs the Elasticsearch backend"):
+            index.search(LocusQuery(raw=body))
+        return
+    ra = np.array([x.ra for x in loci])
+    dec = np.array([x.dec for x in loci])
+    expect = {x.locus_id for x, di in zip(loci, angular_distance_deg(ra, dec, 0.0, 0.0), strict=True) if di <= 0.2}
+    res = index.search(LocusQuery(raw=body, limit=1000))
+    assert {h["locus_id"] for h in res.hits} == expect and res.total == len(expect)
+    # same cone, written in arcmin and with a tag term inside the raw body
+    body2 = {"query": {"bool": {"must": [
+        {"sky_distance": {"radius": "12 arcmin", "location": "0:00:00 +0:00:00"}},
+        {"term": {"tags": "nuclear_transient"}}]}}}
+    res2 = index.search(LocusQuery(raw=body2, limit=1000))
+    assert {h["locus_id"] for h in res2.hits} == {i for i in expect if
+                                                   "nuclear_transient" in next(x for x in loci if x.locus_id == i).user_tags}
+    for bad in ({"query": {"match_all": {}}, "size": 10},
+                {"query": {"script": {"script": {"source": "true"}}}},
+                {"query": {"bool": {"filter": [{"script_score": {"query": {"match_all": {}}}}]}}},
+                {"query": {"wrapper": {"query": "eyJtYXRjaF9hbGwiOnt9fQ=="}}},
+                {"query": {"sky_distance": {"radius": "2 parsec", "location": "00h00m00s +00d00m00s"}}},
+                {"query": {"sky_distance": {"radius": "1 degree", "location": "25h00m00s +95d"}}}):
+        with pytest.raises(QueryError):
+            index.search(LocusQuery(raw=bad))

@@ -1,0 +1,143 @@
+"""The Store contract: every adapter (SQLite, Cassandra) must pass these with the same assertions."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from broker.association import pixels_of
+from broker.storage.base import DeadLetter
+
+from .conftest import ORDER, RADIUS_ARCSEC
+
+
+def _save(store, loci, cutouts=None):
+    alerts = [a for x in loci for a in x.alerts]
+    store.save_batch(loci, alerts, cutouts)
+    return alerts
+
+
+def test_round_trip_keeps_every_field(store, locus_factory):
+    a = locus_factory(150.1, 2.2, n=5, seed=1, tags=("high_snr",), props={"snr_max": 42.5, "class": "SN Ia"})
+    a.catalog_objects = {"gaia_dr3": [{"source_id": 123, "g_mag": 17.25}]}
+    a.catalog_version = "cat-v7"
+    b = locus_factory(150.2, 2.3, n=3, seed=2)
+    _save(store, [a, b])
+    got = store.load_loci([a.locus_id, b.locus_id, "ALB-missing"])
+    assert set(got) == {a.locus_id, b.locus_id}
+    la = got[a.locus_id]
+    assert (la.ra, la.dec) == (150.1, 2.2)
+    assert la.user_tags == {"high_snr"}
+    assert la.user_properties == {"snr_max": 42.5, "class": "SN Ia"}
+    assert la.internal_properties["num_alerts"] == 5
+    assert la.internal_properties["ztf_object_id"] == "ZTF24aa000001"
+    assert la.catalog_objects == {"gaia_dr3": [{"source_id": 123, "g_mag": 17.25}]}
+    assert la.catalog_version == "cat-v7"
+    assert la.provenance["high_snr"].filter == "test_filter"
+    assert la.provenance["property:class"].revision == "r1"
+    assert [x.alert_id for x in la.alerts] == [x.alert_id for x in a.alerts]
+    for mine, theirs in zip(a.alerts, la.alerts, strict=True):
+        assert theirs.mjd == mine.mjd and theirs.passband == mine.passband and theirs.survey == mine.survey
+        assert theirs.properties == mine.properties and theirs.is_history == mine.is_history
+        assert theirs.locus_id == a.locus_id
+        if mine.mag is None:
+            assert theirs.mag is None and math.isnan(theirs.ra) and theirs.maglim == 20.4
+        else:
+            assert theirs.mag == mine.mag and theirs.ra == mine.ra
+    without = store.load_loci([b.locus_id], with_alerts=False)[b.locus_id]
+    assert without.alerts == [] and without.internal_properties["num_alerts"] == 3
+
+
+def test_replay_changes_nothing(store, locus_factory):
+    loci = [locus_factory(10.0 + i * 0.01, -5.0, n=3, seed=10 + i) for i in range(5)]
+    cut = {loci[0].alerts[-1].alert_id: {"science": b"\x1f\x8bFITS-bytes"}}
+    _save(store, loci, cut)
+    before = store.counts()
+    first = {k: (v.user_properties, [a.alert_id for a in v.alerts]) for k, v in store.load_loci(
+        [x.locus_id for x in loci]).items()}
+    _save(store, loci, cut)
+    assert store.counts() == before
+    assert before["loci"] == 5 and before["alerts"] == 15
+    again = {k: (v.user_properties, [a.alert_id for a in v.alerts]) for k, v in store.load_loci(
+        [x.locus_id for x in loci]).items()}
+    assert again == first
+    assert store.cutouts(loci[0].alerts[-1].alert_id) == {"science": b"\x1f\x8bFITS-bytes"}
+    assert store.cutouts("no-such-alert") == {}
+
+
+def test_update_replaces_locus_and_appends_alerts(store, locus_factory):
+    x = locus_factory(200.0, 30.0, n=3, seed=3)
+    _save(store, [x])
+    extra = locus_factory(200.0, 30.0, n=6, seed=3).alerts[3:]
+    added = x.add_alerts(extra)
+    x.tag("nuclear_transient")
+    store.save_batch([x], added)
+    got = store.load_loci([x.locus_id])[x.locus_id]
+    assert got.internal_properties["num_alerts"] == 6
+    assert got.user_tags == {"nuclear_transient"}
+    assert [a.alert_id for a in store.alerts_for_locus(x.locus_id)] == [a.alert_id for a in x.alerts]
+    mjds = [a.mjd for a in store.alerts_for_locus(x.locus_id)]
+    assert mjds == sorted(mjds)
+
+
+def test_locus_positions_and_existing_ids(store, locus_factory):
+    loci = [locus_factory(45.0 + 0.001 * i, 10.0, seed=20 + i) for i in range(3)]
+    far = locus_factory(300.0, -60.0, seed=30)
+    alerts = _save(store, [*loci, far])
+    pix = pixels_of(np.array([x.ra for x in loci]), np.array([x.dec for x in loci]), ORDER)
+    pos = store.locus_positions(pix.tolist())
+    assert sorted(pos.locus_ids) == sorted(x.locus_id for x in loci)
+    byid = dict(zip(pos.locus_ids, zip(pos.ra.tolist(), pos.dec.tolist(), pos.pixel.tolist(), strict=True),
+                    strict=True))
+    for x, p in zip(loci, pix.tolist(), strict=True):
+        assert byid[x.locus_id] == (x.ra, x.dec, p)
+    assert store.locus_positions([]).locus_ids == []
+    ids = [alerts[0].alert_id, alerts[-1].alert_id, "never-seen"]
+    assert store.existing_alert_ids(ids) == {alerts[0].alert_id, alerts[-1].alert_id}
+
+
+def test_iter_loci_window(store, locus_factory):
+    old = [locus_factory(1.0 + i * 0.01, 1.0, mjd0=59000.0, seed=40 + i) for i in range(3)]
+    new = [locus_factory(2.0 + i * 0.01, 1.0, mjd0=60500.0, seed=50 + i) for i in range(4)]
+    _save(store, old + new)
+    seen = [x for batch in store.iter_loci(batch_size=2, since_mjd=60000.0) for x in batch]
+    assert sorted(x.locus_id for x in seen) == sorted(x.locus_id for x in new)
+    assert all(len(x.alerts) == 4 for x in seen)
+    everything = [x for batch in store.iter_loci(batch_size=3) for x in batch]
+    assert len(everything) == 7
+
+
+def test_dead_letters_newest_first(store):
+    now = time.time()
+    for i in range(3):
+        store.record_dead_letter(DeadLetter("ztf-alerts:0", f"reason {i}", "bad avro", b"\x00\x01" * i,
+                                            now + i, {"offset": str(i)}))
+    got = store.dead_letters(limit=2)
+    assert [d.reason for d in got] == ["reason 2", "reason 1"]
+    assert got[0].payload == b"\x00\x01\x00\x01" and got[0].headers == {"offset": "2"}
+    assert store.counts()["dead_letters"] == 3
+
+
+def test_claims_pick_one_winner(store, locus_factory):
+    stored = locus_factory(80.0, -20.0, seed=60)
+    _save(store, [stored])
+    half = 0.5 / 3600
+    got = store.claim_new_loci([
+        ("ALBnear", 80.0, -20.0 + half),         # within 1" of a stored locus → that locus
+        ("ALBfresh", 81.0, -20.0),               # nothing there → itself
+        ("ALBtwin", 81.0 + half / 2, -20.0),     # within 1" of an earlier candidate → that candidate
+    ], RADIUS_ARCSEC)
+    assert got == {"ALBnear": stored.locus_id, "ALBfresh": "ALBfresh", "ALBtwin": "ALBfresh"}
+    # A later claim sees the earlier one; replaying returns the same answer.
+    assert store.claim_new_loci([("ALBlate", 81.0, -20.0 - half)], RADIUS_ARCSEC) == {"ALBlate": "ALBfresh"}
+    assert store.claim_new_loci([("ALBfresh", 81.0, -20.0)], RADIUS_ARCSEC) == {"ALBfresh": "ALBfresh"}
+    pix = pixels_of(np.array([81.0]), np.array([-20.0]), ORDER)
+    assert store.locus_positions(pix.tolist()).locus_ids == ["ALBfresh"]
+
+
+def test_claim_radius_must_match_store_order(store):
+    with pytest.raises(ValueError, match="association order"):
+        store.claim_new_loci([("ALBx", 1.0, 1.0)], 60.0)
