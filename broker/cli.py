@@ -70,7 +70,9 @@ def demo(alerts: tuple[Path, ...], workdir: Path, config_path: str | None, batch
     cfg = _config(config_path)
     _setup_logging("WARNING" if cfg.service.log_level == "INFO" else cfg.service.log_level)
     if workdir.exists() and not keep:
-        for name in ("albireo.sqlite", "albireo.sqlite-wal", "albireo.sqlite-shm", "index.sqlite", "streams"):
+        for name in ("albireo.sqlite", "albireo.sqlite-wal", "albireo.sqlite-shm", "index.sqlite",
+                     "index.sqlite-wal", "index.sqlite-shm", "index.outbox.sqlite", "index.outbox.sqlite-wal",
+                     "index.outbox.sqlite-shm", "streams"):
             p = workdir / name
             if p.is_dir():
                 shutil.rmtree(p)
@@ -96,21 +98,21 @@ def demo(alerts: tuple[Path, ...], workdir: Path, config_path: str | None, batch
     pipeline = build_pipeline(cfg, store, sink, index_writer=index_writer, catalogs=catalogs, associator=associator)
     worker = Worker(pipeline, FileSource(inputs), batch_size=batch_size or cfg.kafka.batch_size)
     summary = worker.run()
+    index_writer.close()
     click.echo("\n" + summary.render())
     counts = store.counts()
     click.echo(f"\nstore: {counts['loci']} loci, {counts['alerts']} alerts, {counts['dead_letters']} dead letters "
                f"in {cfg.store.path}")
+    click.echo(f"index: {index_writer.index.count()} locus documents in {cfg.search.path}")
     click.echo(f"streams: {sink.out_dir}/<topic>.avro-stream ({sum(sink.counts.values())} messages)")
     store.close()
 
 
 def _index_writer(cfg):
     """The index writer the pipeline calls (through the durable outbox where available)."""
-    try:
-        from broker.outbox import IndexWriter
-        from broker.search import open_index
-    except ImportError:
-        return None
+    from broker.outbox import IndexWriter
+    from broker.search import open_index
+
     return IndexWriter(open_index(cfg.search), outbox_path=str(Path(cfg.search.path).with_suffix(".outbox.sqlite")))
 
 
@@ -141,7 +143,8 @@ def run(config_path: str | None, max_messages: int | None, idle_timeout: float |
     source = KafkaSource(k.bootstrap_servers, k.group_id, k.input_topics, extra=k.extra)
     txn_id = f"{k.group_id}-{__import__('uuid').uuid4().hex[:8]}" if k.transactional else None
     sink = KafkaSink(k.bootstrap_servers, extra=k.extra, transactional_id=txn_id)
-    pipeline = build_pipeline(cfg, store, sink, index_writer=_index_writer(cfg), catalogs=build_catalogs(cfg),
+    index_writer = _index_writer(cfg)
+    pipeline = build_pipeline(cfg, store, sink, index_writer=index_writer, catalogs=build_catalogs(cfg),
                               associator=associator)
     if cfg.service.metrics_port:
         from broker.metrics_server import serve_metrics
@@ -155,6 +158,7 @@ def run(config_path: str | None, max_messages: int | None, idle_timeout: float |
     finally:
         source.close()
         sink.close()
+        index_writer.close(timeout=30)
         store.close()
     click.echo(summary.render())
 
@@ -226,15 +230,14 @@ def replay(paths: tuple[Path, ...], topic: str, bootstrap: str | None, rate: flo
     from broker import replay as rp
 
     cfg = _config(None)
-    sink = None
-    if out is not None:
-        from broker.streams.files import FileSink
-
-        sink = FileSink(out.parent)
-        topic = out.name.removesuffix(".avro-stream")
-    stats = rp.replay(list(paths), topic=topic, bootstrap=bootstrap or cfg.kafka.bootstrap_servers, rate=rate,
-                      count=count, jitter=jitter, seed=seed, sink=sink, progress=True)
-    click.echo(str(stats))
+    sink = rp.StreamFileSink(out) if out is not None else None
+    try:
+        stats = rp.replay(list(paths), topic=topic, bootstrap=bootstrap or cfg.kafka.bootstrap_servers, rate=rate,
+                          count=count, jitter=jitter, seed=seed, sink=sink, progress=True)
+    finally:
+        if sink is not None:
+            sink.close()
+    click.echo(" ".join(f"{k}={v}" for k, v in stats.as_dict().items()))
 
 
 def _attach_optional_groups() -> None:

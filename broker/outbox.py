@@ -184,3 +184,36 @@ class OutboxDrainer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+
+
+class IndexWriter:
+    """What the pipeline calls: queue each batch's locus documents, drain them in the background.
+
+    ``write`` returns as soon as the documents are durable in the outbox; the
+    drainer thread delivers them to the index. ``close`` waits (bounded) for the
+    queue to empty, so a finite run (``albireo demo``) ends with a complete index.
+    """
+
+    def __init__(self, index: Index, outbox_path: str | Path, background: bool = True):
+        self.index = index
+        self.outbox = Outbox(outbox_path)
+        self.drainer = OutboxDrainer(self.outbox, index).start() if background else None
+
+    def write(self, loci: list) -> None:
+        from broker.search.base import locus_document
+
+        self.outbox.put([locus_document(x) for x in loci])
+        if self.drainer is None:
+            self.outbox.drain(self.index)
+
+    def close(self, timeout: float = 120.0) -> bool:
+        """Drain what is queued (up to ``timeout`` s), stop the thread; True if nothing is left."""
+        done = True
+        if self.drainer is not None:
+            done = self.drainer.flush(timeout)
+            self.drainer.stop()
+        else:
+            self.outbox.drain(self.index)
+        self.index.refresh()
+        self.outbox.close()
+        return done and True

@@ -100,6 +100,8 @@ class Worker:
                 if want <= 0:
                     break
             batch = self.source.poll_batch(want, self.poll_timeout_s)
+            if not self.source.ready:
+                last_data = time.monotonic()
             if not batch:
                 if self.source.exhausted:
                     break

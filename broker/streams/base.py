@@ -39,6 +39,11 @@ class Source(abc.ABC):
         """Mark ``messages`` processed (the next start resumes after them)."""
 
     @property
+    def ready(self) -> bool:
+        """False while the source is still joining (a consumer group rebalance)."""
+        return True
+
+    @property
     def exhausted(self) -> bool:
         """True when a finite source has nothing left (files); never for Kafka."""
         return False

@@ -52,19 +52,29 @@ class KafkaSource(Source):
                 "auto.offset.reset": auto_offset_reset,
                 "partition.assignment.strategy": "cooperative-sticky",
                 "isolation.level": "read_committed",
+                # a killed worker's partitions move to the survivors within 10 s
+                "session.timeout.ms": 10000,
+                "heartbeat.interval.ms": 2000,
             }
         )
+        conf.update(extra or {})
         self.group_id = group_id
+        self.assigned: set[tuple[str, int]] = set()
         self.consumer = Consumer(conf)
         self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
 
-    @staticmethod
-    def _on_assign(consumer, partitions) -> None:
+    def _on_assign(self, consumer, partitions) -> None:
+        self.assigned.update((p.topic, p.partition) for p in partitions)
         log.info("assigned %s", [f"{p.topic}[{p.partition}]" for p in partitions])
 
-    @staticmethod
-    def _on_revoke(consumer, partitions) -> None:
+    def _on_revoke(self, consumer, partitions) -> None:
+        self.assigned.difference_update((p.topic, p.partition) for p in partitions)
         log.info("revoked %s", [f"{p.topic}[{p.partition}]" for p in partitions])
+
+    @property
+    def ready(self) -> bool:
+        """True once the group gave this worker partitions (idle time counts from then)."""
+        return bool(self.assigned)
 
     def poll_batch(self, max_messages: int, timeout_s: float) -> list[Message]:
         out = []
