@@ -92,6 +92,20 @@ class ServiceConfig:
 
 
 @dataclass
+class WebConfig:
+    """The portal and API (``albireo serve``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: bearer token for writes (filter submission, watch lists); empty disables writes.
+    token: str = ""
+    #: where the portal keeps what it owns (watch lists, submitted filters without a registry).
+    data_dir: str = str(DEFAULT_HOME / "web")
+    #: absolute base URL used in links when behind a proxy (empty: from the request).
+    public_url: str = ""
+
+
+@dataclass
 class Config:
     association: AssociationConfig = field(default_factory=AssociationConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
@@ -100,6 +114,7 @@ class Config:
     filters: FiltersConfig = field(default_factory=FiltersConfig)
     catalogs: CatalogConfig = field(default_factory=CatalogConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

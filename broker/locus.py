@@ -76,6 +76,11 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _sort_key(x: Any) -> tuple:
+    """Numbers in numeric order, then strings (ANTARES lists ``field`` as [827, 828, 850, 1858])."""
+    return (isinstance(x, str), x if not isinstance(x, str) else 0, str(x))
+
+
 class Aggregates:
     """ANTARES's internal locus properties, folded over alerts one at a time.
 
@@ -147,7 +152,7 @@ class Aggregates:
             props[f"{label}_alert_observation_time"] = float(a.mjd)
         # ANTARES's nested ``survey`` property, read by filters as
         # ``locus.properties['survey']['ztf']['ssnamenr']`` or ``[...]['lsst']['dia_object_id']``.
-        props["survey"] = {s: {k: sorted(v, key=str) for k, v in d.items()} for s, d in sorted(self.sets.items())}
+        props["survey"] = {s: {k: sorted(v, key=_sort_key) for k, v in d.items()} for s, d in sorted(self.sets.items())}
         if self.ztf_newest is not None:
             # ANTARES names the locus after the newest alert's ZTF object.
             props["ztf_object_id"] = self.ztf_newest.object_id

@@ -1,0 +1,198 @@
+"""The embedded pipeline end to end: idempotence, batch-size independence, bad input, filters as guests."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import fastavro
+import pytest
+
+from broker.association import Associator
+from broker.config import load_config
+from broker.decode import decode_message
+from broker.emit import decode_locus_message
+from broker.filters import BaseFilter, FilterRunner, load_builtin_filters, load_filter_class
+from broker.storage.sqlite import SQLiteStore
+from broker.streams.base import Message
+from broker.streams.files import FileSink, FileSource
+from broker.worker import Worker, build_pipeline
+
+
+def _setup(tmp_path: Path, name: str = "s", filters: FilterRunner | None = None, batch_size: int = 50):
+    cfg = load_config(env={})
+    cfg.catalogs.enabled = False
+    assoc = Associator(cfg.association.radius_arcsec)
+    store = SQLiteStore(tmp_path / f"{name}.sqlite", assoc.order)
+    sink = FileSink(tmp_path / f"{name}-out")
+    pipe = build_pipeline(cfg, store, sink, filters=filters, associator=assoc)
+    return cfg, store, sink, pipe
+
+
+def _messages(paths) -> list[Message]:
+    src = FileSource(paths)
+    return src.poll_batch(10_000, 0)
+
+
+def _snapshot(store: SQLiteStore) -> dict:
+    out = {}
+    for batch in store.iter_loci():
+        for locus in batch:
+            out[locus.locus_id] = (
+                sorted(a.alert_id for a in locus.alerts),
+                locus.internal_properties,
+                sorted(locus.tags),
+                locus.user_properties,
+            )
+    return out
+
+
+@pytest.fixture(scope="module")
+def ztf_messages(shared_data):
+    return _messages([shared_data / "ztf"])
+
+
+def test_pipeline_is_idempotent_and_independent_of_batch_size(tmp_path, ztf_messages):
+    _, store, sink, pipe = _setup(tmp_path, "a")
+    first = pipe.process(ztf_messages)
+    assert first.packets == len(ztf_messages) - 1 and first.rejected == {"bad_magic": 1}
+    snap = _snapshot(store)
+    counts = store.counts()
+    again = pipe.process(ztf_messages)  # a replay after a crash
+    assert again.duplicates == first.packets and again.alerts_new == 0 and again.loci_created == 0
+    assert _snapshot(store) == snap
+    assert store.counts()["alerts"] == counts["alerts"] and store.counts()["loci"] == counts["loci"]
+
+    _, store_b, _, pipe_b = _setup(tmp_path, "b")
+    for i in range(0, len(ztf_messages), 7):
+        pipe_b.process(ztf_messages[i : i + 7])
+    assert _snapshot(store_b) == snap
+
+
+def test_normalised_values_reach_the_store(tmp_path, shared_data):
+    path = shared_data / "ztf" / "ztf-avro-alert" / "2019_01_10_739260766315010006.avro"
+    with open(path, "rb") as fh:
+        (raw,) = list(fastavro.reader(fh))
+    _, store, _, pipe = _setup(tmp_path)
+    pipe.process(_messages([path]))
+    (batch,) = list(store.iter_loci())
+    (locus,) = batch
+    cand = raw["candidate"]
+    trig = next(a for a in locus.alerts if a.alert_id == f"ztf_candidate:{cand['candid']}")
+    assert trig.mjd == pytest.approx(cand["jd"] - 2400000.5, abs=1e-9)
+    assert (trig.ra, trig.dec, trig.mag, trig.magerr) == (cand["ra"], cand["dec"], cand["magpsf"], cand["sigmapsf"])
+    assert trig.properties["ztf_rb"] == cand["rb"]
+    assert (locus.ra, locus.dec) == (cand["ra"], cand["dec"])
+    prv = raw["prv_candidates"] or []
+    assert locus.internal_properties["num_alerts"] == 1 + len(prv)
+    assert locus.internal_properties["ztf_object_id"] == raw["objectId"]
+    n_limits = sum(1 for p in prv if p["candid"] is None)
+    assert sum(1 for a in locus.alerts if a.survey == 2) == n_limits
+    assert store.cutouts(trig.alert_id)["science"] == raw["cutoutScience"]["stampData"]
+
+
+def _reencode(path: Path, mutate) -> bytes:
+    with open(path, "rb") as fh:
+        reader = fastavro.reader(fh)
+        schema = reader.writer_schema
+        rec = next(reader)
+    mutate(rec)
+    buf = io.BytesIO()
+    fastavro.writer(buf, schema, [rec])
+    return buf.getvalue()
+
+
+def test_bad_input_is_dead_lettered_and_counted(tmp_path, shared_data, lsst_samples):
+    good = shared_data / "ztf" / "fink-datasim" / "697252845015010002.avro"
+    nan_ra = _reencode(good, lambda r: r["candidate"].__setitem__("ra", math.nan))
+    pole = _reencode(good, lambda r: r["candidate"].__setitem__("dec", 95.0))
+    raw = good.read_bytes()
+    msgs = [
+        Message(nan_ra, "t", 0, 0),
+        Message(pole, "t", 0, 1),
+        Message(raw[: len(raw) // 2], "t", 0, 2),  # truncated
+        Message(b"", "t", 0, 3),
+        Message(b"\x00\x00\x00\x99\x99garbage", "t", 0, 4),  # Confluent frame, unknown schema id
+        Message(raw, "t", 0, 5),
+    ]
+    _, store, sink, pipe = _setup(tmp_path)
+    res = pipe.process(msgs)
+    assert res.packets == 1
+    assert res.rejected_total == 5 and res.messages == res.packets + res.rejected_total
+    assert res.rejected["invalid_coordinates"] == 2
+    assert {"empty", "unknown_schema_id"} <= set(res.rejected)
+    letters = store.dead_letters()
+    assert len(letters) == 5
+    assert {bytes(m.value) for m in msgs[:5]} == {d.payload for d in letters}
+    dlq = sink.read_topic("albireo.dlq")
+    assert sorted(dlq) == sorted(m.value for m in msgs[:5])
+
+
+class _Raises(BaseFilter):
+    OUTPUT_LOCUS_TAGS = [{"name": "never", "description": ""}]
+
+    def _run(self, locus):
+        raise RuntimeError("boom in a user filter")
+
+
+class _TagsAll(BaseFilter):
+    OUTPUT_LOCUS_TAGS = [{"name": "seen", "description": ""}]
+
+    def _run(self, locus):
+        locus.tag("seen")
+        locus.set_property("seen_mag", float(locus.alert.mag or 0.0))
+
+
+def test_a_raising_filter_is_recorded_and_the_others_still_run(tmp_path, ztf_messages):
+    runner = FilterRunner([load_filter_class(_Raises, priority=0), load_filter_class(_TagsAll, priority=1)],
+                          max_errors=10, error_window_s=3600)
+    _, store, sink, pipe = _setup(tmp_path, filters=runner)
+    res = pipe.process(ztf_messages)
+    raising, tagging = runner.filters
+    assert raising.stats.errors >= 10 and not raising.enabled  # disabled automatically after 10 errors
+    assert "RuntimeError: boom" in raising.disabled_reason
+    err = raising.recent_errors[0]
+    assert err.exception == "RuntimeError" and "boom in a user filter" in err.traceback
+    assert res.filter_errors == raising.stats.errors
+    assert res.tags["seen"] == res.packets  # one tag per ingested packet (per-alert rounds)
+    msgs = sink.read_topic("albireo.loci.seen")
+    assert len(msgs) == res.packets
+    rec = decode_locus_message(msgs[0])
+    assert rec["provenance"]["seen"]["filter"] == "_TagsAll"
+    assert rec["provenance"]["property:seen_mag"]["revision"] == tagging.revision
+    stored = store.load_loci([rec["locus_id"]])[rec["locus_id"]]
+    assert stored.provenance["seen"].filter == "_TagsAll"
+
+
+def test_worker_dead_letters_a_message_that_breaks_a_stage(tmp_path, ztf_messages):
+    """A bug met by one message (here: the store refuses one locus) costs that message, not the stream."""
+    _, store, sink, pipe = _setup(tmp_path)
+    (victim,) = decode_message(ztf_messages[5].value)
+    original = store.save_batch
+
+    def save_batch(loci, alerts, cutouts=None):
+        if any(a.alert_id == victim.trigger.alert_id for a in alerts):
+            raise ValueError("this locus cannot be written")
+        return original(loci, alerts, cutouts)
+
+    store.save_batch = save_batch
+    worker = Worker(pipe, FileSource([m.source for m in ztf_messages]), batch_size=16)
+    summary = worker.run()
+    r = summary.result
+    assert r.rejected["internal_error"] == 1
+    assert r.packets + r.rejected_total == r.messages == len(ztf_messages)
+    (letter,) = [d for d in store.dead_letters() if d.reason == "internal_error"]
+    assert letter.payload == ztf_messages[5].value and "cannot be written" in letter.message
+    assert victim.trigger.alert_id not in store.existing_alert_ids([victim.trigger.alert_id])
+
+
+def test_builtin_filters_tag_real_data(tmp_path, ztf_messages):
+    runner = FilterRunner(load_builtin_filters(["high_snr", "fast_riser", "nearby_galaxy"]))
+    _, store, _, pipe = _setup(tmp_path, filters=runner)
+    res = pipe.process(ztf_messages)
+    assert res.tags["high_snr"] >= 1
+    for batch in store.iter_loci():
+        for locus in batch:
+            if "high_snr" in locus.tags:
+                assert locus.user_properties["newest_alert_snr"] > 50

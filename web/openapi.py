@@ -1,0 +1,91 @@
+"""The OpenAPI 3.1 description of ``/api`` and ``/v2`` (served at ``/api/openapi.json``).
+
+Written as data next to the code rather than generated: the routes are few, and a test checks
+that every documented path exists in the app's URL map and vice versa.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _op(summary: str, params: list[dict[str, Any]] | None = None, auth: bool = False,
+        body: str | None = None, codes: tuple[int, ...] = (200, 400, 404)) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {}}
+    for c in codes:
+        op["responses"][str(c)] = {"description": {200: "OK", 201: "Created", 204: "Deleted", 400: "Bad parameter",
+                                                   401: "Missing or wrong token", 403: "Writes disabled",
+                                                   404: "Not found", 422: "Submission refused"}[c],
+                                   "content": {"application/json": {"schema": {"$ref": "#/components/schemas/"
+                                                                               + ("Error" if c >= 400 else
+                                                                                  "Envelope")}}}}
+    if params:
+        op["parameters"] = params
+    if auth:
+        op["security"] = [{"token": []}]
+    if body:
+        op["requestBody"] = {"content": {body: {"schema": {"type": "object"}}}}
+    return op
+
+
+def _p(name: str, where: str = "query", typ: str = "string", desc: str = "", required: bool = False):
+    return {"name": name, "in": where, "required": required or where == "path", "description": desc,
+            "schema": {"type": typ}}
+
+
+def spec(server: str) -> dict[str, Any]:
+    lid = _p("locus_id", "path")
+    paths = {
+        "/v2/loci": {"get": _op("Search loci (ANTARES-compatible)", [
+            _p("elasticsearch_query", desc="JSON body with a top-level 'query' (bool/term/range/sky_distance)"),
+            _p("limit", typ="integer", desc="page size, 0..1000 (default 10)"),
+            _p("sort", desc="e.g. -properties.newest_alert_observation_time"),
+            _p("page[cursor]", desc="opaque cursor from links.next")])},
+        "/v2/loci/statistics": {"get": _op("Tag and catalog counts")},
+        "/v2/loci/{locus_id}": {"get": _op("One locus with its light curve (CSV)", [lid])},
+        "/v2/loci/{locus_id}/alerts": {"get": _op("Alerts of a locus, oldest first", [lid])},
+        "/v2/loci/{locus_id}/catalog-matches": {"get": _op("Catalog objects matched to a locus", [lid])},
+        "/v2/alerts/{alert_id}/thumbnails": {"get": _op("Cutouts of an alert", [_p("alert_id", "path")])},
+        "/v2/alerts/{alert_id}/cutouts/{kind}": {"get": _op("Raw FITS cutout", [_p("alert_id", "path"),
+                                                                                  _p("kind", "path")])},
+        "/v2/catalog_search/{ra}/{dec}": {"get": _op("Catalog objects at a position",
+                                                     [_p("ra", "path", "number"), _p("dec", "path", "number")])},
+        "/v2/catalog_samples": {"get": _op("A few rows of each catalog", [_p("n", typ="integer")])},
+        "/v2/grav_wave_notice/latest": {"get": _op("Latest notices of several events", [_p("ids", required=True)])},
+        "/v2/grav_wave_notice/{gracedb_id}/latest": {"get": _op("Latest notice of an event",
+                                                                [_p("gracedb_id", "path")])},
+        "/v2/grav_wave_notice/{gracedb_id}/{notice_datetime}": {"get": _op("One notice", [
+            _p("gracedb_id", "path"), _p("notice_datetime", "path", desc="ISO 8601")])},
+        "/api/status": {"get": _op("Store counts, alerts/s, index statistics", codes=(200,))},
+        "/api/filters": {"get": _op("Filters with per-filter figures", codes=(200,)),
+                         "post": _op("Submit a filter revision", auth=True, body="multipart/form-data",
+                                     codes=(201, 400, 401, 403, 422))},
+        "/api/filters/{name}": {"get": _op("One filter with its revisions", [_p("name", "path")])},
+        "/api/streams": {"get": _op("Tag streams, their topics and subscription snippets", codes=(200,))},
+        "/api/watchlists": {"get": _op("Watch lists", codes=(200,)),
+                            "post": _op("Create a watch list", auth=True, body="application/json",
+                                        codes=(201, 400, 401, 403))},
+        "/api/watchlists/{wl_id}": {"delete": _op("Delete a watch list", [_p("wl_id", "path")], auth=True,
+                                                  codes=(204, 401, 403, 404))},
+        "/api/watchlists/{wl_id}/loci": {"get": _op("Loci inside a watch list's cones", [_p("wl_id", "path")])},
+        "/api/mm/events": {"get": _op("Multi-messenger events touching loci", codes=(200,))},
+        "/api/mm/events/{gracedb_id}": {"get": _op("One multi-messenger event", [_p("gracedb_id", "path")])},
+        "/api/openapi.json": {"get": _op("This document", codes=(200,))},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Albireo API", "version": "1",
+                 "description": "ANTARES-compatible /v2 (works with antares-client) and Albireo's own /api."},
+        "servers": [{"url": server}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"token": {"type": "http", "scheme": "bearer",
+                                          "description": "the [web] token (ALBIREO_WEB__TOKEN)"}},
+            "schemas": {
+                "Envelope": {"type": "object", "properties": {"data": {}, "meta": {"type": "object"},
+                                                              "links": {"type": "object"}}},
+                "Error": {"type": "object", "required": ["message"],
+                          "properties": {"message": {"type": "string"}, "errors": {"type": "array"}}},
+            },
+        },
+    }

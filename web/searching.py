@@ -1,0 +1,25 @@
+"""One search entry point for the API and the portal: ES body or form fields → index query."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker.search.base import LocusQuery, SearchResult
+from web.backend import Backend
+from web.esquery import sort_name, translate
+
+DEFAULT_SORT = "-newest_alert_observation_time"
+
+
+def query_from_body(b: Backend, body: Any) -> LocusQuery:
+    """Elasticsearch runs the body itself; the embedded index gets the structured translation."""
+    if b.cfg.search.backend == "elasticsearch" and body not in (None, {}):
+        return LocusQuery(raw=body)
+    return translate(body)
+
+
+def run(b: Backend, query: LocusQuery, sort: str | None, limit: int, cursor: list[Any] | None) -> SearchResult:
+    query.sort = sort_name(sort) if sort else DEFAULT_SORT
+    query.limit = limit
+    query.search_after = cursor
+    return b.index.search(query)
