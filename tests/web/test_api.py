@@ -1,0 +1,193 @@
+"""Flask test client over every /v2 and /api route: shapes antares-client parses, values from the store."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+
+def _first_locus(store, pred):
+    for batch in store.iter_loci():
+        for loc in batch:
+            if pred(loc):
+                return loc
+    raise AssertionError("no locus matches")
+
+
+def test_loci_list_pagination_walks_every_locus(client, store):
+    seen, url = [], "/v2/loci?limit=7"
+    while url:
+        r = client.get(url)
+        assert r.status_code == 200
+        body = r.get_json()
+        assert set(body) == {"data", "meta", "links"}
+        seen += [d["locus"]["locus_id"] for d in body["data"]]
+        url = body["links"]["next"]
+        if url:
+            url = url.replace("http://localhost", "")
+    assert len(seen) == len(set(seen)) == store.counts()["loci"]
+
+
+def test_loci_sorted_newest_first(client):
+    body = client.get("/v2/loci?limit=50&sort=-properties.newest_alert_observation_time").get_json()
+    times = [d["locus"]["properties"]["newest_alert_observation_time"] for d in body["data"]]
+    assert times == sorted(times, reverse=True)
+
+
+def test_locus_detail_matches_store(client, store):
+    loc = _first_locus(store, lambda l: len(l.alerts) > 5)
+    data = client.get(f"/v2/loci/{loc.locus_id}").get_json()["data"]
+    assert data["id"] == loc.locus_id
+    assert data["ra"] == pytest.approx(loc.ra) and data["dec"] == pytest.approx(loc.dec)
+    assert data["tags"] == sorted(loc.user_tags)
+    assert data["internal_properties"]["num_alerts"] == len(loc.alerts)
+    lines = data["lightcurve"].strip().split("\n")
+    assert lines[0].startswith("alert_id,ant_mjd")
+    assert len(lines) - 1 == len([a for a in loc.alerts if a.survey in (1, 2, 3, 4)])
+
+
+def test_locus_alerts_and_catalog_matches(client, store, host_objects):
+    ztf_id = host_objects[0][0]
+    loc = _first_locus(store, lambda l: l.internal_properties.get("ztf_object_id") == ztf_id)
+    alerts = client.get(f"/v2/loci/{loc.locus_id}/alerts").get_json()["data"]
+    assert [a["id"] for a in alerts] == [a.alert_id for a in loc.alerts]
+    assert all({"mjd", "created_at", "properties", "survey", "grav_wave_events"} <= set(a) for a in alerts)
+    matches = client.get(f"/v2/loci/{loc.locus_id}/catalog-matches").get_json()["data"]
+    names = {m["catalog_name"] for m in matches}
+    assert "sample_hosts" in names
+    host = next(m for m in matches if m["catalog_name"] == "sample_hosts")
+    assert host["object_name"] == f"HOST-{ztf_id}"
+    assert host["extra"]["separation"] == pytest.approx(0.3, abs=0.2)
+
+
+def test_statistics_counts_tags_and_catalogs(client, app):
+    data = client.get("/v2/loci/statistics").get_json()["data"]
+    index = app.extensions["albireo"].index
+    assert data["tags"] == index.tag_counts()
+    assert data["catalogs"].get("sample_hosts") == 2
+    assert data["max_num_measurements"] >= data["min_num_measurements"] >= 1
+
+
+def test_search_by_term_cone_and_range(client, store, host_objects):
+    ztf_id, ra, dec = host_objects[1]
+    q = {"query": {"bool": {"filter": {"term": {"properties.ztf_object_id": ztf_id}}}}}
+    data = client.get("/v2/loci", query_string={"elasticsearch_query": json.dumps(q)}).get_json()["data"]
+    assert [d["locus"]["properties"]["ztf_object_id"] for d in data] == [ztf_id]
+    cone = {"query": {"bool": {"filter": {"sky_distance": {"radius": "2 arcsec", "location": f"{ra} {dec}"}}}}}
+    data = client.get("/v2/loci", query_string={"elasticsearch_query": json.dumps(cone)}).get_json()["data"]
+    assert len(data) == 1 and data[0]["locus"]["properties"]["ztf_object_id"] == ztf_id
+    rng = {"query": {"range": {"properties.num_alerts": {"gt": 20}}}}
+    data = client.get("/v2/loci", query_string={"elasticsearch_query": json.dumps(rng), "limit": 1000}).get_json()
+    expected = sum(1 for b in store.iter_loci() for l in b if l.internal_properties["num_alerts"] > 20)
+    assert len(data["data"]) == data["meta"]["count"] == expected
+
+
+@pytest.mark.parametrize("url, fragment", [
+    ("/v2/loci?limit=abc", "limit"),
+    ("/v2/loci?limit=5000", "limit"),
+    ("/v2/loci?elasticsearch_query=%7Bnot-json", "elasticsearch_query"),
+    ('/v2/loci?elasticsearch_query={"query":{"script":{}}}', "script"),
+    ('/v2/loci?elasticsearch_query={"query":{"sky_distance":{"radius":"2 parsec","location":"1 2"}}}', "radius"),
+    ("/v2/loci?page[cursor]=zzzz", "cursor"),
+    ("/v2/loci?sort=-bad%20name", "property name"),
+    ("/v2/catalog_search/abc/10", "ra"),
+    ("/v2/catalog_search/400/10", "ra"),
+    ("/v2/catalog_samples?n=0", "n"),
+    ("/v2/alerts/x/cutouts/bogus", "kind"),
+    ("/v2/grav_wave_notice/latest", "ids"),
+    ("/v2/grav_wave_notice/S1/not-a-date", "ISO"),
+])
+def test_bad_parameters_are_400_json(client, url, fragment):
+    r = client.get(url)
+    assert r.status_code == 400, r.data
+    body = r.get_json()
+    assert fragment.lower() in body["message"].lower()
+
+
+@pytest.mark.parametrize("url", ["/v2/loci/ALBnope", "/v2/loci/ALBnope/alerts", "/v2/loci/ALBnope/catalog-matches",
+                                 "/v2/grav_wave_notice/S000000/latest", "/v2/alerts/none/cutouts/science",
+                                 "/api/filters/nope", "/api/watchlists/nope/loci", "/api/mm/events/S0"])
+def test_missing_is_404_json(client, url):
+    r = client.get(url)
+    assert r.status_code == 404 and "message" in r.get_json()
+
+
+def test_thumbnails_and_fits_blob(client, store):
+    loc = _first_locus(store, lambda l: any(not a.is_history and store.cutouts(a.alert_id) for a in l.alerts))
+    alert = next(a for a in loc.alerts if not a.is_history and store.cutouts(a.alert_id))
+    data = client.get(f"/v2/alerts/{alert.alert_id}/thumbnails").get_json()["data"]
+    kinds = {t["thumbnail_type"] for t in data}
+    assert kinds == set(store.cutouts(alert.alert_id))
+    src = data[0]["src"].replace("http://localhost", "")
+    blob = client.get(src)
+    assert blob.status_code == 200 and blob.data == store.cutouts(alert.alert_id)[data[0]["thumbnail_type"]]
+
+
+def test_catalog_search_and_samples(client):
+    data = client.get("/v2/catalog_search/10.6848/41.2690").get_json()["data"]  # M31's centre
+    assert any(d["catalog_name"] == "openngc" and d["properties"]["name"] == "NGC0224" for d in data)
+    samples = client.get("/v2/catalog_samples?n=4").get_json()["data"]
+    assert sum(1 for s in samples if s["catalog_name"] == "openngc") == 4
+
+
+def test_openapi_documents_every_route(client, app):
+    spec = client.get("/api/openapi.json").get_json()
+    documented = {p for p in spec["paths"]}
+    routed = set()
+    for rule in app.url_map.iter_rules():
+        path = rule.rule
+        if path.startswith(("/v2/", "/api/")) and path != "/v2/":
+            routed.add(path.replace("<", "{").replace(">", "}"))
+    assert routed == documented
+
+
+def test_own_api_status_filters_streams(client, store):
+    s = client.get("/api/status").get_json()
+    assert s["counts"] == store.counts()
+    filters = client.get("/api/filters").get_json()
+    names = {f["name"] for f in filters["data"]}
+    assert {"high_snr", "fast_riser"} <= names
+    streams = client.get("/api/streams").get_json()["data"]
+    hs = next(x for x in streams if x["tag"] == "high_snr")
+    assert hs["topic"].endswith("high_snr") and "Consumer" in hs["confluent_kafka"]
+
+
+def test_watchlist_lifecycle_needs_token(client, host_objects):
+    _, ra, dec = host_objects[0]
+    body = {"name": "hosts", "objects": [{"ra": ra, "dec": dec, "radius_arcsec": 3, "label": "h0"}]}
+    assert client.post("/api/watchlists", json=body).status_code == 401
+    assert client.post("/api/watchlists", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    auth = {"Authorization": "Bearer s3cret-test-token"}
+    assert client.post("/api/watchlists", json={"name": "x", "objects": [{"ra": 999, "dec": 0}]},
+                       headers=auth).status_code == 400
+    r = client.post("/api/watchlists", json=body, headers=auth)
+    assert r.status_code == 201
+    wl_id = r.get_json()["data"]["id"]
+    loci = client.get(f"/api/watchlists/{wl_id}/loci").get_json()["data"]
+    assert [x["properties"]["ztf_object_id"] for x in loci] == [host_objects[0][0]]
+    assert client.delete(f"/api/watchlists/{wl_id}", headers=auth).status_code == 204
+
+
+def test_filter_submission_auth(client):
+    assert client.post("/api/filters", data={"code": "x"}).status_code == 401
+    r = client.post("/api/filters", data={"code": "", "token": "s3cret-test-token"})
+    assert r.status_code == 400
+
+
+def test_mm_events_list(client):
+    r = client.get("/api/mm/events")
+    assert r.status_code == 200 and isinstance(r.get_json()["data"], list)
+
+
+def test_portal_exports(client, store):
+    csv_text = client.get("/search?format=csv&all=1").data.decode()
+    lines = csv_text.strip().split("\n")
+    assert lines[0].startswith("locus_id,ra,dec") and len(lines) - 1 == store.counts()["loci"]
+    from astropy.io.votable import parse_single_table
+
+    vot = client.get("/search?format=votable&all=1")
+    table = parse_single_table(io.BytesIO(vot.data)).to_table()
+    assert len(table) == store.counts()["loci"]
+    assert table["ra"].unit == "deg"
