@@ -58,6 +58,27 @@ def _consume_all(bootstrap: str, topic: str, idle_s: float = 4.0, timeout_s: flo
     return out
 
 
+def _committed(bootstrap: str, group: str, topic: str) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        (tp,) = c.committed([TopicPartition(topic, 0)], timeout=10)
+        return tp.offset
+    finally:
+        c.close()
+
+
+def _end_offset(bootstrap: str, topic: str) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"w-{uuid.uuid4().hex}"})
+    try:
+        return c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
+    finally:
+        c.close()
+
+
 def _config(tmp_path: Path, bootstrap: str, topic: str, group: str):
     cfg = load_config(env={})
     cfg.kafka.bootstrap_servers = bootstrap
@@ -202,11 +223,7 @@ enabled = false
     assert got == want  # same loci (same ids), each with exactly the same alerts
 
     # The consumer group has committed the end of the topic: a third start reads nothing.
-    source = KafkaSource(kafka, f"g-{topic}", [topic])
-    try:
-        assert source.poll_batch(10, 5.0) == []
-    finally:
-        source.close()
+    assert _committed(kafka, f"g-{topic}", topic) == _end_offset(kafka, topic) == 400
     # And no packet's trigger was stored twice (alert ids are the primary key; count rows).
     db = sqlite3.connect(tmp_path / "store.sqlite")
     rows, distinct = db.execute("SELECT COUNT(*), COUNT(DISTINCT alert_id) FROM alerts").fetchone()
@@ -215,3 +232,51 @@ enabled = false
     triggers = {decode_message(v)[0].trigger.alert_id for v in iter_stream_file(stream)
                 if v[:4] == b"Obj\x01"}
     assert triggers <= {a for s in got.values() for a in s}
+
+
+def test_transactional_outputs_are_seen_once_despite_a_failed_attempt(kafka, tmp_path, shared_data):
+    """A batch fails after its outputs were produced: the transaction aborts and the retry commits.
+
+    read_committed consumers see every output once; the aborted copies are still in the log
+    (a read_uncommitted consumer sees them), which proves the abort really happened.
+    """
+    topic = f"txn-{uuid.uuid4().hex[:8]}"
+    replay([shared_data / "ztf"], topic=topic, bootstrap=kafka, progress=False)
+    cfg = _config(tmp_path, kafka, topic, f"g-{topic}")
+    assoc = Associator(cfg.association.radius_arcsec)
+    store = SQLiteStore(cfg.store.path, assoc.order)
+    failures = {"left": 1}
+    original = store.save_batch
+
+    def flaky_save(loci, alerts, cutouts=None):
+        if failures["left"] and alerts:
+            failures["left"] -= 1
+            raise sqlite3.OperationalError("database is locked (injected)")
+        return original(loci, alerts, cutouts)
+
+    store.save_batch = flaky_save
+    sink = KafkaSink(kafka, transactional_id=f"txn-{topic}")
+    source = KafkaSource(kafka, cfg.kafka.group_id, [topic])
+    worker = Worker(build_pipeline(cfg, store, sink, associator=assoc), source, batch_size=100,
+                    transactional_sink=sink)
+    summary = worker.run(idle_timeout_s=8)
+    source.close()
+    assert failures["left"] == 0 and summary.retries == 1
+    tag, n = next(iter(summary.result.tags.most_common()))
+    committed = _consume_all(kafka, cfg.kafka.output_prefix + tag)
+    assert len(committed) == n  # the retried batch's outputs once, not twice
+
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": kafka, "group.id": f"u-{uuid.uuid4().hex}", "auto.offset.reset": "earliest",
+                  "isolation.level": "read_uncommitted"})
+    c.subscribe([cfg.kafka.output_prefix + tag])
+    raw, start = [], time.monotonic()
+    while time.monotonic() - start < 10:
+        raw += [m for m in c.consume(500, 0.5) if m.error() is None]
+    c.close()
+    assert len(raw) > n  # the aborted attempt's copies exist, invisible to read_committed readers
+
+    # Offsets were committed inside the transaction: the group has nothing left to read.
+    assert _committed(kafka, cfg.kafka.group_id, topic) == _end_offset(kafka, topic) > 0
+    store.close()

@@ -58,3 +58,24 @@ def test_locus_message_round_trip_names_its_schema():
     assert rec["catalog_matches"][0]["distance_arcsec"] == 2.5
     assert rec["provenance"]["high_snr"]["revision"] == "abc123"
     assert rec["properties"]["num_alerts"] == 2
+
+
+def test_metrics_are_served_in_prometheus_format():
+    import urllib.request
+
+    from broker.metrics import Metrics
+    from broker.metrics_server import serve_metrics
+
+    m = Metrics()
+    m.inc("rejected", 3, reason="bad_magic")
+    with m.time("decode"):
+        pass
+    server = serve_metrics(m, 0)
+    try:
+        port = server.server_address[1]
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        server.shutdown()
+    assert 'albireo_rejected_total{reason="bad_magic"} 3' in text
+    assert 'albireo_stage_seconds_count{stage="decode"} 1' in text
+    assert 'albireo_stage_seconds_bucket{stage="decode",le="+Inf"} 1' in text
