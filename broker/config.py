@@ -41,6 +41,10 @@ class KafkaConfig:
     poll_timeout_s: float = 1.0
     #: Produce outputs and commit input offsets in one Kafka transaction.
     transactional: bool = False
+    #: Confluent schema registry for Confluent-framed input; empty = the Rubin schemas of lsst-alert-packet.
+    schema_registry_url: str = ""
+    #: writer schema version (e.g. "7.1") of *schemaless* Rubin payloads; empty = none expected.
+    schemaless_lsst_version: str = ""
     #: extra librdkafka settings (security.protocol, sasl.*, ...).
     extra: dict[str, str] = field(default_factory=dict)
 

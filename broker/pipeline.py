@@ -93,6 +93,7 @@ class Pipeline:
         catalogs: Any = None,
         metrics: Metrics | None = None,
         lsst_schema_version: str | None = None,
+        schema_registry: Any = None,
     ):
         self.store = store
         self.sink = sink
@@ -103,7 +104,8 @@ class Pipeline:
         self.index_writer = index_writer
         self.catalogs = catalogs
         self.metrics = metrics or Metrics()
-        self.lsst_schema_version = lsst_schema_version
+        self.lsst_schema_version = lsst_schema_version or None
+        self.schema_registry = schema_registry
 
     # ------------------------------------------------------------------------------------
     def process(self, messages: list[Message]) -> BatchResult:
@@ -189,7 +191,8 @@ class Pipeline:
         letters: list[DeadLetter] = []
         for msg in messages:
             try:
-                packets = decode_message(msg.value, lsst_schema_version=self.lsst_schema_version)
+                packets = decode_message(msg.value, lsst_schema_version=self.lsst_schema_version,
+                                         registry=self.schema_registry)
                 for p in packets:
                     validate_packet(p)
             except DecodeError as exc:

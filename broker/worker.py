@@ -234,4 +234,15 @@ def build_pipeline(cfg: Config, store, sink: Sink, index_writer: Any = None, cat
         index_writer=index_writer,
         catalogs=catalogs,
         metrics=metrics,
+        lsst_schema_version=cfg.kafka.schemaless_lsst_version,
+        schema_registry=_registry(cfg),
     )
+
+
+def _registry(cfg: Config) -> Any:
+    """A Confluent schema-registry client when one is configured (else the local Rubin schemas)."""
+    if not cfg.kafka.schema_registry_url:
+        return None
+    from broker.avro import ConfluentRegistryClient
+
+    return ConfluentRegistryClient(cfg.kafka.schema_registry_url)

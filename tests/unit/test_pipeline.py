@@ -196,3 +196,29 @@ def test_builtin_filters_tag_real_data(tmp_path, ztf_messages):
         for locus in batch:
             if "high_snr" in locus.tags:
                 assert locus.user_properties["newest_alert_snr"] > 50
+
+
+def test_rubin_confluent_and_schemaless_payloads(tmp_path, lsst_samples):
+    """Rubin framings: Confluent wire format (schema id = major*100+minor) and schemaless with a set version."""
+    from broker.avro import encode_confluent, encode_schemaless, schema_id_for
+    from broker.decode import default_registry
+
+    reg = default_registry()
+    path = lsst_samples["7.1"]
+    with open(path, "rb") as fh:
+        (rec,) = list(fastavro.reader(fh))
+    parsed = reg.by_version("7.1")
+    confluent = encode_confluent(rec, schema_id_for(7, 1), parsed)
+    schemaless = encode_schemaless(rec, parsed)
+
+    cfg, store, _, _ = _setup(tmp_path)
+    assoc = Associator(cfg.association.radius_arcsec)
+    pipe = build_pipeline(cfg, store, FileSink(tmp_path / "o"), associator=assoc)
+    pipe.lsst_schema_version = "7.1"
+    res = pipe.process([Message(confluent, "rubin", 0, 0)])
+    assert res.packets == 1 and res.rejected_total == 0
+    res = pipe.process([Message(schemaless, "rubin", 0, 1)])
+    assert res.duplicates == 1  # the same diaSource, whatever the framing
+    (batch,) = list(store.iter_loci())
+    trig = next(a for a in batch[0].alerts if a.alert_id == f"lsst_diasource:{rec['diaSource']['diaSourceId']}")
+    assert trig.survey == 4 and trig.ra == rec["diaSource"]["ra"]
