@@ -152,3 +152,42 @@ def main() -> None:  # pragma: no cover - convenience for `python -m broker.cata
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+@catalog.command("rematch")
+@click.option("--config", "config_path", type=click.Path(exists=True), help="TOML configuration file.")
+def rematch_cmd(config_path: str | None) -> None:
+    """Re-match every stored locus whose matches predate the current catalogs (after ingest/rebuild).
+
+    The pipeline re-matches a stale locus when its next alert arrives; this command does it for
+    all of them at once, and refreshes their index documents.
+    """
+    import numpy as np
+
+    from broker.association import Associator
+    from broker.config import load_config
+    from broker.crossmatch import CatalogSet
+    from broker.outbox import IndexWriter
+    from broker.search import open_index
+    from broker.storage import open_store
+
+    cfg = load_config(config_path)
+    cats = CatalogSet.open(cfg.catalogs.root)
+    store = open_store(cfg.store, Associator(cfg.association.radius_arcsec).order)
+    writer = IndexWriter(open_index(cfg.search), outbox_path=str(Path(cfg.search.path).with_suffix(".outbox.sqlite")))
+    seen = changed = 0
+    for batch in store.iter_loci():
+        seen += len(batch)
+        stale = [x for x in batch if x.catalog_version != cats.version]
+        if not stale:
+            continue
+        for locus, found in zip(stale, cats.match(np.array([x.ra for x in stale]), np.array([x.dec for x in stale])),
+                                strict=True):
+            locus.catalog_objects = found
+            locus.catalog_version = cats.version
+        store.save_batch(stale, [])
+        writer.write(stale)
+        changed += len(stale)
+    writer.close()
+    store.close()
+    click.echo(f"{changed} of {seen} loci re-matched against catalog set {cats.version}")
