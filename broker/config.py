@@ -105,8 +105,6 @@ class WebConfig:
     token: str = ""
     #: where the portal keeps what it owns (watch lists, submitted filters without a registry).
     data_dir: str = str(DEFAULT_HOME / "web")
-    #: absolute base URL used in links when behind a proxy (empty: from the request).
-    public_url: str = ""
 
 
 @dataclass

@@ -38,8 +38,6 @@ def create_app(cfg: Config | None = None, *, store: Any = None, index: Any = Non
     app = Flask(__name__)
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024
-    if cfg.web.public_url:
-        app.config["SERVER_NAME"] = None
     app.extensions["albireo"] = Backend(cfg=cfg, store=store, index=index, catalogs=catalogs)
     app.register_blueprint(api.bp)
     app.register_blueprint(own_api.bp)

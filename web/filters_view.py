@@ -1,9 +1,9 @@
 """What the portal and ``/api/filters`` show about filters.
 
-When the filter platform (``broker.filter_registry``) is present, filters, revisions and
-submissions go through it. Otherwise the built-in filters are listed from their modules
-(``broker.filters.load_builtin_filters``) and per-filter figures come from the index (how many
-loci carry each of the filter's output tags); submissions are then refused with a clear message.
+The built-in filters are listed from their modules (``broker.filters.load_builtin_filters``);
+submitted filters, their revisions and submissions go through the filter platform
+(``broker.filter_registry``) when it is installed (otherwise submissions are refused with a clear
+message). Per-filter figures come from the index: how many loci carry each output tag.
 """
 
 from __future__ import annotations
@@ -23,32 +23,7 @@ def registry() -> Any | None:
         return None
 
 
-def _plain(obj: Any) -> Any:
-    import dataclasses
-
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {k: _plain(v) for k, v in dataclasses.asdict(obj).items()}
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
-def list_filters(b: Backend) -> tuple[list[dict[str, Any]], str]:
-    """(filters, source) where source is ``registry`` or ``builtin``."""
-    tag_counts = b.index.tag_counts()
-    reg = registry()
-    if reg is not None and hasattr(reg, "list_filters"):
-        out = []
-        for f in reg.list_filters(b.store):
-            d = _plain(f)
-            if not isinstance(d, dict):
-                d = {"name": str(f)}
-            tags = d.get("output_tags") or []
-            d.setdefault("tagged_loci", {t: tag_counts.get(t, 0) for t in tags})
-            out.append(d)
-        return out, "registry"
+def _builtin(b: Backend, tag_counts: dict[str, int]) -> list[dict[str, Any]]:
     from broker.filters import load_builtin_filters
 
     out = []
@@ -57,25 +32,63 @@ def list_filters(b: Backend) -> tuple[list[dict[str, Any]], str]:
         inst = lf.instance
         out.append({
             "name": lf.name,
+            "kind": "built-in",
             "revision": lf.revision,
             "status": "enabled" if lf.enabled else "disabled",
+            "author": "built-in",
             "description": (type(inst).__doc__ or "").strip().split("\n\n")[0],
             "output_tags": tags,
             "tagged_loci": {t: tag_counts.get(t, 0) for t in tags},
             "triggering_survey": getattr(inst, "TRIGGERING_SURVEY", "all"),
-            "required_alert_properties": list(getattr(inst, "REQUIRED_ALERT_PROPERTIES", [])),
             "errors": [],
             "revisions": [{"revision": lf.revision, "author": "built-in", "status": "enabled"}],
         })
-    return out, "builtin"
+    return out
+
+
+def _from_registry(row: dict[str, Any], tag_counts: dict[str, int]) -> dict[str, Any]:
+    tags = [t for t in row.get("tags") or [] if t]
+    err = row.get("load_error")
+    return {
+        "name": row["name"], "kind": "submitted",
+        "revision": row.get("enabled_revision") or row.get("latest_revision") or "",
+        "status": row.get("status", ""), "author": row.get("author", ""), "description": "",
+        "output_tags": tags, "tagged_loci": {t: tag_counts.get(t, 0) for t in tags},
+        "errors": [{"exception": "LoadError", "message": err}] if err else [],
+        "revision_count": row.get("revisions"),
+    }
+
+
+def list_filters(b: Backend) -> tuple[list[dict[str, Any]], str]:
+    """(filters, source): the built-in filters, plus submitted ones when the registry exists."""
+    tag_counts = b.index.tag_counts()
+    out = _builtin(b, tag_counts)
+    reg = registry()
+    if reg is None:
+        return out, "builtin"
+    names = {f["name"] for f in out}
+    out += [_from_registry(r, tag_counts) for r in reg.list_filters(b.store) if r["name"] not in names]
+    return out, "registry"
 
 
 def get_filter(b: Backend, name: str) -> dict[str, Any] | None:
+    tag_counts = b.index.tag_counts()
+    builtin = next((f for f in _builtin(b, tag_counts) if f["name"] == name), None)
+    if builtin is not None:
+        return builtin
     reg = registry()
-    if reg is not None and hasattr(reg, "get_filter"):
+    if reg is None:
+        return None
+    try:
         f = reg.get_filter(b.store, name)
-        return None if f is None else _plain(f)
-    return next((f for f in list_filters(b)[0] if f["name"] == name), None)
+    except KeyError:
+        return None
+    row = next((r for r in reg.list_filters(b.store) if r["name"] == name), {"name": name})
+    out = _from_registry(row, tag_counts)
+    out["revisions"] = [{"revision": r.get("revision"), "author": r.get("author"), "status": r.get("status"),
+                         "created_at": r.get("created"), "load_error": r.get("load_error"),
+                         "code": r.get("code")} for r in f.get("revisions", [])]
+    return out
 
 
 class SubmissionRefused(Exception):
@@ -83,25 +96,13 @@ class SubmissionRefused(Exception):
 
 
 def submit(b: Backend, code: str, author: str, name: str | None = None) -> dict[str, Any]:
+    """Register a revision through the registry (inspected, load-probed in a sandbox, not enabled)."""
     reg = registry()
     if reg is None or not hasattr(reg, "add_revision"):
         raise SubmissionRefused("filter submission needs the filter platform (broker.filter_registry), "
                                 "which this installation does not have yet")
     try:
-        rev = reg.add_revision(b.store, code, author) if name is None else _add(reg, b, code, author, name)
-    except (ValueError, SyntaxError, TypeError) as exc:
+        rec = reg.add_revision(b.store, code, author, name=name)
+    except ValueError as exc:  # FilterRejected: no parsable filter class, syntax error (message says where)
         raise SubmissionRefused(str(exc)) from exc
-    except Exception as exc:  # noqa: BLE001 - registry-specific validation errors carry the user's message
-        if type(exc).__name__.endswith(("Error", "Rejected", "Invalid")):
-            raise SubmissionRefused(str(exc)) from exc
-        raise
-    return _plain(rev) if not isinstance(rev, dict) else rev
-
-
-def _add(reg: Any, b: Backend, code: str, author: str, name: str) -> Any:
-    import inspect
-
-    params = inspect.signature(reg.add_revision).parameters
-    if "name" in params:
-        return reg.add_revision(b.store, code, author, name=name)
-    return reg.add_revision(b.store, code, author)
+    return {k: v for k, v in rec.items() if k != "code"}

@@ -36,6 +36,16 @@ def mjd_date(mjd: Any) -> str:
         return ""
 
 
+@bp.app_template_filter("unix_date")
+def unix_date(t: Any) -> str:
+    import datetime
+
+    try:
+        return datetime.datetime.fromtimestamp(float(t), datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    except (TypeError, ValueError, OverflowError):
+        return ""
+
+
 @bp.app_template_filter("fmt")
 def fmt(v: Any, digits: int = 3) -> str:
     if isinstance(v, float):

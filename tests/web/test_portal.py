@@ -59,7 +59,7 @@ def test_search_tags_ranges_and_paging(client, app):
 
 def test_locus_page_chart_data_cutouts_and_matches(client, store, host_objects):
     ztf = host_objects[0][0]
-    loc = _locus_with(store, lambda l: l.internal_properties.get("ztf_object_id") == ztf)
+    loc = _locus_with(store, lambda x: x.internal_properties.get("ztf_object_id") == ztf)
     html = client.get(f"/loci/{loc.locus_id}").data.decode()
     chart = json.loads(re.search(r'<script id="lc-data" type="application/json">(.*?)</script>', html, re.S).group(1))
     n_det = sum(1 for a in loc.alerts if a.mag is not None)
@@ -76,7 +76,7 @@ def test_locus_page_chart_data_cutouts_and_matches(client, store, host_objects):
 
 
 def test_locus_page_shows_tag_provenance(client, store):
-    loc = _locus_with(store, lambda l: l.user_tags and l.provenance)
+    loc = _locus_with(store, lambda x: x.user_tags and x.provenance)
     html = client.get(f"/loci/{loc.locus_id}").data.decode()
     tag = sorted(loc.user_tags)[0]
     assert f"set by {loc.provenance[tag].filter}" in html
