@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-unit test-integration services services-down services-status bench bench-full lint install clean
+.PHONY: demo serve-demo test test-unit test-integration services services-down services-status bench bench-full lint install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ install: $(STAMP)
 ## The main job with no server at all: real ZTF + Rubin samples → SQLite store, file streams.
 demo: $(STAMP)
 	$(VENV)/bin/albireo demo
+
+## The portal and API over the demo's store: http://127.0.0.1:8080
+serve-demo: $(STAMP)
+	$(VENV)/bin/albireo serve --store albireo-demo/albireo.sqlite --index albireo-demo/index.sqlite
 
 ## Every test: unit, contract and integration on real local Kafka, Cassandra, Elasticsearch.
 test: $(STAMP) services

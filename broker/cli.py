@@ -105,6 +105,8 @@ def demo(alerts: tuple[Path, ...], workdir: Path, config_path: str | None, batch
                f"in {cfg.store.path}")
     click.echo(f"index: {index_writer.index.count()} locus documents in {cfg.search.path}")
     click.echo(f"streams: {sink.out_dir}/<topic>.avro-stream ({sum(sink.counts.values())} messages)")
+    click.echo(f"browse:  albireo serve --store {cfg.store.path} --index {cfg.search.path}  "
+               "(then http://127.0.0.1:8080)")
     store.close()
 
 
