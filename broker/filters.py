@@ -1,4 +1,4 @@
-"""The filter contract and the in-process runner.
+"""The filter contract, loading, the in-process runner, and the devkit locus converters.
 
 A filter is a class with the ANTARES devkit's shape: ``REQUIRED_LOCUS_PROPERTIES``,
 ``REQUIRED_ALERT_PROPERTIES``, ``REQUIRED_TAGS``, ``TRIGGERING_SURVEY``,
@@ -7,9 +7,14 @@ A filter is a class with the ANTARES devkit's shape: ``REQUIRED_LOCUS_PROPERTIES
 run unmodified; Albireo's own :class:`BaseFilter` is the same contract without
 the devkit dependency.
 
-Filters are guests: the runner checks constraints, times each call, catches
-every exception with its traceback, attributes each tag and property to the
-filter revision that set it, and disables a filter that keeps failing.
+Filters are guests: the runner checks constraints, times each call (counters and
+a latency histogram per filter), catches every exception with its traceback,
+attributes each tag and property to the filter revision that set it, and disables
+a filter that keeps failing (:class:`ErrorPolicy`). This module runs trusted
+filters in process; :mod:`broker.sandbox` hosts user filters in child processes
+and reuses the same runner there. :func:`locus_from_devkit` / :func:`devkit_dict`
+convert between the devkit's locus dicts and our :class:`~broker.locus.Locus`
+(compatibility tests and the benchmark).
 """
 
 from __future__ import annotations
@@ -417,7 +422,9 @@ class FilterRunner:
             status = "timeout"
             f.stats.timeouts += 1
             self.policy.record(f, make_error(f, locus, "FilterTimeout", str(exc), traceback.format_exc()), report)
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit, Rust panics (pyo3 PanicException) included: the filter failed
             status = "error"
             self.policy.record(f, make_error(f, locus, type(exc).__name__, str(exc), traceback.format_exc()), report)
         finally:

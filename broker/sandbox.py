@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any
 
@@ -141,7 +141,7 @@ def _install_guards(tmpdir: str, allow_network: bool) -> None:
             p = os.path.realpath(os.fsdecode(path))
         except (TypeError, ValueError):
             return False
-        return p.startswith(root) or p in allowed_files
+        return p.startswith(root) or p == root[:-1] or p in allowed_files
 
     def hook(event: str, args: tuple) -> None:
         if event == "open":
@@ -216,7 +216,8 @@ def _child_main(conn, state, specs: list[FilterSpec], limits: SandboxLimits, tmp
 
     policy = ErrorPolicy(max_errors=0)
     runner = FilterRunner(loaded, slow_s=limits.timeout_s, enforce_budget=True, policy=policy)
-    index = {f.name: i for i, f in enumerate(runner.filters)}
+    # the parent's index of each filter (its list is every spec in priority order, loaded or not)
+    index = {s.name: i for i, s in enumerate(sorted(specs, key=lambda s: s.priority))}
     while True:
         try:
             msg = conn.recv()
@@ -227,8 +228,8 @@ def _child_main(conn, state, specs: list[FilterSpec], limits: SandboxLimits, tmp
         _, batch_id, items, names = msg
         for idx, packed, skip in items:
             locus = unpack_locus(packed)
-            tags_before = set(locus.user_tags)
-            props_before = dict(locus.user_properties)
+            run_tags: set[str] = set()
+            locus.provenance = {}
             report = RunReport()
             calls = []
             for f in runner.filters:
@@ -237,16 +238,15 @@ def _child_main(conn, state, specs: list[FilterSpec], limits: SandboxLimits, tmp
                 state[0], state[1], state[2] = idx, index[f.name], time.monotonic()
                 n_err = len(report.errors)
                 t0 = time.perf_counter()
-                status = runner._run_one(f, locus, report, set())
+                status = runner._run_one(f, locus, report, run_tags)
                 calls.append((f.name, status, time.perf_counter() - t0, len(report.errors) > n_err))
                 state[2] = 0.0
             result = {
                 "tags": [(t, vars(locus.provenance[t]) if t in locus.provenance else None)
-                         for t in sorted(locus.user_tags - tags_before)],
-                "props": [(k, v, vars(locus.provenance[f"property:{k}"])
-                           if f"property:{k}" in locus.provenance else None)
-                          for k, v in locus.user_properties.items()
-                          if k not in props_before or props_before[k] != v],
+                         for t in sorted(run_tags)],
+                # every set_property() call left a provenance entry (the child's copy starts with none)
+                "props": [(k[9:], locus.user_properties[k[9:]], vars(p)) for k, p in locus.provenance.items()
+                          if k.startswith("property:") and k[9:] in locus.user_properties],
                 "errors": [e.to_dict() for e in report.errors],
                 "calls": calls,
             }
@@ -336,6 +336,9 @@ class SandboxPool:
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> SandboxPool:
+        import atexit
+
+        atexit.register(self.close)  # children and their tmp dirs go with the worker, however it stops
         for _ in range(max(1, self.limits.processes)):
             self.children.append(self._spawn(first=True))
         return self
@@ -538,6 +541,8 @@ class PlatformRunner:
         self.metrics = metrics
         self.pool: SandboxPool | None = None
         self.user: list[LoadedFilter] = []
+        #: user filters no longer enabled in the registry, kept for their statistics.
+        self.retired: dict[tuple[str, str], LoadedFilter] = {}
         self._last_refresh = -float("inf")
         self._inproc = FilterRunner([], slow_s=slow_s, policy=self.policy, metrics=metrics)
 
@@ -561,9 +566,14 @@ class PlatformRunner:
         if want == have:
             return False
         old = {(f.name, f.revision): f for f in self.user}
-        self.user = [old.get((s.name, s.revision)) or loaded_from_spec(s) for s in specs]
-        for f, s in zip(self.user, specs, strict=True):
+        keep = {(s.name, s.revision) for s in specs}
+        self.retired.update({k: f for k, f in old.items() if k not in keep})  # their stats stay visible
+        self.user = []
+        for s in specs:
+            f = old.get((s.name, s.revision)) or self.retired.pop((s.name, s.revision), None) or loaded_from_spec(s)
             f.priority = s.priority
+            f.enabled, f.disabled_reason = True, ""  # the registry says enabled
+            self.user.append(f)
         if self.pool is not None:
             self.pool.close()
             self.pool = None
@@ -599,6 +609,15 @@ class PlatformRunner:
             else:
                 groups.append((kind, [f]))
         return groups
+
+    def export_metrics(self, metrics: Metrics) -> None:
+        """Per-filter gauges (runs, skipped, errors, timeouts, crashes, tagged, enabled) for ``/metrics``."""
+        for f in [*self.filters, *self.retired.values()]:
+            st = f.stats
+            for name, value in (("runs", st.runs), ("skipped", st.skipped), ("errors", st.errors),
+                                ("timeouts", st.timeouts), ("crashes", st.crashes), ("tagged", st.tagged),
+                                ("enabled", int(f.enabled)), ("seconds", st.total_s)):
+                metrics.set(f"filter_{name}", value, filter=f.name, revision=f.revision)
 
     def close(self) -> None:
         if self.pool is not None:

@@ -191,12 +191,55 @@ def _chain(exc: BaseException):
 
 
 # ---- assembling a worker from configuration -------------------------------------------------
-def build_filters(cfg: Config, extra: list[LoadedFilter] | None = None) -> FilterRunner:
-    loaded = load_builtin_filters(cfg.filters.builtin) + list(extra or [])
-    return FilterRunner(
-        loaded, slow_s=cfg.filters.timeout_s, max_errors=cfg.filters.max_errors,
-        error_window_s=cfg.filters.error_window_s,
-    )
+def build_filters(cfg: Config, extra: list[LoadedFilter] | None = None, store: Any = None) -> Any:
+    """Built-ins in process plus the registry's enabled revisions in the sandbox pool.
+
+    The registry is read from ``store`` (default: the configured store, opened on the
+    first refresh) every ``filters.refresh_s`` seconds, so enabling a filter needs no
+    restart. Errors go to ``filters.webhook_url`` when set; automatic disables are
+    written back to the registry so that every worker and the portal see them.
+    """
+    from broker.filter_registry import enabled_specs, set_status
+    from broker.filters import ErrorPolicy
+    from broker.sandbox import PlatformRunner, SandboxLimits
+
+    f = cfg.filters
+    loaded = load_builtin_filters(f.builtin) + list(extra or [])
+    holder: dict[str, Any] = {"store": store}
+
+    def registry_store():
+        if holder["store"] is None:
+            holder["store"] = build_store(cfg, Associator(cfg.association.radius_arcsec))
+        return holder["store"]
+
+    def revisions():
+        if holder["store"] is None and cfg.store.backend == "sqlite" and not Path(cfg.store.path).exists():
+            return []  # no store yet, so no registry: do not create one as a side effect
+        s = registry_store()
+        return enabled_specs(s) if hasattr(s, "list_filter_revisions") else []
+
+    notifier = None
+    if f.webhook_url:
+        from broker.notify import WebhookNotifier
+
+        notifier = WebhookNotifier(f.webhook_url)
+
+    def on_disable(lf: LoadedFilter, err) -> None:
+        if notifier is not None:
+            notifier.on_disable(lf, err)
+        if lf.isolation == "sandbox":
+            try:
+                set_status(registry_store(), lf.name, "disabled", lf.revision, reason=lf.disabled_reason)
+            except Exception as exc:  # the registry being down must not stop the stream
+                log.error("could not record that filter %s was disabled: %s", lf.name, exc)
+
+    policy = ErrorPolicy(f.max_errors, f.error_window_s, on_disable=on_disable,
+                         on_error=notifier.on_error if notifier is not None else None)
+    limits = SandboxLimits(timeout_s=f.timeout_s, memory_mb=int(getattr(f, "memory_mb", 4096)),
+                           processes=int(getattr(f, "sandbox_processes", 1)))
+    enabled = getattr(f, "registry", True)
+    return PlatformRunner(loaded, revisions=revisions if enabled else None, limits=limits, policy=policy,
+                          refresh_s=float(getattr(f, "refresh_s", 30.0)), slow_s=f.timeout_s)
 
 
 def build_catalogs(cfg: Config) -> Any:

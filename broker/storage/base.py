@@ -98,6 +98,20 @@ class Store(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
+    # -- the filter registry: revisions kept beside the loci, so every worker sees the same ones --------
+    def put_filter_revision(self, rec: dict[str, Any]) -> None:
+        """Insert or replace one filter revision (keyed by name and revision; fields: FILTER_REVISION_FIELDS)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no filter registry")
+
+    def list_filter_revisions(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Revisions of filter ``name`` (every filter when None), oldest first."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no filter registry")
+
+    def set_filter_status(self, name: str, revision: str, status: str, reason: str = "",
+                          at: float | None = None) -> None:
+        """Change one revision's status (``submitted``, ``enabled``, ``disabled``) and say why."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no filter registry")
+
 
 def resolve_claims(
     candidates: Sequence[tuple[str, float, float]], existing: LocusPositions, order: int, radius_arcsec: float
@@ -174,3 +188,9 @@ def alert_from_row(row: dict[str, Any]) -> Alert:
         is_history=bool(row["is_history"]),
         locus_id=row["locus_id"],
     )
+
+
+
+#: the fields of a stored filter revision (see ``broker.filter_registry``); ``meta`` is a JSON-able dict.
+FILTER_REVISION_FIELDS = ("name", "revision", "hash", "code", "author", "created", "status", "status_reason",
+                          "status_changed", "priority", "meta")

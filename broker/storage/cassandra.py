@@ -322,8 +322,11 @@ class CassandraStore(Store):
         # they go as one unlogged batch (one request, applied atomically on that partition).
         from cassandra.query import BatchStatement, BatchType
 
-        phase1: list[tuple[Any, Any]] = [(self._ins_locus, r) for r in locus_rows]
-        phase1 += [(self._ins_pixel, r) for r in pixel_rows]
+        phase1: list[tuple[Any, Any]] = self._small_batches(self._ins_locus, locus_rows)
+        # Small rows of many partitions go as unlogged multi-partition batches: one request per
+        # ~100 rows instead of one each. On a cluster that costs the coordinator a fan-out, which
+        # is still far cheaper than the per-request overhead that bounds throughput here.
+        phase1 += self._small_batches(self._ins_pixel, pixel_rows)
         phase1 += [(self._ins_catalog, r) for r in catalog_rows]
         phase1 += [(self._ins_cutout, r) for r in cut_rows]
         per_locus: dict[str, list[tuple]] = {}
@@ -336,7 +339,32 @@ class CassandraStore(Store):
                     batch.add(self._ins_alert_by_locus, row)
                 phase1.append((batch, None))
         self._concurrent_mixed(phase1)
-        self._concurrent(self._ins_alert, by_id)
+        self._concurrent_mixed(self._small_batches(self._ins_alert, by_id))
+
+    def _small_batches(self, stmt: Any, rows: list[tuple], size: int = 100,
+                       max_bytes: int = 32_000) -> list[tuple[Any, Any]]:
+        """Group rows into unlogged batches of at most ``size`` rows and ~``max_bytes``.
+
+        The byte budget keeps multi-partition batches under Cassandra's batch size failure
+        threshold (50 KiB by default); a single row larger than the budget goes alone.
+        """
+        from cassandra.query import BatchStatement, BatchType
+
+        out: list[tuple[Any, Any]] = []
+        batch, n, nbytes = None, 0, 0
+        for row in rows:
+            est = 16 + sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in row)
+            if batch is not None and (n >= size or nbytes + est > max_bytes):
+                out.append((batch, None))
+                batch = None
+            if batch is None:
+                batch, n, nbytes = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=self._cl), 0, 0
+            batch.add(stmt, row)
+            n += 1
+            nbytes += est
+        if batch is not None:
+            out.append((batch, None))
+        return out
 
     def _concurrent_mixed(self, work: list[tuple[Any, Any]]) -> None:
         from cassandra.concurrent import execute_concurrent
@@ -356,6 +384,51 @@ class CassandraStore(Store):
     def save_filter_revision(self, filter_name: str, revision: str, code: str, registered_at: float) -> None:
         params = (filter_name, revision, code, registered_at)
         self._retry(lambda: self._session.execute(self._ins_revision, params))
+
+    # -- filter registry (full revision records; ``filter_revisions`` above keeps code only) ----------
+    def _filter_registry_table(self) -> None:
+        """Created on first use (``filter_registry``): one partition holds every revision, a small table."""
+        if not getattr(self, "_filter_registry_ok", False):
+            self._retry(lambda: self._session.execute(
+                "CREATE TABLE IF NOT EXISTS filter_registry (bucket int, name text, revision text, hash text, "
+                "code text, author text, created double, status text, status_reason text, status_changed double, "
+                "priority int, meta text, PRIMARY KEY ((bucket), name, revision))", timeout=60))
+            self._filter_registry_ok = True
+
+    def put_filter_revision(self, rec: dict[str, Any]) -> None:
+        from broker.storage.base import FILTER_REVISION_FIELDS
+
+        self._filter_registry_table()
+        row = [rec.get(k) for k in FILTER_REVISION_FIELDS]
+        row[-1] = dumps(rec.get("meta") or {})
+        cols = ", ".join(FILTER_REVISION_FIELDS)
+        stmt = f"INSERT INTO filter_registry (bucket, {cols}) VALUES (0, {', '.join(['%s'] * len(row))})"
+        self._retry(lambda: self._session.execute(stmt, row))
+        self.save_filter_revision(rec["name"], rec["revision"], rec["code"], float(rec.get("created") or time.time()))
+
+    def list_filter_revisions(self, name: str | None = None) -> list[dict[str, Any]]:
+        from broker.storage.base import FILTER_REVISION_FIELDS
+
+        self._filter_registry_table()
+        q = f"SELECT {', '.join(FILTER_REVISION_FIELDS)} FROM filter_registry WHERE bucket=0"
+        rows = self._retry(lambda: list(self._session.execute(q + " AND name=%s", (name,)) if name is not None
+                                        else self._session.execute(q)))
+        out = []
+        for r in rows:
+            rec = {k: getattr(r, k) for k in FILTER_REVISION_FIELDS}
+            rec["meta"] = loads(rec["meta"]) if rec["meta"] else {}
+            out.append(rec)
+        return sorted(out, key=lambda x: (x["name"], x["created"] or 0.0, x["revision"]))
+
+    def set_filter_status(self, name: str, revision: str, status: str, reason: str = "",
+                          at: float | None = None) -> None:
+        self._filter_registry_table()
+        res = self._retry(lambda: self._session.execute(
+            "UPDATE filter_registry SET status=%s, status_reason=%s, status_changed=%s "
+            "WHERE bucket=0 AND name=%s AND revision=%s IF EXISTS",
+            (status, reason, at or time.time(), name, revision)))
+        if not res.was_applied:
+            raise KeyError(f"no filter revision {name}@{revision}")
 
     # -- claims --------------------------------------------------------------------------
     def claim_new_loci(self, candidates: Sequence[tuple[str, float, float]], radius_arcsec: float) -> dict[str, str]:

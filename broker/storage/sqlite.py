@@ -269,6 +269,51 @@ class SQLiteStore(Store):
                 (letter.received_at, letter.source, letter.reason, letter.message, letter.payload, dumps(letter.headers)),
             )
 
+    # -- filter registry -----------------------------------------------------------------
+    def _filter_table(self) -> None:
+        """Created on first use, so stores written before the registry existed need no migration."""
+        if not getattr(self, "_filter_table_ok", False):
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS filter_revisions (name TEXT NOT NULL, revision TEXT NOT NULL, "
+                "hash TEXT, code TEXT NOT NULL, author TEXT, created REAL, status TEXT NOT NULL, "
+                "status_reason TEXT, status_changed REAL, priority INTEGER, meta TEXT, "
+                "PRIMARY KEY (name, revision))")
+            self._filter_table_ok = True
+
+    def put_filter_revision(self, rec: dict) -> None:
+        from broker.storage.base import FILTER_REVISION_FIELDS
+
+        row = [rec.get(k) for k in FILTER_REVISION_FIELDS]
+        row[-1] = dumps(rec.get("meta") or {})
+        with self._lock:
+            self._filter_table()
+            self._db.execute(f"INSERT OR REPLACE INTO filter_revisions ({', '.join(FILTER_REVISION_FIELDS)}) "
+                             f"VALUES ({','.join('?' * len(row))})", row)
+
+    def list_filter_revisions(self, name: str | None = None) -> list[dict]:
+        from broker.storage.base import FILTER_REVISION_FIELDS
+
+        q = f"SELECT {', '.join(FILTER_REVISION_FIELDS)} FROM filter_revisions"
+        with self._lock:
+            self._filter_table()
+            rows = (self._db.execute(q + " WHERE name=? ORDER BY created, revision", (name,)) if name is not None
+                    else self._db.execute(q + " ORDER BY name, created, revision")).fetchall()
+        out = []
+        for r in rows:
+            rec = dict(zip(FILTER_REVISION_FIELDS, r, strict=True))
+            rec["meta"] = loads(rec["meta"]) if rec["meta"] else {}
+            out.append(rec)
+        return out
+
+    def set_filter_status(self, name: str, revision: str, status: str, reason: str = "",
+                          at: float | None = None) -> None:
+        with self._lock:
+            self._filter_table()
+            cur = self._db.execute("UPDATE filter_revisions SET status=?, status_reason=?, status_changed=? "
+                                   "WHERE name=? AND revision=?", (status, reason, at or time.time(), name, revision))
+            if cur.rowcount == 0:
+                raise KeyError(f"no filter revision {name}@{revision}")
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -1,0 +1,132 @@
+"""Filter runner benchmark: our runner against the ANTARES devkit's, same filters, same loci, same results.
+
+Every devkit filter that loads here runs, in the devkit's priority order, on one
+locus: the devkit side calls ``BaseFilter.run`` on a ``DevKitLocus`` (which rebuilds
+the pandas/astropy light curve on every ``timeseries()`` call); our side runs the
+same code through :class:`broker.filters.FilterRunner` on our :class:`Locus`
+(the light curve is built once per locus and survey and shared). Both sides start
+from the same random seed, so even the random tagger agrees. Prints per-filter and
+total times, the ratio, and whether tags and properties are identical; then the
+same filters hosted in the sandbox pool (IPC included, process start excluded).
+
+    python -m bench.bench_filters [--locus large_locus|small_locus] [--no-sandbox]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import importlib
+import inspect
+import io
+import math
+import random
+import sys
+import time
+import warnings
+
+import numpy as np
+
+
+def _load(names_paths):
+    from broker.filters import LoadedFilter
+
+    ok, cannot = [], {}
+    for prio, (name, module) in enumerate(names_paths.items()):
+        try:
+            inst = getattr(importlib.import_module(module), name)()
+        except BaseException as exc:  # report, do not stop: the bench covers what loads
+            cannot[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+            continue
+        ok.append(LoadedFilter(name, "devkit", inst, prio))
+    return ok, cannot
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return (math.isnan(a) and math.isnan(b)) or a == b or math.isclose(a, b, rel_tol=1e-12)
+    return a == b
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--locus", default="large_locus", choices=["large_locus", "small_locus"])
+    ap.add_argument("--no-sandbox", action="store_true", help="Skip the sandboxed run.")
+    args = ap.parse_args(argv)
+
+    from antares_devkit.models import DevKitLocus
+    from antares_devkit.utils import get_filters_path
+
+    from broker.filters import FilterRunner, locus_from_devkit
+    from broker.samples import devkit_locus
+
+    warnings.simplefilter("ignore")
+    d = devkit_locus(args.locus)
+    filters, cannot = _load(get_filters_path())
+    print(f"locus {args.locus}: {len(d['alerts'])} alerts; {len(filters)} devkit filters load, "
+          f"{len(cannot)} cannot ({', '.join(cannot)})")
+
+    # devkit: one DevKitLocus, every filter in turn (as ANTARES runs them on one alert)
+    dk = DevKitLocus(**copy.deepcopy(d))
+    random.seed(1)
+    np.random.seed(1)
+    dk_times = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        for f in filters:
+            t0 = time.perf_counter()
+            try:
+                f.instance.run(dk)
+            except BaseException:  # noqa: S110 - a Rust panic escapes the devkit's own handler; timed anyway
+                pass
+            dk_times[f.name] = time.perf_counter() - t0
+
+    # ours: one Locus, the same filters through our runner
+    ours = locus_from_devkit(copy.deepcopy(d))
+    random.seed(1)
+    np.random.seed(1)
+    runner = FilterRunner(filters, max_errors=0)
+    with contextlib.redirect_stdout(io.StringIO()):
+        import logging
+
+        logging.disable(logging.WARNING)
+        t_all = time.perf_counter()
+        runner.run([ours])
+        t_all = time.perf_counter() - t_all
+        logging.disable(logging.NOTSET)
+    our_times = {f.name: f.stats.total_s for f in filters}
+
+    same_tags = set(dk.user_tags) == ours.user_tags
+    same_props = set(dk.user_properties) == set(ours.user_properties) and all(
+        _same(dk.user_properties[k], ours.user_properties[k]) for k in dk.user_properties)
+
+    print(f"\n{'filter':36s} {'devkit ms':>11s} {'albireo ms':>11s} {'ratio':>8s}")
+    for f in filters:
+        a, b = dk_times[f.name] * 1e3, our_times[f.name] * 1e3
+        print(f"{f.name:36s} {a:11.1f} {b:11.1f} {a / b if b > 0 else float('inf'):7.1f}x")
+    dk_total, our_total = sum(dk_times.values()), sum(our_times.values())
+    print(f"{'TOTAL':36s} {dk_total * 1e3:11.1f} {our_total * 1e3:11.1f} {dk_total / our_total:7.1f}x")
+    print(f"(albireo wall time including constraint checks and bookkeeping: {t_all * 1e3:.1f} ms)")
+    print(f"identical results: tags {'yes' if same_tags else 'NO'}, properties {'yes' if same_props else 'NO'} "
+          f"({len(ours.user_tags)} tags, {len(ours.user_properties)} properties)")
+
+    ok = same_tags and same_props
+    if not args.no_sandbox:
+        from broker.filters import ErrorPolicy, LoadedFilter
+        from broker.sandbox import SandboxLimits, SandboxPool
+
+        specs = [LoadedFilter(f.name, "devkit", None, f.priority, isolation="sandbox",
+                              code=inspect.getsource(importlib.import_module(get_filters_path()[f.name])))
+                 for f in filters if f.name != "RandomTaggerFilter"]
+        with SandboxPool(specs, SandboxLimits(timeout_s=300, memory_mb=8192), ErrorPolicy(max_errors=0)) as pool:
+            sb = locus_from_devkit(copy.deepcopy(d))
+            t0 = time.perf_counter()
+            pool.run([sb])
+            t_sb = time.perf_counter() - t0
+        print(f"sandboxed (1 child, IPC included, start-up excluded): {t_sb * 1e3:.1f} ms total, "
+              f"{dk_total / t_sb:.1f}x faster than the devkit runner")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

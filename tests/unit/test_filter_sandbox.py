@@ -1,0 +1,132 @@
+"""Hostile filters are contained: each is stopped and reported with a clear message; the stream goes on."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+
+from broker.filters import ErrorPolicy, code_hash, locus_from_devkit
+from broker.samples import devkit_locus
+from broker.sandbox import FilterSpec, SandboxLimits, SandboxPool, loaded_from_spec, pack_locus, unpack_locus
+
+TEMPLATE = '''from antares_devkit.models import BaseFilter
+{imports}
+
+class {cls}(BaseFilter):
+    OUTPUT_LOCUS_TAGS = [{{"name": "{tag}", "description": "test"}}]
+
+    def _run(self, locus):
+{body}
+'''
+
+
+def filter_code(cls: str, body: str, imports: str = "", tag: str = "t") -> str:
+    return TEMPLATE.format(cls=cls, body=body, imports=imports, tag=tag)
+
+
+FORBIDDEN = "/work/main/albireo-sandbox-escape.txt" if Path("/work/main").is_dir() else "/tmp/../root/escape.txt"
+
+#: name → (code, expected exception type, words the message must contain)
+HOSTILE = {
+    "Raiser": (filter_code("Raiser", "        raise ValueError('boom on purpose')"), "ValueError", "boom on purpose"),
+    "Looper": (filter_code("Looper", "        while True:\n            pass"), "FilterTimeout", "time budget"),
+    "CLooper": (filter_code("CLooper", "        import time\n        time.sleep(3600)"), "FilterTimeout",
+                "time budget"),
+    "Hog": (filter_code("Hog", "        x = np.ones(10 * 1024**3 // 8)\n        locus.tag(str(x.sum()))",
+                        "import numpy as np"), "MemoryError", "10.0 GiB"),
+    "Netter": (filter_code("Netter", "        s = socket.socket()\n        s.connect(('1.1.1.1', 80))",
+                           "import socket"), "SandboxViolation", "network"),
+    "Writer": (filter_code("Writer", f"        open({FORBIDDEN!r}, 'w').write('x')"), "SandboxViolation",
+               "may not write"),
+    "Exiter": (filter_code("Exiter", "        os._exit(3)", "import os"), "FilterCrashed", "exited with code 3"),
+    "Segv": (filter_code("Segv", "        ctypes.string_at(0)", "import ctypes"), "FilterCrashed", "SIGSEGV"),
+}
+GOOD = filter_code("Good", "        locus.tag('good')\n        locus.set_property('good_n', len(locus.alerts))",
+                   tag="good")
+TMP_WRITER = filter_code("TmpWriter", "        import tempfile\n        with tempfile.NamedTemporaryFile('w') as fh:\n"
+                         "            fh.write('allowed')\n        locus.tag('wrote_tmp')", tag="wrote_tmp")
+
+
+def spec(name: str, code: str, prio: int = 0):
+    return loaded_from_spec(FilterSpec(name, code_hash(code)[:12], code, prio))
+
+
+@pytest.fixture(scope="module")
+def loci():
+    base = devkit_locus("small_locus")
+    out = []
+    for i in range(3):
+        d = copy.deepcopy(base)
+        d["id"] = f"{d['id']}-{i}"
+        out.append(locus_from_devkit(d))
+    return out
+
+
+def test_pack_roundtrip_keeps_everything_a_filter_reads(loci):
+    x = loci[0]
+    y = unpack_locus(pack_locus(x))
+    assert (y.locus_id, y.ra, y.dec, y.user_tags, y.catalog_objects) == (x.locus_id, x.ra, x.dec, x.user_tags,
+                                                                         x.catalog_objects)
+    assert [a.properties for a in y.alerts] == [a.properties for a in x.alerts]
+    assert y.alert.grav_wave_events == x.alert.grav_wave_events
+    assert y.properties == x.properties
+    assert y.grav_wave_events == x.grav_wave_events
+
+
+def test_each_hostile_filter_is_contained_with_a_clear_message(loci):
+    filters = [spec("Good", GOOD, 0), spec("TmpWriter", TMP_WRITER, 1)]
+    filters += [spec(name, code, i + 2) for i, (name, (code, _, _)) in enumerate(HOSTILE.items())]
+    limits = SandboxLimits(timeout_s=1.0, grace_s=1.0, memory_mb=3072)
+    with SandboxPool(filters, limits, ErrorPolicy(max_errors=0)) as pool:
+        report = pool.run(loci)
+        for name, (_, exc, words) in HOSTILE.items():
+            errs = [e for e in report.errors if e.filter == name]
+            assert len(errs) == len(loci), (name, [(e.exception, e.message) for e in errs])
+            for e in errs:
+                assert e.exception == exc, (name, e.exception, e.message)
+                assert words in e.message, (name, e.message)
+        # the well-behaved filters ran on every locus, after and between the crashes
+        for x in loci:
+            assert {"good", "wrote_tmp"} <= report.tags_by_locus[x.locus_id]
+            assert x.user_properties["good_n"] == len(x.alerts)
+            assert x.provenance["good"].filter == "Good"
+        assert not os.path.exists(FORBIDDEN)
+        assert pool.respawns >= 2 * len(loci)  # os._exit and the segfault, once per locus
+        # and the pool keeps working afterwards
+        again = pool.run([loci[0]])
+        assert "good" in again.tags_by_locus[loci[0].locus_id]
+
+
+def test_syntax_and_import_errors_are_load_errors_naming_the_cause(loci):
+    bad_syntax = spec("BadSyntax", "class X(:\n    pass\n")
+    missing = spec("Missing", "import not_a_real_package_xyz\n" + filter_code("Missing", "        pass"))
+    raising_import = spec("RaisesOnImport", "raise RuntimeError('at import')\n")
+    good = spec("Good", GOOD, 5)
+    with SandboxPool([bad_syntax, missing, raising_import, good], SandboxLimits(timeout_s=2)) as pool:
+        errs = pool.load_errors
+        assert "syntax error" in errs["BadSyntax"]["message"] and "line 1" in errs["BadSyntax"]["message"]
+        assert errs["Missing"]["missing"] == "not_a_real_package_xyz"
+        assert "missing dependency 'not_a_real_package_xyz'" in errs["Missing"]["message"]
+        assert "RuntimeError: at import" in errs["RaisesOnImport"]["message"]
+        assert not bad_syntax.enabled and bad_syntax.disabled_reason.startswith("failed to load")
+        report = pool.run(loci)
+    assert all("good" in report.tags_by_locus[x.locus_id] for x in loci)
+    assert not report.errors
+
+
+def test_a_failing_filter_is_disabled_after_n_errors_and_notified(loci):
+    disabled = []
+    policy = ErrorPolicy(max_errors=2, error_window_s=60, on_disable=lambda f, e: disabled.append((f.name, e)))
+    raiser = spec("Raiser", HOSTILE["Raiser"][0])
+    with SandboxPool([raiser, spec("Good", GOOD, 1)], SandboxLimits(timeout_s=2), policy) as pool:
+        pool.run(loci)
+        assert not raiser.enabled
+        assert "2 errors" in raiser.disabled_reason
+        assert [d[0] for d in disabled] == ["Raiser"]
+        report = pool.run(loci)  # disabled: no longer runs, the others do
+    assert not [e for e in report.errors if e.filter == "Raiser"]
+    # the child learns of the disable at the next batch: this one ran on all its loci
+    assert raiser.stats.errors == raiser.stats.runs == len(loci)
