@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[servers,catalogs,test]"
+	$(PY) -m pip install --quiet -e ".[servers,catalogs,filters,test]"
 	@rm -f $(VENV)/.installed-*; touch $@
 
 install: $(STAMP)
@@ -48,6 +48,9 @@ bench: $(STAMP) services
 	$(PY) bench/bench_crossmatch.py --quick
 	$(PY) -m bench.bench_storage --quick
 	$(PY) -m bench.bench_pipeline
+	$(PY) -m bench.bench_filters
+	test -f albireo-demo/albireo.sqlite || $(VENV)/bin/albireo demo
+	$(PY) bench/bench_api.py --workdir albireo-demo
 
 ## The long versions (10^8-row catalogs, 10^6 indexed loci): tens of minutes.
 bench-full: $(STAMP) services

@@ -81,6 +81,14 @@ class FiltersConfig:
     max_errors: int = 50
     error_window_s: float = 600.0
     webhook_url: str = ""
+    #: how often workers re-read the registry's enabled revisions (no restart needed), seconds.
+    refresh_s: float = 30.0
+    #: address-space limit of each sandboxed filter process, MiB.
+    memory_mb: int = 4096
+    #: sandbox child processes running user filters.
+    sandbox_processes: int = 1
+    #: run the registry's enabled user filters (off: built-ins only).
+    registry: bool = True
 
 
 @dataclass

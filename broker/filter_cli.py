@@ -29,7 +29,7 @@ def _limits(cfg, timeout: float | None = None):
     from broker.sandbox import SandboxLimits
 
     f = cfg.filters
-    return SandboxLimits(timeout_s=timeout or f.timeout_s, memory_mb=int(getattr(f, "memory_mb", 4096)))
+    return SandboxLimits(timeout_s=timeout or f.timeout_s, memory_mb=f.memory_mb)
 
 
 def _when(ts: float | None) -> str:

@@ -142,6 +142,8 @@ class Pipeline:
         m.inc("loci_created", res.loci_created)
         m.inc("loci_updated", res.loci_updated)
         m.inc("duplicates", res.duplicates)
+        if hasattr(self.filters, "export_metrics"):
+            self.filters.export_metrics(m)
         return res
 
     def _rounds(self, loci: dict[str, Locus], groups: dict[str, list[Packet]], res: BatchResult) -> list:

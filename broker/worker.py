@@ -235,11 +235,9 @@ def build_filters(cfg: Config, extra: list[LoadedFilter] | None = None, store: A
 
     policy = ErrorPolicy(f.max_errors, f.error_window_s, on_disable=on_disable,
                          on_error=notifier.on_error if notifier is not None else None)
-    limits = SandboxLimits(timeout_s=f.timeout_s, memory_mb=int(getattr(f, "memory_mb", 4096)),
-                           processes=int(getattr(f, "sandbox_processes", 1)))
-    enabled = getattr(f, "registry", True)
-    return PlatformRunner(loaded, revisions=revisions if enabled else None, limits=limits, policy=policy,
-                          refresh_s=float(getattr(f, "refresh_s", 30.0)), slow_s=f.timeout_s)
+    limits = SandboxLimits(timeout_s=f.timeout_s, memory_mb=f.memory_mb, processes=f.sandbox_processes)
+    return PlatformRunner(loaded, revisions=revisions if f.registry else None, limits=limits, policy=policy,
+                          refresh_s=f.refresh_s, slow_s=f.timeout_s)
 
 
 def build_catalogs(cfg: Config) -> Any:
@@ -270,7 +268,7 @@ def build_pipeline(cfg: Config, store, sink: Sink, index_writer: Any = None, cat
     return Pipeline(
         store=store,
         sink=sink,
-        filters=filters or build_filters(cfg),
+        filters=filters or build_filters(cfg, store=store),
         associator=associator,
         output_prefix=cfg.kafka.output_prefix,
         dead_letter_topic=cfg.kafka.dead_letter_topic,
