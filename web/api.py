@@ -14,7 +14,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 
 from broker.locus import Locus
 from web import gw, serialize
-from web.backend import backend
+from web.backend import backend, stored_cutout
 from web.cutouts import KINDS
 from web.errors import bad_request, not_found
 from web.params import decode_cursor, encode_cursor, int_arg, json_arg, parse_float
@@ -104,11 +104,7 @@ def alert_thumbnails(alert_id: str):
 
 @bp.get("/alerts/<alert_id>/cutouts/<kind>")
 def alert_blob(alert_id: str, kind: str):
-    if kind not in KINDS:
-        raise bad_request(f"cutout kind {kind!r}: expected one of {', '.join(KINDS)}")
-    data = backend().store.cutouts(alert_id).get(kind)
-    if data is None:
-        raise not_found(f"alert {alert_id!r} has no {kind} cutout")
+    data = stored_cutout(alert_id, kind)
     gz = data[:2] == b"\x1f\x8b"
     name = f"{alert_id}_{kind}.fits" + (".gz" if gz else "")
     return Response(data, mimetype="application/gzip" if gz else "application/fits",

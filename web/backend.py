@@ -52,3 +52,16 @@ class Backend:
 
 def backend() -> Backend:
     return current_app.extensions["albireo"]
+
+
+def stored_cutout(alert_id: str, kind: str) -> bytes:
+    """One alert's stamp (``science``/``template``/``difference``) from the store: 400/404 otherwise."""
+    from web.cutouts import KINDS
+    from web.errors import bad_request, not_found
+
+    if kind not in KINDS:
+        raise bad_request(f"cutout kind {kind!r}: expected one of {', '.join(KINDS)}")
+    data = backend().store.cutouts(alert_id).get(kind)
+    if data is None:
+        raise not_found(f"alert {alert_id!r} has no {kind} cutout")
+    return data

@@ -12,7 +12,7 @@ from broker.search.base import LocusQuery, QueryError
 from broker.search.sky import parse_location
 from web import export, filters_view, gw, serialize
 from web.auth import require_token
-from web.backend import backend
+from web.backend import backend, stored_cutout
 from web.cutouts import KINDS, CutoutError, cached_png
 from web.errors import ApiError, bad_request, not_found
 from web.lightcurve import chart_data
@@ -172,11 +172,7 @@ def locus(locus_id: str):
 
 @bp.get("/cutouts/<alert_id>/<kind>.png")
 def cutout_png(alert_id: str, kind: str):
-    if kind not in KINDS:
-        raise bad_request(f"cutout kind {kind!r}: expected one of {', '.join(KINDS)}")
-    data = backend().store.cutouts(alert_id).get(kind)
-    if data is None:
-        raise not_found(f"alert {alert_id!r} has no {kind} cutout")
+    data = stored_cutout(alert_id, kind)
     try:
         png = cached_png(alert_id, kind, data)
     except CutoutError as exc:
