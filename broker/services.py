@@ -513,6 +513,21 @@ def is_healthy(name: str, timeout: float = 5.0) -> bool:
         return False
 
 
+def _looks_dead(name: str) -> bool:
+    """Our server process is gone and nothing listens on its port.
+
+    A server this process started is judged by its ``Popen`` (exited or not); one started by
+    another process (an earlier ``albireo services up``) by ``/proc``.
+    """
+    pid = _read_pid(name)
+    if pid is None or _port_open(ports(name)["port"]):
+        return False
+    child = _CHILDREN.get(name)
+    if child is not None and child.pid == pid:
+        return child.poll() is not None
+    return not _pid_alive(name, pid)
+
+
 def wait_healthy(name: str, timeout: float | None = None) -> float:
     """Block until ``name`` answers a real request; returns the seconds waited.
 
@@ -520,11 +535,16 @@ def wait_healthy(name: str, timeout: float | None = None) -> float:
     """
     timeout = _DEFAULT_TIMEOUTS[name] if timeout is None else timeout
     start = time.monotonic()
+    seen_dead = 0
     while True:
         if is_healthy(name):
             return time.monotonic() - start
-        pid = _read_pid(name)
-        if pid is not None and not _pid_alive(name, pid) and not _port_open(ports(name)["port"]):
+        if _looks_dead(name):
+            seen_dead += 1
+        else:
+            seen_dead = 0
+        # Three looks a second apart: one /proc read racing a start-up (runuser, exec) is no verdict.
+        if seen_dead >= 3:
             raise ServiceError(f"{name} exited before becoming healthy; last log lines "
                                f"({_paths(name).log}):\n{_log_tail(name)}")
         if time.monotonic() - start > timeout:
