@@ -45,6 +45,12 @@ INTERNAL_PROPERTIES = (
 
 ES_FLOAT_MAX = (2 - 2**-23) * 2**127
 
+#: The columns ``antares_devkit.models.original_correct_mags`` reads.
+_CORRECTION_INPUTS = frozenset({
+    "ztf_fid", "ztf_field", "ztf_rcid", "ztf_distpsnr1", "ztf_distnr", "ztf_sgscore1", "ztf_magnr",
+    "ztf_sigmagnr", "ztf_isdiffpos", "ztf_magpsf", "ztf_sigmapsf", "ztf_diffmaglim",
+})
+
 _B32 = "abcdefghijklmnopqrstuvwxyz234567"
 
 
@@ -292,25 +298,31 @@ class Locus:
         """The devkit's timeseries (astropy ``TimeSeries``), built once and copied per call.
 
         Magnitude corrections use the devkit's own ``original_correct_mags`` so
-        that the values are exactly those ANTARES filters expect.
+        that the values are exactly those ANTARES filters expect. Surveys that
+        select the same alerts (``ztf`` and ``all`` on a ZTF locus) share one build.
         """
         if survey not in SURVEYS:
             raise ValueError(f"{survey} not allowed as survey value")
         cached = self._timeseries.get(survey)
         if cached is None:
-            cached = self._build_timeseries(survey)
+            codes = SURVEYS[survey]
+            rows = [a for a in self.alerts if a.properties["ant_survey"] in codes]
+            key = tuple(id(a) for a in rows)
+            cached = self._timeseries.get(key)
+            if cached is None:
+                cached = self._timeseries[key] = self._build_timeseries(rows)
             self._timeseries[survey] = cached
-        return cached.copy()
+        mine = cached.copy()
+        mine.pristine_source = cached  # lets ``mine.to_pandas()`` reuse one frame while ``mine`` is unchanged
+        return mine
 
-    def _build_timeseries(self, survey: str):
-        from astropy.timeseries import TimeSeries
+    def _build_timeseries(self, rows: list[Alert]):
+        from broker.lightcurve import LightCurveTable, build_table, carry_time_cache
 
-        codes = SURVEYS[survey]
-        rows = [a for a in self.alerts if a.properties["ant_survey"] in codes]
-        ts = TimeSeries(
-            data=[{"alert_id": a.id, **a.properties} for a in rows],
-            time=[mjd_to_datetime(a.mjd) for a in rows],
-        )
+        if not rows:  # what the devkit does (astropy refuses an empty time column)
+            return LightCurveTable(data=[], time=[])
+        ts = build_table([a.id for a in rows], [a.properties for a in rows], [mjd_to_datetime(a.mjd) for a in rows])
+        ts["time"].datetime64  # noqa: B018 - computed once here; every copy (and to_pandas) carries it
         try:
             from antares_devkit.models import original_correct_mags
         except ImportError:  # the devkit is a dependency, but keep the locus usable without it
@@ -321,8 +333,11 @@ class Locus:
             import contextlib
             import io
 
+            # The corrections read only these columns; converting just them to pandas gives the same frame values.
+            used = ts[["time", *(c for c in ts.colnames if c in _CORRECTION_INPUTS)]]
+            carry_time_cache(ts, used, copy=False)
             with contextlib.redirect_stdout(io.StringIO()):
-                df, _, _ = original_correct_mags(ts)
+                df, _, _ = original_correct_mags(used)
         for col in ("ant_mag_corrected", "ant_magerr_corrected", "ant_magulim_corrected", "ant_magllim_corrected"):
             values = df[col].to_numpy() if df is not None else nan
             ts[col] = np.ma.masked_invalid(np.asarray(values, dtype=float))
