@@ -61,6 +61,18 @@ def spec(server: str) -> dict[str, Any]:
                          "post": _op("Submit a filter revision", auth=True, body="multipart/form-data",
                                      codes=(201, 400, 401, 403, 422))},
         "/api/filters/{name}": {"get": _op("One filter with its revisions", [_p("name", "path")])},
+        "/api/filters/{name}/enable": {"post": _op("Enable a revision (field revision; default the newest)",
+                                                   [_p("name", "path")], auth=True, body="application/json",
+                                                   codes=(200, 401, 403, 404, 422))},
+        "/api/filters/{name}/disable": {"post": _op("Disable the enabled revision (field reason)",
+                                                    [_p("name", "path")], auth=True, body="application/json",
+                                                    codes=(200, 401, 403, 404))},
+        "/api/filters/test": {"post": _op("Run code, sandboxed, on uploaded Avro packets (alerts) or stored loci "
+                                          "(locus_ids); returns tags, properties, timing and errors", auth=True,
+                                          body="multipart/form-data", codes=(200, 400, 401, 403, 404, 422))},
+        "/api/filters/{name}/replay": {"post": _op("Dry run of a revision over stored loci (since, until, "
+                                                   "revision, limit)", [_p("name", "path")], auth=True,
+                                                   body="application/json", codes=(200, 400, 401, 403, 404))},
         "/api/streams": {"get": _op("Tag streams, their topics and subscription snippets", codes=(200,))},
         "/api/watchlists": {"get": _op("Watch lists", codes=(200,)),
                             "post": _op("Create a watch list", auth=True, body="application/json",

@@ -5,6 +5,10 @@ Documented by the OpenAPI file at ``/api/openapi.json`` (built in :mod:`web.open
 
 from __future__ import annotations
 
+import json
+import tempfile
+from pathlib import Path
+
 from flask import Blueprint, jsonify, request
 
 from broker.search.base import LocusQuery
@@ -60,6 +64,120 @@ def filter_submit():
     except filters_view.SubmissionRefused as exc:
         raise ApiError(str(exc), 422) from exc
     return jsonify({"data": rev}), 201
+
+
+def _registry():
+    reg = filters_view.registry()
+    if reg is None:
+        raise ApiError("the filter platform (broker.filter_registry) is not installed", 501)
+    return reg
+
+
+def _params() -> dict:
+    """The request's fields: a JSON object, or form fields."""
+    if request.is_json:
+        body = request.get_json(silent=True)
+        return body if isinstance(body, dict) else {}
+    return request.form.to_dict()
+
+
+def _limits(timeout: object = None):
+    from broker.sandbox import SandboxLimits
+
+    f = backend().cfg.filters
+    try:
+        t = min(float(timeout), f.timeout_s * 10) if timeout not in (None, "") else f.timeout_s
+    except (TypeError, ValueError) as exc:
+        raise bad_request(f"timeout must be a number of seconds, not {timeout!r}") from exc
+    return SandboxLimits(timeout_s=t, memory_mb=f.memory_mb)
+
+
+def _report(rep: dict) -> dict:
+    """A test/replay report as plain JSON (timestamps and the like as strings, as ``--json`` prints them)."""
+    return json.loads(json.dumps(rep, default=str))
+
+
+@bp.post("/filters/<name>/enable")
+@bp.post("/filters/<name>/disable")
+def filter_set_status(name: str):
+    """Enable a revision (default: the newest) or disable the enabled one: what ``albireo filter enable/disable`` does."""
+    author = require_token()
+    reg = _registry()
+    status = "enabled" if request.path.endswith("/enable") else "disabled"
+    p = _params()
+    reason = str(p.get("reason") or f"{status} over the API by {author}")
+    try:
+        rec = reg.set_status(backend().store, name, status, revision=p.get("revision") or None, reason=reason)
+    except KeyError as exc:
+        raise not_found(str(exc.args[0])) from exc
+    except ValueError as exc:  # e.g. a revision that could not load cannot be enabled
+        raise ApiError(str(exc), 422) from exc
+    return jsonify({"data": rec})
+
+
+@bp.post("/filters/test")
+def filter_test():
+    """Run submitted code (sandboxed, nothing stored) on uploaded Avro packets and/or stored loci; return its report.
+
+    Fields: ``code`` (the filter's source); ``alerts`` (Avro files, repeatable; each packet
+    ingested in turn and the filter run after each, as ``albireo filter test --alerts``);
+    ``locus_ids`` (stored loci, a JSON list or comma-separated; each run once); ``timeout``.
+    """
+    require_token()
+    reg = _registry()
+    p = _params()
+    code = p.get("code")
+    if not isinstance(code, str) or not code.strip():
+        raise bad_request("field 'code' (the filter's Python source) is required")
+    ids = p.get("locus_ids") or []
+    if isinstance(ids, str):
+        ids = [x.strip() for x in ids.split(",") if x.strip()]
+    uploads = [f for f in request.files.getlist("alerts") if f and f.filename]
+    if not ids and not uploads:
+        raise bad_request("give 'alerts' (Avro files) or 'locus_ids' (stored loci) to test the filter on")
+    if len(ids) > 1000:
+        raise bad_request("at most 1000 locus_ids per test")
+    b = backend()
+    loci = None
+    if ids:
+        found = b.store.load_loci(ids)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise not_found(f"no stored locus {', '.join(missing[:5])}")
+        loci = [found[i] for i in ids]
+    with tempfile.TemporaryDirectory(prefix="albireo-api-test-") as tmp:
+        paths = []
+        for n, f in enumerate(uploads):
+            path = Path(tmp) / f"{n:04d}.avro"
+            f.save(path)
+            paths.append(path)
+        try:
+            rep = reg.test_filter(code, alerts=paths or None, loci=loci, limits=_limits(p.get("timeout")),
+                                  radius_arcsec=b.cfg.association.radius_arcsec)
+        except reg.FilterRejected as exc:
+            raise ApiError(str(exc), 422) from exc
+    return jsonify({"data": _report(rep)})
+
+
+@bp.post("/filters/<name>/replay")
+def filter_replay(name: str):
+    """Dry run of a registered revision over stored loci (``since``/``until``: MJD or ISO; nothing written)."""
+    require_token()
+    reg = _registry()
+    p = _params()
+    try:
+        limit = int(p.get("limit") or 1000)
+    except (TypeError, ValueError) as exc:
+        raise bad_request("limit must be an integer") from exc
+    try:
+        rep = reg.replay_filter(backend().store, name, p.get("since"), p.get("until"),
+                                revision=p.get("revision") or None, limit=max(1, min(limit, 100_000)),
+                                limits=_limits(p.get("timeout")))
+    except KeyError as exc:
+        raise not_found(str(exc.args[0])) from exc
+    except ValueError as exc:  # an unreadable since/until
+        raise bad_request(str(exc)) from exc
+    return jsonify({"data": _report(rep)})
 
 
 @bp.get("/streams")

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-ZTF_DIR = Path("/work/shared/data/ztf")
+ZTF_DIR = ROOT.parent / "shared" / "data" / "ztf"  # ../shared beside the checkout, as in CI
 HOST_ALERTS = ("697252845015010002.avro", "697252845015010003.avro")
 
 

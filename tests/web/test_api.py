@@ -242,3 +242,80 @@ def test_fast_lightcurve_equals_devkit_timeseries_path(store):
                 assert np.allclose(got, want, equal_nan=True, rtol=1e-8), (loc.locus_id, c)
             compared += 1
     assert compared >= 10
+
+
+COUNTING_CODE = """
+from broker.filters import BaseFilter
+
+
+class ApiCounting(BaseFilter):
+    OUTPUT_LOCUS_TAGS = [{"name": "api_multi", "description": "more than one alert"}]
+    OUTPUT_LOCUS_PROPERTIES = [{"name": "api_n", "type": "int", "description": "alerts seen"}]
+
+    def _run(self, locus):
+        locus.set_property("api_n", len(locus.alerts))
+        if len(locus.alerts) > 1:
+            locus.tag("api_multi")
+"""
+
+
+def test_filter_enable_test_replay_disable_over_http(client, store):
+    """The CLI's enable / test / replay / disable, over the API, with results checked against the store."""
+    from tests.web.conftest import ZTF_DIR
+
+    auth = {"Authorization": "Bearer s3cret-test-token"}
+    assert client.post("/api/filters/ApiCounting/enable").status_code == 401
+    assert client.post("/api/filters/NoSuchFilter/enable", headers=auth).status_code == 404
+    r = client.post("/api/filters", data={"code": COUNTING_CODE, "token": "s3cret-test-token", "author": "t"})
+    assert r.status_code == 201, r.get_json()
+    rev = r.get_json()["data"]["revision"]
+
+    r = client.post("/api/filters/ApiCounting/enable", headers=auth, json={"revision": rev})
+    assert r.status_code == 200 and r.get_json()["data"]["status"] == "enabled"
+    assert client.get("/api/filters/ApiCounting").get_json()["data"]["status"] == "enabled"
+
+    # test on stored loci: the tags it reports are exactly those the store says it should give
+    loci = [x for batch in store.iter_loci() for x in batch]
+    multi = [x for x in loci if len(x.alerts) > 1][:5]
+    single = [x for x in loci if len(x.alerts) == 1][:5]
+    assert multi and single
+    ids = [x.locus_id for x in multi + single]
+    r = client.post("/api/filters/test", headers=auth, json={"code": COUNTING_CODE, "locus_ids": ids})
+    assert r.status_code == 200, r.get_json()
+    rep = r.get_json()["data"]
+    assert rep["loci"] == len(ids) and rep["runs"] == len(ids) and rep["error_count"] == 0
+    assert rep["tags"] == {"api_multi": len(multi)}
+    assert set(rep["tag_examples"]["api_multi"]) <= {x.locus_id for x in multi}
+
+    # test on uploaded packets: each packet ingested in turn, the filter run after each
+    files = sorted((ZTF_DIR / "fink-datasim").glob("*.avro"))[:3]
+    assert files
+    data = {"code": COUNTING_CODE, "token": "s3cret-test-token",
+            "alerts": [(io.BytesIO(f.read_bytes()), f.name) for f in files]}
+    r = client.post("/api/filters/test", data=data, content_type="multipart/form-data")
+    assert r.status_code == 200, r.get_json()
+    rep = r.get_json()["data"]
+    assert rep["runs"] == len(files) and rep["error_count"] == 0
+
+    bad = client.post("/api/filters/test", headers=auth, json={"code": COUNTING_CODE})
+    assert bad.status_code == 400 and "alerts" in bad.get_json()["message"]
+    assert client.post("/api/filters/test", headers=auth,
+                       json={"code": COUNTING_CODE, "locus_ids": ["ALBnope"]}).status_code == 404
+    assert client.post("/api/filters/test", headers=auth,
+                       json={"code": "def f(:", "locus_ids": ids}).status_code == 422
+
+    # replay: a dry run over every stored locus, nothing written
+    before = {x.locus_id: set(x.user_tags) for x in loci}
+    r = client.post("/api/filters/ApiCounting/replay", headers=auth, json={"limit": 100000})
+    assert r.status_code == 200, r.get_json()
+    rep = r.get_json()["data"]
+    assert rep["dry_run"] is True and rep["loci"] == len(loci)
+    assert rep["tags"].get("api_multi", 0) == sum(len(x.alerts) > 1 for x in loci)
+    after = {x.locus_id: set(x.user_tags) for batch in store.iter_loci() for x in batch}
+    assert after == before
+    assert client.post("/api/filters/ApiCounting/replay", headers=auth,
+                       json={"since": "not a date"}).status_code == 400
+
+    r = client.post("/api/filters/ApiCounting/disable", headers=auth, json={"reason": "done testing"})
+    assert r.status_code == 200 and r.get_json()["data"]["status"] == "disabled"
+    assert client.get("/api/filters/ApiCounting").get_json()["data"]["status"] == "disabled"
