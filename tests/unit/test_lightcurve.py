@@ -109,6 +109,9 @@ def test_timeseries_equals_the_devkits_including_corrections_and_pandas():
             pd.testing.assert_frame_equal(ref.to_pandas(), new.to_pandas(), check_exact=True)
             assert_same_table(theirs.timeseries("all"), ours.timeseries("all"))
             assert list(theirs.lightcurve().colnames) == list(ours.lightcurve().colnames)
+            assert type(theirs.lightcurve()) is type(ours.lightcurve())  # a QTable: no time column
+            pd.testing.assert_frame_equal(theirs.lightcurve().to_pandas(), ours.lightcurve().to_pandas(),
+                                          check_exact=True)
             with pytest.raises(ValueError):
                 theirs.timeseries("lsst")
             with pytest.raises(ValueError):
@@ -208,6 +211,11 @@ def test_to_pandas_reuses_one_frame_only_while_the_table_is_unchanged(real_loci)
         lambda t: t["ztf_magpsf"].mask.__setitem__(-1, not t["ztf_magpsf"].mask[-1]),
         lambda t: t.__setitem__("time", t["time"] + 1.0 * __import__("astropy.units").units.s),
     ]
+    # slices and column selections (what filters usually do before converting) convert like astropy's
+    dets = locus.timeseries("ztf")[locus.timeseries("ztf")["ant_survey"] == 1]
+    assert isinstance(dets, LightCurveTable) and dets.pristine_source is None
+    pd.testing.assert_frame_equal(TimeSeries.to_pandas(TimeSeries(dets, copy=True)), dets.to_pandas(),
+                                  check_exact=True)
     for change in changes:
         mine = locus.timeseries("ztf")
         change(mine)
