@@ -22,6 +22,7 @@ import copy
 import importlib
 import inspect
 import io
+import logging
 import math
 import random
 import sys
@@ -49,6 +50,17 @@ def _same(a, b) -> bool:
     if isinstance(a, float) and isinstance(b, float):
         return (math.isnan(a) and math.isnan(b)) or a == b or math.isclose(a, b, rel_tol=1e-12)
     return a == b
+
+
+def _same_results(ours, theirs, ignore_tags: frozenset[str] = frozenset()) -> bool:
+    """Whether our locus ended with the devkit locus's tags and properties."""
+    return (set(ours.user_tags) - ignore_tags == set(theirs.user_tags) - ignore_tags
+            and set(ours.user_properties) == set(theirs.user_properties)
+            and all(_same(theirs.user_properties[k], ours.user_properties[k]) for k in theirs.user_properties))
+
+
+def _totals(runs) -> str:
+    return ", ".join(f"{sum(r[1].values()):.2f}" for r in runs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,8 +100,6 @@ def main(argv: list[str] | None = None) -> int:
 
     def our_pass():
         """A fresh Locus (nothing cached), the same filters through our runner."""
-        import logging
-
         ours = locus_from_devkit(copy.deepcopy(d))
         random.seed(1)
         np.random.seed(1)
@@ -112,12 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         our_runs.append(our_pass())
     dk, dk_times = min(dk_runs, key=lambda r: sum(r[1].values()))
     ours, our_times, t_all = min(our_runs, key=lambda r: sum(r[1].values()))
-    same_tags = all(set(r[0].user_tags) == set(dk.user_tags) for r in dk_runs) and all(
-        r[0].user_tags == set(dk.user_tags) for r in our_runs)
-    same_props = all(
-        set(dk.user_properties) == set(r[0].user_properties)
-        and all(_same(dk.user_properties[k], r[0].user_properties[k]) for k in dk.user_properties)
-        for r in our_runs)
+    same_tags = all(set(r[0].user_tags) == set(dk.user_tags) for r in dk_runs + our_runs)
+    same_props = all(_same_results(r[0], dk) for r in our_runs)
 
     print(f"\n{'filter':36s} {'devkit ms':>11s} {'albireo ms':>11s} {'ratio':>8s}")
     for f in filters:
@@ -126,9 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     dk_total, our_total = sum(dk_times.values()), sum(our_times.values())
     print(f"{'TOTAL':36s} {dk_total * 1e3:11.1f} {our_total * 1e3:11.1f} {dk_total / our_total:7.1f}x")
     print(f"(albireo wall time including constraint checks and bookkeeping: {t_all * 1e3:.1f} ms)")
-    totals = lambda runs, i: ", ".join(f"{sum(r[i].values()):.2f}" for r in runs)  # noqa: E731
-    print(f"best of {args.repeat} runs per side; devkit totals [{totals(dk_runs, 1)}] s, "
-          f"albireo totals [{totals(our_runs, 1)}] s")
+    print(f"best of {args.repeat} runs per side; devkit totals [{_totals(dk_runs)}] s, "
+          f"albireo totals [{_totals(our_runs)}] s")
     print(f"identical results: tags {'yes' if same_tags else 'NO'}, properties {'yes' if same_props else 'NO'} "
           f"({len(ours.user_tags)} tags, {len(ours.user_properties)} properties)")
 
@@ -140,8 +145,6 @@ def main(argv: list[str] | None = None) -> int:
         specs = [LoadedFilter(f.name, "devkit", None, f.priority, isolation="sandbox",
                               code=inspect.getsource(importlib.import_module(get_filters_path()[f.name])))
                  for f in filters if f.name != "RandomTaggerFilter"]
-        import logging
-
         logging.disable(logging.WARNING)  # the devkit's CrashFilter & co. log their (expected) errors every run
         with SandboxPool(specs, SandboxLimits(timeout_s=300, memory_mb=8192), ErrorPolicy(max_errors=0)) as pool:
             pool.run([locus_from_devkit(copy.deepcopy(d))])  # warm-up: the child's first imports, as a worker pays once
@@ -151,10 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 pool.run([sb])
                 sb_times.append(time.perf_counter() - t0)
-                rnd = {"random_tagger_filter"}  # the one filter left out of the sandboxed run
-                ok = ok and sb.user_tags - rnd == set(dk.user_tags) - rnd and set(sb.user_properties) == set(
-                    dk.user_properties) and all(_same(dk.user_properties[k], sb.user_properties[k])
-                                                for k in dk.user_properties)
+                # the random tagger is the one filter left out of the sandboxed run
+                ok = ok and _same_results(sb, dk, ignore_tags=frozenset({"random_tagger_filter"}))
         t_sb = min(sb_times)
         dk_sb = dk_total - dk_times.get("RandomTaggerFilter", 0.0)
         print(f"sandboxed (1 warm child, IPC included; best of {args.repeat}: "

@@ -28,8 +28,7 @@ def _store(config_path: str | None):
 def _limits(cfg, timeout: float | None = None):
     from broker.sandbox import SandboxLimits
 
-    f = cfg.filters
-    return SandboxLimits(timeout_s=timeout or f.timeout_s, memory_mb=f.memory_mb)
+    return SandboxLimits.from_config(cfg.filters, timeout)
 
 
 def _when(ts: float | None) -> str:

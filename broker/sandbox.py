@@ -92,6 +92,11 @@ class SandboxLimits:
     #: seconds a child may take to start and load every filter.
     start_timeout_s: float = 120.0
 
+    @classmethod
+    def from_config(cls, filters: Any, timeout_s: float | None = None, processes: int = 1) -> SandboxLimits:
+        """The limits ``[filters]`` sets (``timeout_s``, ``memory_mb``); ``timeout_s`` overrides the budget."""
+        return cls(timeout_s=timeout_s or filters.timeout_s, memory_mb=filters.memory_mb, processes=processes)
+
 
 # ---- compact loci over the pipe ----------------------------------------------------------------
 def pack_locus(x: Locus) -> tuple:

@@ -235,7 +235,7 @@ def build_filters(cfg: Config, extra: list[LoadedFilter] | None = None, store: A
 
     policy = ErrorPolicy(f.max_errors, f.error_window_s, on_disable=on_disable,
                          on_error=notifier.on_error if notifier is not None else None)
-    limits = SandboxLimits(timeout_s=f.timeout_s, memory_mb=f.memory_mb, processes=f.sandbox_processes)
+    limits = SandboxLimits.from_config(f, processes=f.sandbox_processes)
     return PlatformRunner(loaded, revisions=revisions if f.registry else None, limits=limits, policy=policy,
                           refresh_s=f.refresh_s, slow_s=f.timeout_s)
 

@@ -82,14 +82,15 @@ def _params() -> dict:
 
 
 def _limits(timeout: object = None):
+    """The configured sandbox limits; a request may ask for a longer budget, up to ten times the configured one."""
     from broker.sandbox import SandboxLimits
 
     f = backend().cfg.filters
     try:
-        t = min(float(timeout), f.timeout_s * 10) if timeout not in (None, "") else f.timeout_s
+        t = min(float(timeout), f.timeout_s * 10) if timeout not in (None, "") else None
     except (TypeError, ValueError) as exc:
         raise bad_request(f"timeout must be a number of seconds, not {timeout!r}") from exc
-    return SandboxLimits(timeout_s=t, memory_mb=f.memory_mb)
+    return SandboxLimits.from_config(f, t)
 
 
 def _report(rep: dict) -> dict:

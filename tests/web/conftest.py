@@ -97,6 +97,20 @@ def store(app):
     return app.extensions["albireo"].store
 
 
+@pytest.fixture
+def locus_with(store):
+    """``locus_with(pred)``: the first stored locus for which ``pred`` is true (fails if none is)."""
+
+    def find(pred):
+        for batch in store.iter_loci():
+            for loc in batch:
+                if pred(loc):
+                    return loc
+        raise AssertionError("no stored locus matches")
+
+    return find
+
+
 @pytest.fixture(scope="session")
 def host_objects() -> list[tuple[str, float, float]]:
     return _sample_positions()

@@ -8,14 +8,6 @@ import json
 import pytest
 
 
-def _first_locus(store, pred):
-    for batch in store.iter_loci():
-        for loc in batch:
-            if pred(loc):
-                return loc
-    raise AssertionError("no locus matches")
-
-
 def test_loci_list_pagination_walks_every_locus(client, store):
     seen, url = [], "/v2/loci?limit=7"
     while url:
@@ -36,8 +28,8 @@ def test_loci_sorted_newest_first(client):
     assert times == sorted(times, reverse=True)
 
 
-def test_locus_detail_matches_store(client, store):
-    loc = _first_locus(store, lambda x: len(x.alerts) > 5)
+def test_locus_detail_matches_store(client, store, locus_with):
+    loc = locus_with(lambda x: len(x.alerts) > 5)
     data = client.get(f"/v2/loci/{loc.locus_id}").get_json()["data"]
     assert data["id"] == loc.locus_id
     assert data["ra"] == pytest.approx(loc.ra) and data["dec"] == pytest.approx(loc.dec)
@@ -48,9 +40,9 @@ def test_locus_detail_matches_store(client, store):
     assert len(lines) - 1 == len([a for a in loc.alerts if a.survey in (1, 2, 3, 4)])
 
 
-def test_locus_alerts_and_catalog_matches(client, store, host_objects):
+def test_locus_alerts_and_catalog_matches(client, store, host_objects, locus_with):
     ztf_id = host_objects[0][0]
-    loc = _first_locus(store, lambda x: x.internal_properties.get("ztf_object_id") == ztf_id)
+    loc = locus_with(lambda x: x.internal_properties.get("ztf_object_id") == ztf_id)
     alerts = client.get(f"/v2/loci/{loc.locus_id}/alerts").get_json()["data"]
     assert [a["id"] for a in alerts] == [a.alert_id for a in loc.alerts]
     assert all({"mjd", "created_at", "properties", "survey", "grav_wave_events"} <= set(a) for a in alerts)
@@ -114,8 +106,8 @@ def test_missing_is_404_json(client, url):
     assert r.status_code == 404 and "message" in r.get_json()
 
 
-def test_thumbnails_and_fits_blob(client, store):
-    loc = _first_locus(store, lambda x: any(not a.is_history and store.cutouts(a.alert_id) for a in x.alerts))
+def test_thumbnails_and_fits_blob(client, store, locus_with):
+    loc = locus_with(lambda x: any(not a.is_history and store.cutouts(a.alert_id) for a in x.alerts))
     alert = next(a for a in loc.alerts if not a.is_history and store.cutouts(a.alert_id))
     data = client.get(f"/v2/alerts/{alert.alert_id}/thumbnails").get_json()["data"]
     kinds = {t["thumbnail_type"] for t in data}

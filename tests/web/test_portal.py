@@ -9,14 +9,6 @@ import re
 import pytest
 
 
-def _locus_with(store, pred):
-    for batch in store.iter_loci():
-        for loc in batch:
-            if pred(loc):
-                return loc
-    raise AssertionError("no such locus")
-
-
 def test_home_shows_counts_and_loci(client, store):
     html = client.get("/").data.decode()
     assert f'id="n-alerts">{store.counts()["alerts"]}<' in html
@@ -57,9 +49,9 @@ def test_search_tags_ranges_and_paging(client, app):
     assert client.get("/search", query_string={"q": "1 2", "radius": "-3"}).status_code == 400
 
 
-def test_locus_page_chart_data_cutouts_and_matches(client, store, host_objects):
+def test_locus_page_chart_data_cutouts_and_matches(client, store, host_objects, locus_with):
     ztf = host_objects[0][0]
-    loc = _locus_with(store, lambda x: x.internal_properties.get("ztf_object_id") == ztf)
+    loc = locus_with(lambda x: x.internal_properties.get("ztf_object_id") == ztf)
     html = client.get(f"/loci/{loc.locus_id}").data.decode()
     chart = json.loads(re.search(r'<script id="lc-data" type="application/json">(.*?)</script>', html, re.S).group(1))
     n_det = sum(1 for a in loc.alerts if a.mag is not None)
@@ -75,8 +67,8 @@ def test_locus_page_chart_data_cutouts_and_matches(client, store, host_objects):
     assert Image.open(io.BytesIO(png.data)).size[0] >= 63
 
 
-def test_locus_page_shows_tag_provenance(client, store):
-    loc = _locus_with(store, lambda x: x.user_tags and x.provenance)
+def test_locus_page_shows_tag_provenance(client, store, locus_with):
+    loc = locus_with(lambda x: x.user_tags and x.provenance)
     html = client.get(f"/loci/{loc.locus_id}").data.decode()
     tag = sorted(loc.user_tags)[0]
     assert f"set by {loc.provenance[tag].filter}" in html
