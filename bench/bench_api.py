@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     a = ap.parse_args()
     from broker.config import load_config
-    from broker.search.base import LocusQuery
+    from broker.ports import LocusQuery
     from web import create_app
 
     cfg = load_config(env={})

@@ -33,7 +33,7 @@ import numpy as np
 
 
 def _load(names_paths):
-    from broker.filters import LoadedFilter
+    from broker.filtering.runner import LoadedFilter
 
     ok, cannot = [], {}
     for prio, (name, module) in enumerate(names_paths.items()):
@@ -73,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     from antares_devkit.models import DevKitLocus
     from antares_devkit.utils import get_filters_path
 
-    from broker.filters import FilterRunner, locus_from_devkit
-    from broker.samples import devkit_locus
+    from broker.filtering.devkit import locus_from_devkit
+    from broker.filtering.runner import InProcessRunner
+    from broker.ops.samples import devkit_locus
 
     warnings.simplefilter("ignore")
     d = devkit_locus(args.locus)
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         np.random.seed(1)
         for f in filters:
             f.stats.total_s = 0.0
-        runner = FilterRunner(filters, max_errors=0)
+        runner = InProcessRunner(filters, max_errors=0)
         with contextlib.redirect_stdout(io.StringIO()):
             logging.disable(logging.WARNING)
             t0 = time.perf_counter()
@@ -139,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ok = same_tags and same_props
     if not args.no_sandbox:
-        from broker.filters import ErrorPolicy, LoadedFilter
-        from broker.sandbox import SandboxLimits, SandboxPool
+        from broker.filtering.runner import ErrorPolicy, LoadedFilter
+        from broker.filtering.sandbox import SandboxLimits, SandboxPool
 
         specs = [LoadedFilter(f.name, "devkit", None, f.priority, isolation="sandbox",
                               code=inspect.getsource(importlib.import_module(get_filters_path()[f.name])))

@@ -21,16 +21,17 @@ from pathlib import Path
 
 import fastavro
 
+from broker.adapters.outbox import OutboxIndexWriter
+from broker.adapters.search.sqlite import SQLiteIndex
+from broker.adapters.storage.sqlite import SQLiteStore
+from broker.adapters.streams.files import FileSource, StreamFileSink, iter_stream_file
+from broker.assemble import build_pipeline, open_catalogs
 from broker.association import Associator
 from broker.config import load_config
-from broker.decode import decode_message
-from broker.outbox import IndexWriter
-from broker.replay import StreamFileSink, replay
-from broker.samples import lsst_sample_packets, shared_ztf_dir
-from broker.search.sqlite import SQLiteIndex
-from broker.storage.sqlite import SQLiteStore
-from broker.streams.files import FileSink, FileSource, iter_stream_file
-from broker.worker import Worker, build_catalogs, build_pipeline
+from broker.ingest.decode import decode_message
+from broker.ops.loadgen import replay
+from broker.ops.samples import lsst_sample_packets, shared_ztf_dir
+from broker.worker import Worker
 
 
 def _make_stream(path: Path, count: int) -> list[bytes]:
@@ -39,7 +40,7 @@ def _make_stream(path: Path, count: int) -> list[bytes]:
     if ztf is not None:
         inputs.insert(0, ztf)
     else:
-        from broker.replay import ensure_demo_ztf_stream
+        from broker.ops.devkit_ztf import ensure_demo_ztf_stream
 
         inputs.insert(0, ensure_demo_ztf_stream(path.parent / "cache"))
     sink = StreamFileSink(path)
@@ -87,8 +88,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg.catalogs.root = str(tmp / "catalogs")
         assoc = Associator(cfg.association.radius_arcsec)
         store = SQLiteStore(tmp / "store.sqlite", assoc.order)
-        writer = IndexWriter(SQLiteIndex(tmp / "index.sqlite"), tmp / "outbox.sqlite")
-        pipe = build_pipeline(cfg, store, FileSink(tmp / "out"), index_writer=writer, catalogs=build_catalogs(cfg),
+        writer = OutboxIndexWriter(SQLiteIndex(tmp / "index.sqlite"), tmp / "outbox.sqlite")
+        pipe = build_pipeline(cfg, store, StreamFileSink(tmp / "out"), index_writer=writer, catalogs=open_catalogs(cfg),
                               associator=assoc)
         summary = Worker(pipe, FileSource([stream]), batch_size=args.batch_size).run()
         writer.close()
@@ -105,8 +106,8 @@ def main(argv: list[str] | None = None) -> None:
               f"tags {dict(summary.result.tags)}, rejected {dict(summary.result.rejected)}")
 
         if args.kafka:
-            from broker import services
-            from broker.streams.kafka import KafkaSink, KafkaSource
+            from broker.adapters.streams.kafka import KafkaSink, KafkaSource
+            from broker.ops import services
 
             services.up(["kafka"])
             boot = services.endpoints()["kafka"]
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             store2 = SQLiteStore(tmp / "store2.sqlite", assoc.order)
             cfg.kafka.output_prefix = f"{topic}.loci."
             cfg.kafka.dead_letter_topic = f"{topic}.dlq"
-            pipe2 = build_pipeline(cfg, store2, KafkaSink(boot), catalogs=build_catalogs(cfg), associator=assoc)
+            pipe2 = build_pipeline(cfg, store2, KafkaSink(boot), catalogs=open_catalogs(cfg), associator=assoc)
             source = KafkaSource(boot, f"g-{topic}", [topic])
             s2 = Worker(pipe2, source, batch_size=args.batch_size).run(idle_timeout_s=5)
             source.close()

@@ -21,7 +21,7 @@ import numpy as np
 from broker.alert import SURVEY_ZTF_DETECTION, Alert
 from broker.association import association_order
 from broker.locus import Locus
-from broker.search.base import LocusQuery
+from broker.ports import LocusQuery
 
 ORDER = association_order(1.0)
 
@@ -94,8 +94,8 @@ def main() -> None:
     ap.add_argument("--no-servers", action="store_true", help="embedded backends only")
     args = ap.parse_args()
     n = args.loci or (10_000 if args.quick else 1_000_000)
-    from broker.search.sqlite import SQLiteIndex
-    from broker.storage.sqlite import SQLiteStore
+    from broker.adapters.search.sqlite import SQLiteIndex
+    from broker.adapters.storage.sqlite import SQLiteStore
 
     with tempfile.TemporaryDirectory() as tmp:
         base_store = bench_store(SQLiteStore(Path(tmp) / "s.sqlite", ORDER), args.store_loci)
@@ -105,9 +105,9 @@ def main() -> None:
               f"  on {n} loci (baseline)")
     if args.no_servers:
         return
-    from broker import services
-    from broker.search.elasticsearch import ElasticsearchIndex
-    from broker.storage.cassandra import CassandraStore
+    from broker.adapters.search.elasticsearch import ElasticsearchIndex
+    from broker.adapters.storage.cassandra import CassandraStore
+    from broker.ops import services
 
     services.up(["cassandra", "elasticsearch"])
     cs = CassandraStore(keyspace=f"bench_{uuid.uuid4().hex[:8]}", association_order=ORDER)

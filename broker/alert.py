@@ -6,7 +6,7 @@ canonical fields follow ANTARES (``ant_*``) so that filters written for ANTARES
 read them unchanged; every original survey field is kept, prefixed with the
 survey name (``ztf_*``, ``lsst_*``), in :attr:`Alert.properties`.
 
-Survey normalisers live in :mod:`broker.surveys`; this module only holds the
+Survey normalisers live in :mod:`broker.ingest.surveys`; this module only holds the
 shape they produce so that every later stage depends on one small type.
 """
 

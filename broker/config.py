@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from broker.errors import UserError
+
 DEFAULT_HOME = Path(os.environ.get("ALBIREO_HOME", Path.home() / ".cache" / "albireo"))
 
 
@@ -67,6 +69,8 @@ class SearchConfig:
     path: str = str(DEFAULT_HOME / "albireo-index.sqlite")
     elasticsearch_url: str = "http://127.0.0.1:9200"
     index_name: str = "albireo-loci"
+    #: this worker's durable outbox of index documents; empty = beside ``path`` (``<path>.outbox.sqlite``).
+    outbox_path: str = ""
 
 
 @dataclass
@@ -116,6 +120,30 @@ class WebConfig:
 
 
 @dataclass
+class ServicesConfig:
+    """The local servers ``albireo services`` fetches and runs (tests and development; not production)."""
+
+    #: install root; empty = ``~/.cache/albireo/services``, or ``/var/cache/albireo/services`` as root.
+    home: str = ""
+    #: a JDK to run the servers with; empty = ``JAVA_HOME``, the ``java`` on PATH, then /usr/lib/jvm.
+    java_home: str = ""
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    cassandra_port: int = 9042
+    cassandra_storage_port: int = 7000
+    elasticsearch_port: int = 9200
+    elasticsearch_transport_port: int = 9300
+    #: JVM heap of each server (``-Xms``/``-Xmx``), e.g. ``512m`` or ``2g``.
+    kafka_heap: str = "512m"
+    cassandra_heap: str = "512m"
+    elasticsearch_heap: str = "512m"
+    #: a starting server that shows no progress (log output, CPU time) for this long is declared stuck, seconds.
+    stall_s: float = 120.0
+    #: give up on a server that keeps making progress but never answers, seconds.
+    max_wait_s: float = 1800.0
+
+
+@dataclass
 class Config:
     association: AssociationConfig = field(default_factory=AssociationConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
@@ -125,12 +153,13 @@ class Config:
     catalogs: CatalogConfig = field(default_factory=CatalogConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    services: ServicesConfig = field(default_factory=ServicesConfig)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A setting has an unknown name or a value of the wrong type."""
 
 

@@ -19,7 +19,8 @@ import fastavro
 
 import broker
 from broker.alert import Alert
-from broker.avro import SingleObjectRegistry, decode_single_object, encode_single_object
+from broker.ingest.framing import decode_single_object, encode_single_object
+from broker.ingest.registries import SingleObjectRegistry
 from broker.jsonutil import dumps
 from broker.locus import Locus
 

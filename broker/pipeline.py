@@ -6,7 +6,7 @@ decode → validate → dedupe → associate → load loci → add alerts → cr
 filters → emit (tag streams + dead letters, acknowledged) → store → index.
 
 The pipeline owns no client library: it is handed a :class:`~broker.storage.base.Store`,
-a :class:`~broker.streams.base.Sink`, optionally an index writer and a catalog
+a :class:`~broker.ports.Sink`, optionally an index writer and a catalog
 set. The same code runs embedded (SQLite + files) and in production (Cassandra,
 Elasticsearch, Kafka).
 
@@ -25,21 +25,21 @@ import logging
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from broker.alert import Packet
 from broker.association import Associator
-from broker.avro import DecodeError
-from broker.decode import decode_message, validate_packet
 from broker.emit import encode_locus
-from broker.filters import FilterRunner, RunReport
+from broker.filtering.runner import RunReport
+from broker.ingest.decode import decode_message
+from broker.ingest.framing import DecodeError
+from broker.ingest.validate import validate_packet
 from broker.locus import Locus, make_locus_id
 from broker.metrics import Metrics
-from broker.storage.base import DeadLetter, Store
-from broker.streams.base import Message, Sink
+from broker.ports import CatalogMatcher, DeadLetter, FilterRunner, IndexWriter, Message, Sink, Store
 
 log = logging.getLogger("albireo.pipeline")
 
@@ -89,11 +89,11 @@ class Pipeline:
         associator: Associator,
         output_prefix: str = "albireo.loci.",
         dead_letter_topic: str = "albireo.dlq",
-        index_writer: Any = None,
-        catalogs: Any = None,
+        index_writer: IndexWriter | None = None,
+        catalogs: CatalogMatcher | None = None,
         metrics: Metrics | None = None,
         lsst_schema_version: str | None = None,
-        schema_registry: Any = None,
+        schema_registry: Callable[[int], dict] | None = None,
     ):
         self.store = store
         self.sink = sink
@@ -142,8 +142,7 @@ class Pipeline:
         m.inc("loci_created", res.loci_created)
         m.inc("loci_updated", res.loci_updated)
         m.inc("duplicates", res.duplicates)
-        if hasattr(self.filters, "export_metrics"):
-            self.filters.export_metrics(m)
+        self.filters.export_metrics(m)
         return res
 
     def _rounds(self, loci: dict[str, Locus], groups: dict[str, list[Packet]], res: BatchResult) -> list:

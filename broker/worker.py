@@ -18,16 +18,12 @@ import signal
 import sqlite3
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from broker.association import Associator
-from broker.config import Config
-from broker.filters import FilterRunner, LoadedFilter, load_builtin_filters
-from broker.metrics import Metrics
 from broker.pipeline import BatchResult, Pipeline
-from broker.streams.base import Sink, Source
+from broker.ports import DeliveryError, Message, Source, TransactionalSink, TransactionalSource
 
 log = logging.getLogger("albireo.worker")
 
@@ -71,7 +67,9 @@ class RunSummary:
 
 class Worker:
     def __init__(self, pipeline: Pipeline, source: Source, batch_size: int = 500, poll_timeout_s: float = 1.0,
-                 transactional_sink: Any = None):
+                 transactional_sink: TransactionalSink | None = None):
+        if transactional_sink is not None and not isinstance(source, TransactionalSource):
+            raise TypeError(f"a transactional sink needs a transactional source, not {type(source).__name__}")
         self.pipeline = pipeline
         self.source = source
         self.batch_size = batch_size
@@ -88,8 +86,11 @@ class Worker:
         signal.signal(signal.SIGINT, self.stop)
 
     def run(self, max_messages: int | None = None, idle_timeout_s: float | None = None,
-            max_backoff_s: float = 30.0) -> RunSummary:
-        """Process until the source is exhausted, ``max_messages`` were read, idle too long, or stopped."""
+            max_backoff_s: float = 30.0, on_batch: Callable[[BatchResult], None] | None = None) -> RunSummary:
+        """Process until the source is exhausted, ``max_messages`` were read, idle too long, or stopped.
+
+        ``on_batch`` is called with each committed batch's result (progress bars, status).
+        """
         summary = RunSummary()
         t_start = time.perf_counter()
         last_data = time.monotonic()
@@ -112,11 +113,13 @@ class Worker:
             res = self._process_with_retry(batch, summary, max_backoff_s)
             summary.result.add(res)
             summary.batches += 1
+            if on_batch is not None:
+                on_batch(res)
         summary.seconds = time.perf_counter() - t_start
         summary.stage_seconds = self.pipeline.metrics.stage_totals()
         return summary
 
-    def _process_with_retry(self, batch, summary: RunSummary, max_backoff_s: float) -> BatchResult:
+    def _process_with_retry(self, batch: list[Message], summary: RunSummary, max_backoff_s: float) -> BatchResult:
         """Process and commit ``batch``; infrastructure errors are retried forever with back-off.
 
         Any other exception is a bug met by some message: after one retry the batch
@@ -156,9 +159,10 @@ class Worker:
                 res.add(self._process_with_retry(batch[half:], summary, max_backoff_s))
                 return res
 
-    def _commit(self, batch) -> None:
+    def _commit(self, batch: list[Message]) -> None:
         if self.transactional_sink is not None:
-            self.transactional_sink.commit_transaction(self.source, batch)
+            assert isinstance(self.source, TransactionalSource)
+            self.transactional_sink.commit_transaction(self.source.transaction_offsets(batch))
         else:
             self.source.commit(batch)
 
@@ -175,8 +179,6 @@ _TRANSIENT_MODULES = ("cassandra", "elasticsearch", "elastic_transport", "conflu
 
 def is_transient(exc: BaseException) -> bool:
     """True for errors of the infrastructure (retry the batch), False for bugs met by the data."""
-    from broker.streams.base import DeliveryError
-
     if isinstance(exc, (DeliveryError, OSError, TimeoutError, ConnectionError, sqlite3.OperationalError)):
         return True
     return any(type(e).__module__.split(".")[0] in _TRANSIENT_MODULES for e in _chain(exc))
@@ -188,102 +190,3 @@ def _chain(exc: BaseException):
         yield exc
         exc = exc.__cause__ or exc.__context__
         seen += 1
-
-
-# ---- assembling a worker from configuration -------------------------------------------------
-def build_filters(cfg: Config, extra: list[LoadedFilter] | None = None, store: Any = None) -> Any:
-    """Built-ins in process plus the registry's enabled revisions in the sandbox pool.
-
-    The registry is read from ``store`` (default: the configured store, opened on the
-    first refresh) every ``filters.refresh_s`` seconds, so enabling a filter needs no
-    restart. Errors go to ``filters.webhook_url`` when set; automatic disables are
-    written back to the registry so that every worker and the portal see them.
-    """
-    from broker.filter_registry import enabled_specs, set_status
-    from broker.filters import ErrorPolicy
-    from broker.sandbox import PlatformRunner, SandboxLimits
-
-    f = cfg.filters
-    loaded = load_builtin_filters(f.builtin) + list(extra or [])
-    holder: dict[str, Any] = {"store": store}
-
-    def registry_store():
-        if holder["store"] is None:
-            holder["store"] = build_store(cfg, Associator(cfg.association.radius_arcsec))
-        return holder["store"]
-
-    def revisions():
-        if holder["store"] is None and cfg.store.backend == "sqlite" and not Path(cfg.store.path).exists():
-            return []  # no store yet, so no registry: do not create one as a side effect
-        s = registry_store()
-        return enabled_specs(s) if hasattr(s, "list_filter_revisions") else []
-
-    notifier = None
-    if f.webhook_url:
-        from broker.notify import WebhookNotifier
-
-        notifier = WebhookNotifier(f.webhook_url)
-
-    def on_disable(lf: LoadedFilter, err) -> None:
-        if notifier is not None:
-            notifier.on_disable(lf, err)
-        if lf.isolation == "sandbox":
-            try:
-                set_status(registry_store(), lf.name, "disabled", lf.revision, reason=lf.disabled_reason)
-            except Exception as exc:  # the registry being down must not stop the stream
-                log.error("could not record that filter %s was disabled: %s", lf.name, exc)
-
-    policy = ErrorPolicy(f.max_errors, f.error_window_s, on_disable=on_disable,
-                         on_error=notifier.on_error if notifier is not None else None)
-    limits = SandboxLimits.from_config(f, processes=f.sandbox_processes)
-    return PlatformRunner(loaded, revisions=revisions if f.registry else None, limits=limits, policy=policy,
-                          refresh_s=f.refresh_s, slow_s=f.timeout_s)
-
-
-def build_catalogs(cfg: Config) -> Any:
-    """The enabled catalog set (OpenNGC built on first use), or None when cross-matching is off."""
-    if not cfg.catalogs.enabled:
-        return None
-    from broker.crossmatch import CatalogSet, ensure_default_catalogs
-
-    Path(cfg.catalogs.root).mkdir(parents=True, exist_ok=True)
-    ensure_default_catalogs(cfg.catalogs.root)
-    return CatalogSet.open(cfg.catalogs.root)
-
-
-def build_store(cfg: Config, associator: Associator):
-    if cfg.store.backend == "sqlite":
-        from broker.storage.sqlite import SQLiteStore
-
-        return SQLiteStore(cfg.store.path, associator.order)
-    from broker.storage import open_store
-
-    return open_store(cfg.store, associator.order)
-
-
-def build_pipeline(cfg: Config, store, sink: Sink, index_writer: Any = None, catalogs: Any = None,
-                   filters: FilterRunner | None = None, metrics: Metrics | None = None,
-                   associator: Associator | None = None) -> Pipeline:
-    associator = associator or Associator(cfg.association.radius_arcsec)
-    return Pipeline(
-        store=store,
-        sink=sink,
-        filters=filters or build_filters(cfg, store=store),
-        associator=associator,
-        output_prefix=cfg.kafka.output_prefix,
-        dead_letter_topic=cfg.kafka.dead_letter_topic,
-        index_writer=index_writer,
-        catalogs=catalogs,
-        metrics=metrics,
-        lsst_schema_version=cfg.kafka.schemaless_lsst_version,
-        schema_registry=_registry(cfg),
-    )
-
-
-def _registry(cfg: Config) -> Any:
-    """A Confluent schema-registry client when one is configured (else the local Rubin schemas)."""
-    if not cfg.kafka.schema_registry_url:
-        return None
-    from broker.avro import ConfluentRegistryClient
-
-    return ConfluentRegistryClient(cfg.kafka.schema_registry_url)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from broker.filters import BaseFilter
+from broker.filtering.contract import BaseFilter
 
 WINDOW_DAYS = 10.0
 MIN_DT_DAYS = 0.3

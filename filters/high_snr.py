@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from broker.filters import BaseFilter
+from broker.filtering.contract import BaseFilter
 
 #: 2.5 / ln(10): converts a magnitude error to 1/(S/N).
 MAG_TO_SNR = 2.5 / math.log(10)

@@ -9,7 +9,7 @@ galaxy matches, names the host and tags the locus. Solar-system objects
 
 from __future__ import annotations
 
-from broker.filters import BaseFilter
+from broker.filtering.contract import BaseFilter
 
 CATALOG = "openngc"
 GALAXY_TYPES = {"G", "GPair", "GTrpl", "GGroup"}

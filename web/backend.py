@@ -16,8 +16,7 @@ from flask import current_app
 
 from broker.config import Config
 from broker.locus import Locus
-from broker.search.base import Index
-from broker.storage.base import Store
+from broker.ports import Index, Store
 
 
 @dataclass

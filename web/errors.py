@@ -11,7 +11,7 @@ import logging
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from broker.search.base import QueryError
+from broker.ports import QueryError
 
 log = logging.getLogger("albireo.web")
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from broker.search.base import LocusQuery, QueryError
-from broker.search.sky import parse_sky_distance
+from broker.adapters.search.sky import parse_sky_distance
+from broker.ports import LocusQuery, QueryError
 
 #: ANTARES field paths whose value the embedded index keeps under another name.
 FIELD_ALIASES = {

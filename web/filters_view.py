@@ -2,7 +2,7 @@
 
 The built-in filters are listed from their modules (``broker.filters.load_builtin_filters``);
 submitted filters, their revisions and submissions go through the filter platform
-(``broker.filter_registry``) when it is installed (otherwise submissions are refused with a clear
+(``broker.filtering.registry``) when it is installed (otherwise submissions are refused with a clear
 message). Per-filter figures come from the index: how many loci carry each output tag.
 """
 
@@ -16,15 +16,15 @@ from web.backend import Backend
 
 def registry() -> Any | None:
     try:
-        return importlib.import_module("broker.filter_registry")
+        return importlib.import_module("broker.filtering.registry")
     except ModuleNotFoundError as exc:
-        if exc.name != "broker.filter_registry":
+        if exc.name != "broker.filtering.registry":
             raise
         return None
 
 
 def _builtin(b: Backend, tag_counts: dict[str, int]) -> list[dict[str, Any]]:
-    from broker.filters import load_builtin_filters
+    from broker.filtering.runner import load_builtin_filters
 
     out = []
     for lf in load_builtin_filters(b.cfg.filters.builtin):
@@ -99,7 +99,7 @@ def submit(b: Backend, code: str, author: str, name: str | None = None) -> dict[
     """Register a revision through the registry (inspected, load-probed in a sandbox, not enabled)."""
     reg = registry()
     if reg is None or not hasattr(reg, "add_revision"):
-        raise SubmissionRefused("filter submission needs the filter platform (broker.filter_registry), "
+        raise SubmissionRefused("filter submission needs the filter platform (broker.filtering.registry), "
                                 "which this installation does not have yet")
     try:
         rec = reg.add_revision(b.store, code, author, name=name)

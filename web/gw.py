@@ -11,23 +11,14 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from broker.search.base import LocusQuery
+from broker.ports import LocusQuery
 from web.backend import Backend
 from web.serialize import clean
 
 
 def _locus_ids_with_event(b: Backend, gracedb_id: str, limit: int = 5) -> list[str]:
-    index = b.index
-    if type(index).__name__ == "SQLiteIndex":
-        with index._lock:  # noqa: SLF001
-            rows = index._db.execute(
-                "SELECT locus_id FROM docs, json_each(docs.doc, '$.grav_wave_events') AS j WHERE j.value = ? "
-                "LIMIT ?", (gracedb_id, limit)).fetchall()
-        return [r[0] for r in rows]
-    if type(index).__name__ == "ElasticsearchIndex":
-        res = index.search(LocusQuery(raw={"query": {"term": {"grav_wave_events": gracedb_id}}}, limit=limit))
-        return [h["locus_id"] for h in res.hits]
-    return []
+    res = b.index.search(LocusQuery(events=[gracedb_id], limit=limit))
+    return [h["locus_id"] for h in res.hits]
 
 
 def _notices(b: Backend, gracedb_id: str) -> list[dict[str, Any]]:

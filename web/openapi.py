@@ -70,7 +70,7 @@ def spec(server: str) -> dict[str, Any]:
         "/api/filters/test": {"post": _op("Run code, sandboxed, on uploaded Avro packets (alerts) or stored loci "
                                           "(locus_ids); returns tags, properties, timing and errors", auth=True,
                                           body="multipart/form-data", codes=(200, 400, 401, 403, 404, 422))},
-        "/api/filters/{name}/replay": {"post": _op("Dry run of a revision over stored loci (since, until, "
+        "/api/filters/{name}/backfill": {"post": _op("Dry run of a revision over stored loci (since, until, "
                                                    "revision, limit)", [_p("name", "path")], auth=True,
                                                    body="application/json", codes=(200, 400, 401, 403, 404))},
         "/api/streams": {"get": _op("Tag streams, their topics and subscription snippets", codes=(200,))},

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from flask import Blueprint, jsonify, request
 
-from broker.search.base import LocusQuery
+from broker.ports import LocusQuery
 from web import filters_view, gw, serialize, watchlists
 from web.auth import require_token
 from web.backend import backend
@@ -69,7 +69,7 @@ def filter_submit():
 def _registry():
     reg = filters_view.registry()
     if reg is None:
-        raise ApiError("the filter platform (broker.filter_registry) is not installed", 501)
+        raise ApiError("the filter platform (broker.filtering.registry) is not installed", 501)
     return reg
 
 
@@ -83,7 +83,7 @@ def _params() -> dict:
 
 def _limits(timeout: object = None):
     """The configured sandbox limits; a request may ask for a longer budget, up to ten times the configured one."""
-    from broker.sandbox import SandboxLimits
+    from broker.filtering.sandbox import SandboxLimits
 
     f = backend().cfg.filters
     try:
@@ -160,7 +160,7 @@ def filter_test():
     return jsonify({"data": _report(rep)})
 
 
-@bp.post("/filters/<name>/replay")
+@bp.post("/filters/<name>/backfill")
 def filter_replay(name: str):
     """Dry run of a registered revision over stored loci (``since``/``until``: MJD or ISO; nothing written)."""
     require_token()
@@ -171,7 +171,7 @@ def filter_replay(name: str):
     except (TypeError, ValueError) as exc:
         raise bad_request("limit must be an integer") from exc
     try:
-        rep = reg.replay_filter(backend().store, name, p.get("since"), p.get("until"),
+        rep = reg.backfill_filter(backend().store, name, p.get("since"), p.get("until"),
                                 revision=p.get("revision") or None, limit=max(1, min(limit, 100_000)),
                                 limits=_limits(p.get("timeout")))
     except KeyError as exc:

@@ -7,15 +7,15 @@ from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
+from broker.adapters.search.sky import parse_location
 from broker.locus import mjd_to_datetime
-from broker.search.base import LocusQuery, QueryError
-from broker.search.sky import parse_location
+from broker.ports import LocusQuery, QueryError
 from web import export, filters_view, gw, serialize
 from web.auth import require_token
 from web.backend import backend, stored_cutout
+from web.charts import chart_data
 from web.cutouts import KINDS, CutoutError, cached_png
 from web.errors import ApiError, bad_request, not_found
-from web.lightcurve import chart_data
 from web.params import decode_cursor, encode_cursor, int_arg
 from web.resolve import resolve_name
 from web.searching import run

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker.search.base import LocusQuery, SearchResult
+from broker.ports import LocusQuery, SearchResult
 from web.backend import Backend
 from web.esquery import sort_name, translate
 

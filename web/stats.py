@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-from broker.search.base import Index
+from broker.ports import Index
 
 _TTL_S = 5.0
 _lock = threading.Lock()

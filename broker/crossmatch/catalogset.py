@@ -26,9 +26,10 @@ DIST_KEY = "match_distance_arcsec"
 
 
 def default_catalog_dir() -> Path:
-    """``$ALBIREO_CATALOG_DIR`` or ``~/.cache/albireo/catalogs``."""
-    env = os.environ.get("ALBIREO_CATALOG_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "albireo" / "catalogs"
+    """The configured catalog root (``[catalogs] root``, ``ALBIREO_CATALOGS__ROOT``)."""
+    from broker.config import load_config
+
+    return Path(load_config().catalogs.root)
 
 
 def catalog_names(root: Path) -> list[str]:

@@ -1,7 +1,7 @@
 """Backends for the contract suites: each test runs once per adapter with the same assertions.
 
 The embedded (SQLite) parameters need nothing; the server-backed ones are marked ``integration``
-and use the real Cassandra / Elasticsearch started by ``broker.services.up``. Each test gets a
+and use the real Cassandra / Elasticsearch started by ``broker.ops.services.up``. Each test gets a
 fresh keyspace / index of its own, dropped afterwards.
 """
 
@@ -23,20 +23,20 @@ ORDER = association_order(RADIUS_ARCSEC)
 
 @pytest.fixture(scope="session")
 def cassandra_up() -> None:
-    from broker import services
+    from broker.ops import services
 
     services.up(["cassandra"])
 
 
 @pytest.fixture(scope="session")
 def elasticsearch_up() -> None:
-    from broker import services
+    from broker.ops import services
 
     services.up(["elasticsearch"])
 
 
 def new_cassandra_store(keyspace: str):
-    from broker.storage.cassandra import CassandraStore
+    from broker.adapters.storage.cassandra import CassandraStore
 
     return CassandraStore(keyspace=keyspace, association_order=ORDER, outage_timeout_s=300)
 
@@ -44,7 +44,7 @@ def new_cassandra_store(keyspace: str):
 @pytest.fixture(params=["sqlite", pytest.param("cassandra", marks=pytest.mark.integration)])
 def store(request, tmp_path) -> Iterator:
     if request.param == "sqlite":
-        from broker.storage.sqlite import SQLiteStore
+        from broker.adapters.storage.sqlite import SQLiteStore
 
         s = SQLiteStore(tmp_path / "store.sqlite", ORDER)
         yield s
@@ -60,14 +60,14 @@ def store(request, tmp_path) -> Iterator:
 @pytest.fixture(params=["sqlite", pytest.param("elasticsearch", marks=pytest.mark.integration)])
 def index(request, tmp_path) -> Iterator:
     if request.param == "sqlite":
-        from broker.search.sqlite import SQLiteIndex
+        from broker.adapters.search.sqlite import SQLiteIndex
 
         ix = SQLiteIndex(tmp_path / "index.sqlite")
         yield ix
         ix.close()
     else:
         request.getfixturevalue("elasticsearch_up")
-        from broker.search.elasticsearch import ElasticsearchIndex
+        from broker.adapters.search.elasticsearch import ElasticsearchIndex
 
         ix = ElasticsearchIndex(index_name=f"test-{uuid.uuid4().hex[:12]}")
         yield ix

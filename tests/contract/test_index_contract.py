@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from broker.search.base import LocusQuery, QueryError, locus_document
-from broker.search.sky import angular_distance_deg
+from broker.adapters.search.document import locus_document
+from broker.adapters.search.sky import angular_distance_deg
+from broker.ports import LocusQuery, QueryError
 
 
 def _sky(locus_factory, n: int = 300, seed: int = 7):

@@ -26,10 +26,10 @@ def _places() -> np.ndarray:
 
 def _open(kind: str, where: str):
     if kind == "sqlite":
-        from broker.storage.sqlite import SQLiteStore
+        from broker.adapters.storage.sqlite import SQLiteStore
 
         return SQLiteStore(where, ORDER)
-    from broker.storage.cassandra import CassandraStore
+    from broker.adapters.storage.cassandra import CassandraStore
 
     return CassandraStore(keyspace=where, association_order=ORDER)
 

@@ -1,7 +1,7 @@
 """Restarting the real Elasticsearch server while documents flow through the outbox loses none.
 
 A producer thread keeps queueing locus documents while the real server is stopped and started
-again (``broker.services.down``/``up``); the drainer backs off during the outage and, once the
+again (``broker.ops.services.down``/``up``); the drainer backs off during the outage and, once the
 server is back, every document must be in the index with its latest content.
 """
 
@@ -13,14 +13,14 @@ import uuid
 
 import pytest
 
-from broker.outbox import Outbox, OutboxDrainer
-from broker.search.base import locus_document
+from broker.adapters.outbox import Outbox, OutboxDrainer
+from broker.adapters.search.document import locus_document
 
 
 @pytest.mark.integration
 def test_elasticsearch_restart_loses_nothing(elasticsearch_up, tmp_path, locus_factory):
-    from broker import services
-    from broker.search.elasticsearch import ElasticsearchIndex
+    from broker.adapters.search.elasticsearch import ElasticsearchIndex
+    from broker.ops import services
 
     index = ElasticsearchIndex(index_name=f"outage-{uuid.uuid4().hex[:10]}", request_timeout=5)
     outbox = Outbox(tmp_path / "outbox.sqlite")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from broker.association import pixels_of
-from broker.storage.base import DeadLetter
+from broker.ports import DeadLetter
 
 from .conftest import ORDER, RADIUS_ARCSEC
 

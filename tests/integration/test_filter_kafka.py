@@ -11,16 +11,17 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from broker.assemble import build_filters, build_pipeline
 
-from broker import filter_registry as reg
-from broker import services
+from broker.adapters.storage.sqlite import SQLiteStore
+from broker.adapters.streams.kafka import KafkaSink, KafkaSource
 from broker.association import Associator
 from broker.config import load_config
 from broker.emit import decode_locus_message
-from broker.replay import replay
-from broker.storage.sqlite import SQLiteStore
-from broker.streams.kafka import KafkaSink, KafkaSource
-from broker.worker import Worker, build_filters, build_pipeline
+from broker.filtering import registry as reg
+from broker.ops import services
+from broker.ops.loadgen import replay
+from broker.worker import Worker
 from tests.integration.test_pipeline_kafka import _consume_all
 from tests.unit.test_filter_sandbox import GOOD, HOSTILE
 

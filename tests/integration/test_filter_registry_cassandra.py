@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from broker import filter_registry as reg
-from broker import services
+from broker.filtering import registry as reg
+from broker.ops import services
 from tests.unit.test_filter_sandbox import GOOD, filter_code
 
 pytestmark = pytest.mark.integration
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture()
 def store():
-    from broker.storage.cassandra import CassandraStore
+    from broker.adapters.storage.cassandra import CassandraStore
 
     services.up(["cassandra"])
     s = CassandraStore(keyspace=f"filters_{uuid.uuid4().hex[:8]}", association_order=15)

@@ -17,16 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from broker import services
+from broker.adapters.storage.sqlite import SQLiteStore
+from broker.adapters.streams.files import FileSource, StreamFileSink, iter_stream_file
+from broker.adapters.streams.kafka import KafkaSink, KafkaSource
+from broker.assemble import build_pipeline
 from broker.association import Associator
 from broker.config import load_config
-from broker.decode import decode_message
 from broker.emit import decode_locus_message
-from broker.replay import StreamFileSink, replay
-from broker.storage.sqlite import SQLiteStore
-from broker.streams.files import FileSink, FileSource, iter_stream_file
-from broker.streams.kafka import KafkaSink, KafkaSource
-from broker.worker import Worker, build_pipeline
+from broker.ingest.decode import decode_message
+from broker.ops import services
+from broker.ops.loadgen import replay
+from broker.worker import Worker
 
 pytestmark = pytest.mark.integration
 
@@ -144,7 +145,7 @@ def _embedded_reference(stream: Path, tmp_path: Path) -> dict[str, set[str]]:
     cfg.catalogs.enabled = False
     assoc = Associator(cfg.association.radius_arcsec)
     store = SQLiteStore(tmp_path / "ref.sqlite", assoc.order)
-    Worker(build_pipeline(cfg, store, FileSink(tmp_path / "ref-out"), associator=assoc),
+    Worker(build_pipeline(cfg, store, StreamFileSink(tmp_path / "ref-out"), associator=assoc),
            FileSource([stream]), batch_size=50).run()
     out = _locus_alerts(tmp_path / "ref.sqlite")
     store.close()

@@ -15,19 +15,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from broker import services
+from broker.adapters.outbox import OutboxIndexWriter
+from broker.adapters.search.elasticsearch import ElasticsearchIndex
+from broker.adapters.search.sqlite import SQLiteIndex
+from broker.adapters.storage.cassandra import CassandraStore
+from broker.adapters.storage.sqlite import SQLiteStore
+from broker.adapters.streams.files import FileSource, StreamFileSink, iter_stream_file
+from broker.adapters.streams.kafka import KafkaSink, KafkaSource
+from broker.assemble import build_pipeline, open_catalogs
 from broker.association import Associator
 from broker.config import load_config
-from broker.outbox import IndexWriter
-from broker.replay import StreamFileSink, replay
-from broker.search.base import LocusQuery
-from broker.search.elasticsearch import ElasticsearchIndex
-from broker.search.sqlite import SQLiteIndex
-from broker.storage.cassandra import CassandraStore
-from broker.storage.sqlite import SQLiteStore
-from broker.streams.files import FileSink, FileSource, iter_stream_file
-from broker.streams.kafka import KafkaSink, KafkaSource
-from broker.worker import Worker, build_catalogs, build_pipeline
+from broker.ops import services
+from broker.ops.loadgen import replay
+from broker.ports import LocusQuery
+from broker.worker import Worker
 
 pytestmark = pytest.mark.integration
 
@@ -101,9 +102,9 @@ def test_production_stack_equals_embedded_across_server_restarts(stack, stream, 
     cfg = _cfg(tmp_path)
     assoc = Associator(cfg.association.radius_arcsec)
     ref_store = SQLiteStore(tmp_path / "ref.sqlite", assoc.order)
-    ref_writer = IndexWriter(SQLiteIndex(tmp_path / "ref-index.sqlite"), tmp_path / "ref-outbox.sqlite")
-    cats = build_catalogs(cfg)
-    ref = Worker(build_pipeline(cfg, ref_store, FileSink(tmp_path / "ref-out"), index_writer=ref_writer,
+    ref_writer = OutboxIndexWriter(SQLiteIndex(tmp_path / "ref-index.sqlite"), tmp_path / "ref-outbox.sqlite")
+    cats = open_catalogs(cfg)
+    ref = Worker(build_pipeline(cfg, ref_store, StreamFileSink(tmp_path / "ref-out"), index_writer=ref_writer,
                                 catalogs=cats, associator=assoc), FileSource([stream]), batch_size=30).run()
     ref_writer.close()
     assert ref.result.tags, "nothing was tagged: the comparison would be weak"
@@ -114,7 +115,7 @@ def test_production_stack_equals_embedded_across_server_restarts(stack, stream, 
     keyspace = f"it_{uuid.uuid4().hex[:10]}"
     store = CassandraStore(keyspace=keyspace, association_order=assoc.order, outage_timeout_s=300)
     es = ElasticsearchIndex(stack["elasticsearch"], index_name=f"it-{uuid.uuid4().hex[:10]}")
-    writer = IndexWriter(es, tmp_path / "outbox.sqlite")
+    writer = OutboxIndexWriter(es, tmp_path / "outbox.sqlite")
     source = KafkaSource(stack["kafka"], f"g-{topic}", [topic])
     sink = KafkaSink(stack["kafka"])
     cfg.kafka.output_prefix = f"{topic}.loci."

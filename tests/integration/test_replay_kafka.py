@@ -6,9 +6,11 @@ import uuid
 
 import pytest
 
-from broker import services
-from broker.decode import decode_message
-from broker.replay import devkit_ztf_packets, replay, write_stream_file
+from broker.adapters.streams.files import write_stream_file
+from broker.ingest.decode import decode_message
+from broker.ops import services
+from broker.ops.devkit_ztf import devkit_ztf_packets
+from broker.ops.loadgen import replay
 
 pytestmark = pytest.mark.integration
 

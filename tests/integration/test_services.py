@@ -1,4 +1,4 @@
-"""The three real servers started by broker.services answer real client requests.
+"""The three real servers started by broker.ops.services answer real client requests.
 
 Each test does one round trip that only a working server can satisfy: Kafka stores and returns a
 message, Cassandra stores and returns a row, Elasticsearch indexes and finds a document. The
@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from broker import services
+from broker.ops import services
 
 pytestmark = pytest.mark.integration
 

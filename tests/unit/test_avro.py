@@ -11,11 +11,10 @@ import pytest
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from broker.alert import Alert, Packet
-from broker.avro import (
+from broker.ingest.decode import decode_message
+from broker.ingest.framing import (
     DecodeError,
-    LsstSchemaRegistry,
     SchemaCache,
-    SingleObjectRegistry,
     decode_confluent,
     decode_schemaless,
     decode_single_object,
@@ -24,10 +23,10 @@ from broker.avro import (
     encode_single_object,
     read_container,
     schema_fingerprint,
-    schema_id_for,
     write_container,
 )
-from broker.decode import decode_message, validate_packet
+from broker.ingest.registries import LsstSchemaRegistry, SingleObjectRegistry, schema_id_for
+from broker.ingest.validate import validate_packet
 
 BAD_ZTF = "87704463155002.avro"
 
@@ -274,7 +273,7 @@ def test_http_registry_client_against_a_local_http_server(registry):
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    from broker.avro import ConfluentRegistryClient
+    from broker.ingest.registries import ConfluentRegistryClient
 
     served = {701: json.dumps(registry(701))}
     calls = []

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from broker.alert import Alert
-from broker.filters import FilterRunner, load_builtin_filters
+from broker.filtering.runner import InProcessRunner, load_builtin_filters
 from broker.locus import Locus
 
 
@@ -16,7 +16,7 @@ def _det(i, mjd, mag, err=0.05, band="g", diffpos="t", ra=10.0, dec=20.0, survey
 
 
 def _run(name, locus):
-    runner = FilterRunner(load_builtin_filters([name]))
+    runner = InProcessRunner(load_builtin_filters([name]))
     report = runner.run([locus])
     assert not report.errors, report.errors
     return report.tags_by_locus[locus.locus_id]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
+from broker.adapters.search.sqlite import SQLiteIndex
+from broker.adapters.storage.sqlite import SQLiteStore
 from broker.alert import Alert
 from broker.association import Associator
-from broker.catalog_cli import catalog
+from broker.cli.catalog import catalog
 from broker.crossmatch import ensure_default_catalogs
 from broker.locus import Locus
-from broker.search.sqlite import SQLiteIndex
-from broker.storage.sqlite import SQLiteStore
 
 
 def test_rematch_updates_store_and_index(tmp_path):

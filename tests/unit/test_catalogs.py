@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from broker.catalog_cli import catalog
+from broker.cli.catalog import catalog
 from broker.crossmatch import CatalogError, CatalogIndex, CatalogSet, Chunk, build_index
 from catalogs import synth
 from catalogs.definitions import RC3, CatalogDefinition, RadiusPolicy

@@ -6,7 +6,8 @@ import re
 
 from click.testing import CliRunner
 
-from broker.cli import default_demo_inputs, main
+from broker.cli import main
+from broker.ops.samples import demo_inputs
 
 
 def test_demo_summary_on_real_packets(tmp_path, shared_data, lsst_samples):
@@ -27,7 +28,7 @@ def test_demo_summary_on_real_packets(tmp_path, shared_data, lsst_samples):
 
 
 def test_default_inputs_are_the_bundled_real_samples(tmp_path, shared_data):
-    inputs = default_demo_inputs(tmp_path)
+    inputs = demo_inputs(tmp_path)
     names = [str(p) for p in inputs]
     assert names[0].endswith(".avro-stream")  # antares-devkit's real ZTF locus, re-encoded
     assert sum("sample_data/fakeAlert.avro" in n for n in names) >= 14  # every Rubin schema version

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from broker.alert import Alert
-from broker.avro import schema_fingerprint
 from broker.config import ConfigError, load_config, to_toml
 from broker.emit import decode_locus_message, encode_locus, locus_schema
+from broker.ingest.framing import schema_fingerprint
 from broker.locus import Locus, Provenance
 
 

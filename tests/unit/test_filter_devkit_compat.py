@@ -25,17 +25,10 @@ import warnings
 import numpy as np
 import pytest
 
-from broker.filters import (
-    FilterLoadError,
-    FilterRunner,
-    LoadedFilter,
-    devkit_dict,
-    find_filter_classes,
-    instantiate,
-    load_filter_module,
-    locus_from_devkit,
-)
-from broker.samples import devkit_locus, shared_ztf_dir
+from broker.filtering.contract import FilterLoadError, find_filter_classes, instantiate, load_filter_module
+from broker.filtering.devkit import devkit_dict, locus_from_devkit
+from broker.filtering.runner import InProcessRunner, LoadedFilter
+from broker.ops.samples import devkit_locus, shared_ztf_dir
 
 devkit_models = pytest.importorskip("antares_devkit.models")
 devkit_utils = pytest.importorskip("antares_devkit.utils")
@@ -95,10 +88,10 @@ def filters():
 
 def _pipeline_loci():
     """Loci our pipeline builds from the real ZTF packets of ../shared/data."""
+    from broker.adapters.storage.sqlite import SQLiteStore
+    from broker.adapters.streams.files import FileSource, StreamFileSink
     from broker.association import Associator
     from broker.pipeline import Pipeline
-    from broker.storage.sqlite import SQLiteStore
-    from broker.streams.files import FileSink, FileSource
 
     d = shared_ztf_dir()
     if d is None:
@@ -108,7 +101,7 @@ def _pipeline_loci():
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        pipe = Pipeline(store=store, sink=FileSink(tmp), filters=FilterRunner([]), associator=assoc)
+        pipe = Pipeline(store=store, sink=StreamFileSink(tmp), filters=InProcessRunner([]), associator=assoc)
         src = FileSource([d])
         while batch := src.poll_batch(100, 0):
             pipe.process(batch)
@@ -169,7 +162,7 @@ def run_ours(lf: LoadedFilter, d):
     random.seed(12345)
     np.random.seed(12345)
     lf.enabled = True
-    runner = FilterRunner([lf], max_errors=0)
+    runner = InProcessRunner([lf], max_errors=0)
     with _quiet(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = runner.run([locus])
@@ -207,8 +200,8 @@ def test_every_loadable_devkit_filter_matches_the_devkit(filters, test_loci):
 
 def test_sandboxed_devkit_filters_match_in_process_results(filters, test_loci):
     """The same filters, hosted in a sandbox child, give the same tags and properties as in process."""
-    from broker.filters import ErrorPolicy
-    from broker.sandbox import SandboxLimits, SandboxPool
+    from broker.filtering.runner import ErrorPolicy
+    from broker.filtering.sandbox import SandboxLimits, SandboxPool
 
     ok, _ = filters
     names = [n for n in ok if n not in RANDOM_FILTERS]
@@ -220,7 +213,7 @@ def test_sandboxed_devkit_filters_match_in_process_results(filters, test_loci):
     loci_in = [d for _, d in test_loci[:2]] + [d for _, d in test_loci[2:12]]
     ours = [locus_from_devkit(copy.deepcopy(d)) for d in loci_in]
     reference = [locus_from_devkit(copy.deepcopy(d)) for d in loci_in]
-    inproc = FilterRunner([LoadedFilter(n, "devkit", ok[n][1].instance, i) for i, n in enumerate(names)],
+    inproc = InProcessRunner([LoadedFilter(n, "devkit", ok[n][1].instance, i) for i, n in enumerate(names)],
                           max_errors=0)
     with _quiet(), warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from broker import filter_registry as reg
+from broker.adapters.storage.sqlite import SQLiteStore
+from broker.adapters.streams.files import FileSource, StreamFileSink
+from broker.assemble import build_filters, build_pipeline
 from broker.association import Associator
 from broker.config import Config
-from broker.samples import shared_ztf_dir
-from broker.storage.sqlite import SQLiteStore
-from broker.streams.files import FileSink, FileSource
-from broker.worker import Worker, build_filters, build_pipeline
+from broker.filtering import registry as reg
+from broker.ops.samples import shared_ztf_dir
+from broker.worker import Worker
 from tests.unit.test_filter_sandbox import GOOD, HOSTILE, filter_code
 
 ZTF = shared_ztf_dir()
@@ -73,7 +74,7 @@ def worker_run(tmp_path_factory, webhook):
     for name in ("Raiser", "Segv", "Looper", "Netter"):
         reg.add_revision(store, HOSTILE[name][0], "mallory", enable=True)
     runner = build_filters(cfg, store=store)
-    pipeline = build_pipeline(cfg, store, FileSink(tmp / "streams"), filters=runner)
+    pipeline = build_pipeline(cfg, store, StreamFileSink(tmp / "streams"), filters=runner)
     worker = Worker(pipeline, FileSource([ZTF]), batch_size=8)
     first = worker.run(max_messages=24)
     # a new filter registered while the worker runs is picked up at the next batch, no restart
@@ -167,12 +168,12 @@ def test_replay_is_a_dry_run_reporting_what_would_be_tagged(worker_run):
     reg.add_revision(store, replayed, "carol")
     loci = [x for batch in store.iter_loci() for x in batch]
     expect = sum(1 for x in loci if x.alert.properties.get("ant_survey") == 1)
-    rep = reg.replay_filter(store, "Replayed")
+    rep = reg.backfill_filter(store, "Replayed")
     assert rep["dry_run"] and rep["loci"] == len(loci)
     assert rep["tags"] == {"replayed": expect} and expect > 0
     assert not any("replayed" in x.user_tags for batch in store.iter_loci() for x in batch)
     # a window that contains no locus
-    assert reg.replay_filter(store, "Replayed", since="2100-01-01")["loci"] == 0
+    assert reg.backfill_filter(store, "Replayed", since="2100-01-01")["loci"] == 0
 
 
 def test_cli_add_list_show_enable_disable_test(tmp_path, monkeypatch):
@@ -198,7 +199,7 @@ def test_cli_add_list_show_enable_disable_test(tmp_path, monkeypatch):
     bad.write_text(HOSTILE["Raiser"][0])
     r = cli.invoke(main, ["filter", "test", str(bad), "--alerts", str(ZTF / "fink-datasim")])
     assert "ERROR ValueError: boom on purpose" in r.output
-    r = cli.invoke(main, ["filter", "replay", "Good"])
+    r = cli.invoke(main, ["filter", "backfill", "Good"])
     assert r.exit_code == 0 and "dry run" in r.output
 
 

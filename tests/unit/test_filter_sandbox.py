@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from broker.filters import ErrorPolicy, code_hash, locus_from_devkit
-from broker.samples import devkit_locus
-from broker.sandbox import FilterSpec, SandboxLimits, SandboxPool, loaded_from_spec, pack_locus, unpack_locus
+from broker.filtering.contract import code_hash
+from broker.filtering.devkit import locus_from_devkit
+from broker.filtering.platform import loaded_from_spec
+from broker.filtering.runner import ErrorPolicy
+from broker.filtering.sandbox import FilterSpec, SandboxLimits, SandboxPool, pack_locus, unpack_locus
+from broker.ops.samples import devkit_locus
 
 TEMPLATE = '''from antares_devkit.models import BaseFilter
 {imports}

@@ -20,10 +20,10 @@ import pytest
 from astropy.table import Column, MaskedColumn
 from astropy.timeseries import TimeSeries
 
-from broker.filters import devkit_dict, locus_from_devkit
+from broker.filtering.devkit import devkit_dict, locus_from_devkit
 from broker.lightcurve import LightCurveColumn, LightCurveMaskedColumn, LightCurveTable, build_table
 from broker.locus import mjd_to_datetime
-from broker.samples import devkit_locus
+from broker.ops.samples import devkit_locus
 
 devkit_models = pytest.importorskip("antares_devkit.models")
 

@@ -9,7 +9,7 @@ import pytest
 
 from broker.alert import Alert
 from broker.locus import Locus, aggregate_properties, locus_from_record, locus_record, make_locus_id
-from broker.samples import devkit_locus
+from broker.ops.samples import devkit_locus
 
 
 def _alert(d: dict) -> Alert:

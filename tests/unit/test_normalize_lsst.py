@@ -8,15 +8,10 @@ import math
 import fastavro
 import pytest
 
-from broker.avro import (
-    DecodeError,
-    LsstSchemaRegistry,
-    SchemaCache,
-    encode_schemaless,
-    schema_id_for,
-    write_container,
-)
-from broker.decode import decode_message, validate_packet
+from broker.ingest.decode import decode_message
+from broker.ingest.framing import DecodeError, SchemaCache, encode_schemaless, write_container
+from broker.ingest.registries import LsstSchemaRegistry, schema_id_for
+from broker.ingest.validate import validate_packet
 
 
 @pytest.fixture(scope="module")

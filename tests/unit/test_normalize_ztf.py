@@ -10,8 +10,8 @@ from importlib import metadata
 import fastavro
 import pytest
 
-from broker.avro import DecodeError, SchemaCache
-from broker.decode import decode_message
+from broker.ingest.decode import decode_message
+from broker.ingest.framing import DecodeError, SchemaCache
 
 FID_TO_BAND = {1: "g", 2: "R", 3: "i"}  # as ANTARES spells them (checked below against its loci)
 
@@ -161,7 +161,7 @@ def test_missing_fields_never_crash(shared_data):
     del rec["objectId"], rec["cutoutScience"]
     rec["prv_candidates"] = None
     rec["candidate"] = {k: v for k, v in rec["candidate"].items() if k not in ("magpsf", "sigmapsf", "rb")}
-    from broker.surveys.ztf import normalize_ztf
+    from broker.ingest.surveys.ztf import normalize_ztf
 
     packet = normalize_ztf(rec, "ztf.alert")
     assert packet.trigger.mag is None and packet.history == [] and "science" not in packet.cutouts

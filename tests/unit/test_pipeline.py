@@ -9,23 +9,25 @@ from pathlib import Path
 import fastavro
 import pytest
 
+from broker.adapters.storage.sqlite import SQLiteStore
+from broker.adapters.streams.files import FileSource, StreamFileSink
+from broker.assemble import build_pipeline
 from broker.association import Associator
 from broker.config import load_config
-from broker.decode import decode_message
 from broker.emit import decode_locus_message
-from broker.filters import BaseFilter, FilterRunner, load_builtin_filters, load_filter_class
-from broker.storage.sqlite import SQLiteStore
-from broker.streams.base import Message
-from broker.streams.files import FileSink, FileSource
-from broker.worker import Worker, build_pipeline
+from broker.filtering.contract import BaseFilter
+from broker.filtering.runner import InProcessRunner, load_builtin_filters, load_filter_class
+from broker.ingest.decode import decode_message
+from broker.ports import Message
+from broker.worker import Worker
 
 
-def _setup(tmp_path: Path, name: str = "s", filters: FilterRunner | None = None, batch_size: int = 50):
+def _setup(tmp_path: Path, name: str = "s", filters: InProcessRunner | None = None, batch_size: int = 50):
     cfg = load_config(env={})
     cfg.catalogs.enabled = False
     assoc = Associator(cfg.association.radius_arcsec)
     store = SQLiteStore(tmp_path / f"{name}.sqlite", assoc.order)
-    sink = FileSink(tmp_path / f"{name}-out")
+    sink = StreamFileSink(tmp_path / f"{name}-out")
     pipe = build_pipeline(cfg, store, sink, filters=filters, associator=assoc)
     return cfg, store, sink, pipe
 
@@ -145,7 +147,7 @@ class _TagsAll(BaseFilter):
 
 
 def test_a_raising_filter_is_recorded_and_the_others_still_run(tmp_path, ztf_messages):
-    runner = FilterRunner([load_filter_class(_Raises, priority=0), load_filter_class(_TagsAll, priority=1)],
+    runner = InProcessRunner([load_filter_class(_Raises, priority=0), load_filter_class(_TagsAll, priority=1)],
                           max_errors=10, error_window_s=3600)
     _, store, sink, pipe = _setup(tmp_path, filters=runner)
     res = pipe.process(ztf_messages)
@@ -188,7 +190,7 @@ def test_worker_dead_letters_a_message_that_breaks_a_stage(tmp_path, ztf_message
 
 
 def test_builtin_filters_tag_real_data(tmp_path, ztf_messages):
-    runner = FilterRunner(load_builtin_filters(["high_snr", "fast_riser", "nearby_galaxy"]))
+    runner = InProcessRunner(load_builtin_filters(["high_snr", "fast_riser", "nearby_galaxy"]))
     _, store, _, pipe = _setup(tmp_path, filters=runner)
     res = pipe.process(ztf_messages)
     assert res.tags["high_snr"] >= 1
@@ -200,8 +202,9 @@ def test_builtin_filters_tag_real_data(tmp_path, ztf_messages):
 
 def test_rubin_confluent_and_schemaless_payloads(tmp_path, lsst_samples):
     """Rubin framings: Confluent wire format (schema id = major*100+minor) and schemaless with a set version."""
-    from broker.avro import encode_confluent, encode_schemaless, schema_id_for
-    from broker.decode import default_registry
+    from broker.ingest.decode import default_registry
+    from broker.ingest.framing import encode_confluent, encode_schemaless
+    from broker.ingest.registries import schema_id_for
 
     reg = default_registry()
     path = lsst_samples["7.1"]
@@ -213,7 +216,7 @@ def test_rubin_confluent_and_schemaless_payloads(tmp_path, lsst_samples):
 
     cfg, store, _, _ = _setup(tmp_path)
     assoc = Associator(cfg.association.radius_arcsec)
-    pipe = build_pipeline(cfg, store, FileSink(tmp_path / "o"), associator=assoc)
+    pipe = build_pipeline(cfg, store, StreamFileSink(tmp_path / "o"), associator=assoc)
     pipe.lsst_schema_version = "7.1"
     res = pipe.process([Message(confluent, "rubin", 0, 0)])
     assert res.packets == 1 and res.rejected_total == 0

@@ -9,23 +9,12 @@ import fastavro
 import numpy as np
 import pytest
 
-from broker.avro import _read_long, read_container, read_container_header
-from broker.decode import decode_message
-from broker.replay import (
-    ReplayStats,
-    StreamFileSink,
-    TokenBucket,
-    _container_header,
-    devkit_ztf_packets,
-    ensure_demo_ztf_stream,
-    jitter_packet,
-    replay,
-    shift_position,
-    write_stream_file,
-    ztf_schema,
-)
-from broker.samples import devkit_locus, lsst_sample_packets
-from broker.streams.files import FileSource, iter_stream_file
+from broker.adapters.streams.files import FileSource, StreamFileSink, iter_stream_file, write_stream_file
+from broker.ingest.decode import decode_message
+from broker.ingest.framing import _read_long, read_container, read_container_header
+from broker.ops.devkit_ztf import _container_header, devkit_ztf_packets, ensure_demo_ztf_stream, ztf_schema
+from broker.ops.loadgen import ReplayStats, TokenBucket, jitter_packet, replay, shift_position
+from broker.ops.samples import devkit_locus, lsst_sample_packets
 
 ANT_KEYS = ("ant_mjd", "ant_ra", "ant_dec", "ant_mag", "ant_magerr", "ant_maglim", "ant_passband", "ant_survey")
 #: devkit properties schema 3.2 has no field for (documented in broker.replay / schemas/ztf/README.md).
@@ -271,8 +260,9 @@ def test_lsst_samples_jitter_and_decode(path):
 
 
 def test_lsst_confluent_frame_stays_confluent():
-    from broker.avro import encode_confluent, schema_id_for
-    from broker.decode import default_registry
+    from broker.ingest.decode import default_registry
+    from broker.ingest.framing import encode_confluent
+    from broker.ingest.registries import schema_id_for
 
     path = lsst_sample_packets()[-1]
     (record,) = read_container(path.read_bytes())[1]

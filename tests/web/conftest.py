@@ -51,7 +51,7 @@ def _build_catalogs(root: Path, hosts: list[tuple[str, float, float]]) -> None:
 @pytest.fixture(scope="session")
 def pipeline_workdir(tmp_path_factory) -> Path:
     """Run ``albireo demo`` (the real pipeline) over the shared ZTF samples and the LSST samples."""
-    from broker.samples import lsst_sample_packets
+    from broker.ops.samples import lsst_sample_packets
 
     work = tmp_path_factory.mktemp("albireo-web")
     cat_root = work / "catalogs"

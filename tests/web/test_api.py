@@ -163,7 +163,7 @@ def test_watchlist_lifecycle_needs_token(client, host_objects):
 
 
 FILTER_CODE = """
-from broker.filters import BaseFilter
+from broker.filtering.contract import BaseFilter
 
 
 class ApiSubmitted(BaseFilter):
@@ -237,7 +237,7 @@ def test_fast_lightcurve_equals_devkit_timeseries_path(store):
 
 
 COUNTING_CODE = """
-from broker.filters import BaseFilter
+from broker.filtering.contract import BaseFilter
 
 
 class ApiCounting(BaseFilter):
@@ -298,14 +298,14 @@ def test_filter_enable_test_replay_disable_over_http(client, store):
 
     # replay: a dry run over every stored locus, nothing written
     before = {x.locus_id: set(x.user_tags) for x in loci}
-    r = client.post("/api/filters/ApiCounting/replay", headers=auth, json={"limit": 100000})
+    r = client.post("/api/filters/ApiCounting/backfill", headers=auth, json={"limit": 100000})
     assert r.status_code == 200, r.get_json()
     rep = r.get_json()["data"]
     assert rep["dry_run"] is True and rep["loci"] == len(loci)
     assert rep["tags"].get("api_multi", 0) == sum(len(x.alerts) > 1 for x in loci)
     after = {x.locus_id: set(x.user_tags) for batch in store.iter_loci() for x in batch}
     assert after == before
-    assert client.post("/api/filters/ApiCounting/replay", headers=auth,
+    assert client.post("/api/filters/ApiCounting/backfill", headers=auth,
                        json={"since": "not a date"}).status_code == 400
 
     r = client.post("/api/filters/ApiCounting/disable", headers=auth, json={"reason": "done testing"})

@@ -1,0 +1,486 @@
+"""The production store: loci, alerts and their history in Apache Cassandra.
+
+Tables follow the queries (Cassandra has no joins; each read is one partition or a few):
+
+* ``loci`` — by locus id: the whole locus record (JSON) for ``load_loci``;
+* ``loci_by_pixel`` — partition = a coarse HEALPix *region* (order ``association_order - 6``,
+  ~7' at the default 1" radius), clustered by association pixel: one partition read answers every
+  association lookup of a region of the sky;
+* ``alerts_by_locus`` — partition = locus, clustered by (mjd, alert id): a light curve is one
+  ordered slice; ``alerts`` — by alert id, the "already processed?" check;
+* ``catalog_matches`` (locus, catalog), ``filter_revisions`` (filter, revision), ``cutouts``,
+  ``dead_letters`` (partition = UTC day, newest first);
+* ``region_locks`` — one lightweight-transaction row per region, see :meth:`claim_new_loci`;
+* ``schema_version`` — migrations applied, in order, once.
+
+Every write is an upsert keyed by ids, so replaying a batch rewrites identical cells (no
+timestamps or counters that a replay would change). Writes go out as prepared statements through
+``execute_concurrent_with_args``. While Cassandra is unreachable, reads and writes retry with
+backoff for up to ``outage_timeout_s`` before raising, so a worker rides through a node restart.
+
+**No duplicate loci.** Two workers that see alerts at the same place in the same instant would
+each found a locus. :meth:`claim_new_loci` serialises founding per region with an LWT lease
+(``INSERT ... IF NOT EXISTS USING TTL``, SERIAL consistency) on every region touched by the
+candidates' 3×3 pixel blocks; under the lease it re-reads the blocks at QUORUM and writes the
+winners' position rows at QUORUM before releasing, so the next holder sees them. The TTL only
+matters if a worker dies holding a lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from broker.adapters.storage.common import alert_from_row, resolve_claims
+from broker.alert import Alert
+from broker.association import LocusPositions, neighbour_block, pixels_of
+from broker.jsonutil import dumps, loads
+from broker.locus import Locus, locus_from_record, locus_record
+from broker.ports import DeadLetter, Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: region order = association order minus this (4^6 = 4096 association pixels per region).
+REGION_DELTA = 6
+LOCK_TTL_S = 30
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (1, "initial tables", [
+        """CREATE TABLE IF NOT EXISTS loci (
+            locus_id text PRIMARY KEY, ra double, dec double, pixel bigint, record text, newest_mjd double)""",
+        """CREATE TABLE IF NOT EXISTS loci_by_pixel (
+            region bigint, pixel bigint, locus_id text, ra double, dec double,
+            PRIMARY KEY ((region), pixel, locus_id))""",
+        """CREATE TABLE IF NOT EXISTS alerts_by_locus (
+            locus_id text, mjd double, alert_id text, survey int, ra double, dec double, passband text,
+            mag double, magerr double, maglim double, object_id text, is_history boolean, properties text,
+            PRIMARY KEY ((locus_id), mjd, alert_id)) WITH CLUSTERING ORDER BY (mjd ASC, alert_id ASC)""",
+        """CREATE TABLE IF NOT EXISTS alerts (alert_id text PRIMARY KEY, locus_id text, mjd double)""",
+        """CREATE TABLE IF NOT EXISTS cutouts (alert_id text, kind text, data blob, PRIMARY KEY ((alert_id), kind))""",
+        """CREATE TABLE IF NOT EXISTS dead_letters (
+            day text, id timeuuid, received_at double, source text, reason text, message text, payload blob,
+            headers text, PRIMARY KEY ((day), id)) WITH CLUSTERING ORDER BY (id DESC)""",
+        """CREATE TABLE IF NOT EXISTS catalog_matches (
+            locus_id text, catalog text, version text, matches text, PRIMARY KEY ((locus_id), catalog))""",
+        """CREATE TABLE IF NOT EXISTS filter_revisions (
+            filter text, revision text, code text, registered_at double, PRIMARY KEY ((filter), revision))""",
+        """CREATE TABLE IF NOT EXISTS region_locks (region bigint PRIMARY KEY, owner text)""",
+    ]),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+_ALERT_COLS = ("locus_id", "mjd", "alert_id", "survey", "ra", "dec", "passband", "mag", "magerr", "maglim",
+               "object_id", "is_history", "properties")
+
+
+def _nan_to_none(x: Any) -> Any:
+    return None if x is None or (isinstance(x, float) and x != x) else x
+
+
+class CassandraStore(Store):
+    """Loci and alerts in a Cassandra keyspace (created, with its tables, when missing)."""
+
+    def __init__(self, hosts: Sequence[str] = ("127.0.0.1",), port: int = 9042, keyspace: str = "albireo",
+                 association_order: int = 15, consistency: str = "LOCAL_QUORUM",
+                 replication: dict[str, Any] | None = None, outage_timeout_s: float = 300.0,
+                 concurrency: int = 128):
+        from cassandra import ConsistencyLevel
+        from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+        from cassandra.policies import ExponentialReconnectionPolicy
+
+        if not keyspace.replace("_", "").isalnum():
+            raise ValueError(f"bad keyspace name {keyspace!r}")
+        self.association_order = int(association_order)
+        self.region_shift = 2 * min(REGION_DELTA, self.association_order)
+        self.keyspace = keyspace
+        self.outage_timeout_s = outage_timeout_s
+        self.concurrency = concurrency
+        try:
+            self._cl = ConsistencyLevel.name_to_value[consistency.upper()]
+        except KeyError:
+            raise ValueError(f"store.consistency {consistency!r}: not a Cassandra consistency level") from None
+        self._quorum = max(self._cl, ConsistencyLevel.LOCAL_QUORUM) if self._cl != ConsistencyLevel.ANY else \
+            ConsistencyLevel.LOCAL_QUORUM
+        profile = ExecutionProfile(consistency_level=self._cl, serial_consistency_level=ConsistencyLevel.SERIAL,
+                                   request_timeout=30)
+        self._cluster = Cluster(list(hosts), port=port, execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+                                reconnection_policy=ExponentialReconnectionPolicy(0.5, 10.0),
+                                connect_timeout=10)
+        self._session = self._retry(self._cluster.connect)
+        self._migrate(replication or {"class": "SimpleStrategy", "replication_factor": 1})
+        self._session.set_keyspace(keyspace)
+        self._prepare()
+        self._owner = f"{uuid.uuid4()}"
+
+    # -- schema --------------------------------------------------------------------------
+    def _migrate(self, replication: dict[str, Any]) -> None:
+        rep = ", ".join(f"'{k}': {v!r}" if not isinstance(v, str) else f"'{k}': '{v}'" for k, v in replication.items())
+        s = self._session
+        s.execute(f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = {{{rep}}}")
+        s.execute(f"CREATE TABLE IF NOT EXISTS {self.keyspace}.schema_version "
+                  "(component text, version int, description text, applied_at double, "
+                  "PRIMARY KEY ((component), version))")
+        applied = {r.version for r in s.execute(
+            f"SELECT version FROM {self.keyspace}.schema_version WHERE component='store'")}
+        newest_known = max(v for v, _, _ in MIGRATIONS)
+        if applied and max(applied) > newest_known:
+            raise RuntimeError(f"keyspace {self.keyspace}: store schema v{max(applied)} is newer than this "
+                               f"code (v{newest_known}); upgrade the broker")
+        for version, description, statements in MIGRATIONS:
+            if version in applied:
+                continue
+            for stmt in statements:
+                s.execute(stmt.replace("CREATE TABLE IF NOT EXISTS ", f"CREATE TABLE IF NOT EXISTS {self.keyspace}."))
+            s.execute(f"INSERT INTO {self.keyspace}.schema_version (component, version, description, applied_at) "
+                      "VALUES ('store', %s, %s, %s)", (version, description, time.time()))
+            log.info("cassandra store %s: applied migration %d (%s)", self.keyspace, version, description)
+
+    def schema_versions(self) -> list[int]:
+        return sorted(r.version for r in self._session.execute(
+            "SELECT version FROM schema_version WHERE component='store'"))
+
+    def _prepare(self) -> None:
+        p = self._session.prepare
+        self._ins_locus = p("INSERT INTO loci (locus_id, ra, dec, pixel, record, newest_mjd) VALUES (?,?,?,?,?,?)")
+        self._ins_pixel = p("INSERT INTO loci_by_pixel (region, pixel, locus_id, ra, dec) VALUES (?,?,?,?,?)")
+        self._ins_pixel.consistency_level = self._quorum
+        self._ins_alert_by_locus = p(f"INSERT INTO alerts_by_locus ({', '.join(_ALERT_COLS)}) "
+                                     f"VALUES ({','.join('?' * len(_ALERT_COLS))})")
+        self._ins_alert = p("INSERT INTO alerts (alert_id, locus_id, mjd) VALUES (?,?,?)")
+        self._ins_cutout = p("INSERT INTO cutouts (alert_id, kind, data) VALUES (?,?,?)")
+        self._ins_catalog = p("INSERT INTO catalog_matches (locus_id, catalog, version, matches) VALUES (?,?,?,?)")
+        self._ins_dead = p("INSERT INTO dead_letters (day, id, received_at, source, reason, message, payload, "
+                           "headers) VALUES (?,?,?,?,?,?,?,?)")
+        self._sel_pixels = p("SELECT locus_id, ra, dec, pixel FROM loci_by_pixel WHERE region=? AND pixel IN ?")
+        self._sel_pixels_q = p("SELECT locus_id, ra, dec, pixel FROM loci_by_pixel WHERE region=? AND pixel IN ?")
+        self._sel_pixels_q.consistency_level = self._quorum
+        self._sel_locus = p("SELECT locus_id, record FROM loci WHERE locus_id=?")
+        self._sel_alerts = p(f"SELECT {', '.join(_ALERT_COLS)} FROM alerts_by_locus WHERE locus_id=?")
+        self._sel_alert_id = p("SELECT alert_id FROM alerts WHERE alert_id=?")
+        self._sel_cutouts = p("SELECT kind, data FROM cutouts WHERE alert_id=?")
+        self._sel_dead = p("SELECT source, reason, message, payload, received_at, headers FROM dead_letters "
+                           "WHERE day=? LIMIT ?")
+        self._lock_stmt = p(f"INSERT INTO region_locks (region, owner) VALUES (?, ?) IF NOT EXISTS USING TTL {LOCK_TTL_S}")
+        self._unlock = p("DELETE FROM region_locks WHERE region=? IF owner=?")
+        self._ins_revision = p("INSERT INTO filter_revisions (filter, revision, code, registered_at) VALUES (?,?,?,?)")
+        self._sel_revisions = p("SELECT revision, code, registered_at FROM filter_revisions WHERE filter=?")
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _retry(self, fn: Callable[[], T]) -> T:
+        """Run ``fn``, retrying with backoff while the cluster is unreachable (up to outage_timeout_s)."""
+        from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+        from cassandra.cluster import NoHostAvailable
+
+        deadline = time.monotonic() + self.outage_timeout_s
+        delay = 0.5
+        while True:
+            try:
+                return fn()
+            except (NoHostAvailable, OperationTimedOut, Unavailable, ReadTimeout, WriteTimeout, ConnectionError) as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("cassandra unavailable (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
+                time.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, 10.0)
+
+    def _concurrent(self, stmt: Any, params: list[tuple]) -> list[Any]:
+        """Execute one prepared statement for many parameter tuples; results in order, errors raised."""
+        from cassandra.concurrent import execute_concurrent_with_args
+
+        if not params:
+            return []
+
+        def run() -> list[Any]:
+            results = execute_concurrent_with_args(self._session, stmt, params, concurrency=self.concurrency,
+                                                   raise_on_first_error=True)
+            return [r.result_or_exc for r in results]
+
+        return self._retry(run)
+
+    def _regions(self, pixels: np.ndarray) -> np.ndarray:
+        return np.asarray(pixels, dtype=np.int64) >> self.region_shift
+
+    # -- reads ---------------------------------------------------------------------------
+    def locus_positions(self, pixels: Iterable[int], _quorum: bool = False) -> LocusPositions:
+        pix = np.array(sorted({int(p) for p in pixels if int(p) >= 0}), dtype=np.int64)
+        if pix.size == 0:
+            return LocusPositions.empty()
+        regions = self._regions(pix)
+        params = []
+        for region in np.unique(regions).tolist():
+            members = pix[regions == region].tolist()
+            for i in range(0, len(members), 100):
+                params.append((region, members[i : i + 100]))
+        rows = [r for rs in self._concurrent(self._sel_pixels_q if _quorum else self._sel_pixels, params) for r in rs]
+        return LocusPositions([r.locus_id for r in rows], np.array([r.ra for r in rows], dtype=float),
+                              np.array([r.dec for r in rows], dtype=float),
+                              np.array([r.pixel for r in rows], dtype=np.int64))
+
+    def load_loci(self, locus_ids: Iterable[str], with_alerts: bool = True) -> dict[str, Locus]:
+        ids = list(dict.fromkeys(locus_ids))
+        recs = {}
+        for rs in self._concurrent(self._sel_locus, [(i,) for i in ids]):
+            for r in rs:
+                recs[r.locus_id] = loads(r.record)
+        alerts: dict[str, list[Alert]] = {lid: [] for lid in recs}
+        if with_alerts and recs:
+            present = list(recs)
+            for lid, rs in zip(present, self._concurrent(self._sel_alerts, [(i,) for i in present]), strict=True):
+                alerts[lid] = [self._alert(r) for r in rs]
+        return {lid: locus_from_record(recs[lid], alerts[lid]) for lid in ids if lid in recs}
+
+    def existing_alert_ids(self, alert_ids: Iterable[str]) -> set[str]:
+        ids = list(dict.fromkeys(alert_ids))
+        return {r.alert_id for rs in self._concurrent(self._sel_alert_id, [(i,) for i in ids]) for r in rs}
+
+    def alerts_for_locus(self, locus_id: str) -> list[Alert]:
+        return [self._alert(r) for r in self._retry(lambda: self._session.execute(self._sel_alerts, (locus_id,)))]
+
+    def cutouts(self, alert_id: str) -> dict[str, bytes]:
+        return {r.kind: bytes(r.data) for r in self._retry(lambda: self._session.execute(self._sel_cutouts,
+                                                                                          (alert_id,)))}
+
+    def iter_loci(self, batch_size: int = 500, since_mjd: float | None = None,
+                  until_mjd: float | None = None) -> Iterator[list[Locus]]:
+        """A full token-order scan of ``loci`` (backfills are rare; no secondary index is kept for them)."""
+        from cassandra.query import SimpleStatement
+
+        lo = -np.inf if since_mjd is None else since_mjd
+        hi = np.inf if until_mjd is None else until_mjd
+        stmt = SimpleStatement("SELECT locus_id, newest_mjd FROM loci", fetch_size=batch_size)
+        ids: list[str] = []
+        for r in self._retry(lambda: self._session.execute(stmt)):
+            if r.newest_mjd is not None and lo <= r.newest_mjd <= hi:
+                ids.append(r.locus_id)
+                if len(ids) == batch_size:
+                    loci = self.load_loci(ids)
+                    yield [loci[i] for i in ids if i in loci]
+                    ids = []
+        if ids:
+            loci = self.load_loci(ids)
+            yield [loci[i] for i in ids if i in loci]
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Newest first, walking back one UTC day at a time (at most a year)."""
+        out: list[DeadLetter] = []
+        day = time.time()
+        for _ in range(366):
+            if len(out) >= limit:
+                break
+            key = time.strftime("%Y-%m-%d", time.gmtime(day))
+            for r in self._retry(lambda k=key: self._session.execute(self._sel_dead, (k, limit - len(out)))):
+                out.append(DeadLetter(r.source, r.reason, r.message, bytes(r.payload or b""), r.received_at,
+                                      loads(r.headers) or {}))
+            day -= 86400
+        return out[:limit]
+
+    def counts(self) -> dict[str, int]:
+        """Row counts by full scans: for tests and small status pages, not for hot paths."""
+        from cassandra.query import SimpleStatement
+
+        out = {}
+        for name, table in (("loci", "loci"), ("alerts", "alerts"), ("dead_letters", "dead_letters")):
+            stmt = SimpleStatement(f"SELECT COUNT(*) FROM {table}", fetch_size=5000)
+            out[name] = int(self._retry(lambda s=stmt: self._session.execute(s, timeout=120)).one()[0])
+        return out
+
+    def filter_revisions(self, filter_name: str) -> list[dict[str, Any]]:
+        rows = self._retry(lambda: self._session.execute(self._sel_revisions, (filter_name,)))
+        return [{"revision": r.revision, "code": r.code, "registered_at": r.registered_at} for r in rows]
+
+    # -- writes --------------------------------------------------------------------------
+    def save_batch(
+        self, loci: list[Locus], new_alerts: list[Alert], cutouts: dict[str, dict[str, bytes]] | None = None
+    ) -> None:
+        if loci:
+            pix = pixels_of(np.array([x.ra for x in loci]), np.array([x.dec for x in loci]), self.association_order)
+        else:
+            pix = np.empty(0, dtype=np.int64)
+        regions = self._regions(pix)
+        locus_rows, pixel_rows, catalog_rows = [], [], []
+        for x, p, reg in zip(loci, pix.tolist(), regions.tolist(), strict=True):
+            locus_rows.append((x.locus_id, x.ra, x.dec, p, dumps(locus_record(x)),
+                               x.internal_properties.get("newest_alert_observation_time")))
+            pixel_rows.append((reg, p, x.locus_id, x.ra, x.dec))
+            for cat, matches in x.catalog_objects.items():
+                catalog_rows.append((x.locus_id, cat, x.catalog_version, dumps(matches)))
+        by_locus, by_id = [], []
+        for a in new_alerts:
+            by_locus.append((a.locus_id, a.mjd, a.alert_id, a.survey, _nan_to_none(a.ra), _nan_to_none(a.dec),
+                             a.passband, _nan_to_none(a.mag), _nan_to_none(a.magerr), _nan_to_none(a.maglim),
+                             a.object_id, bool(a.is_history), dumps(a.properties)))
+            by_id.append((a.alert_id, a.locus_id, a.mjd))
+        cut_rows = [(aid, k, v) for aid, stamps in (cutouts or {}).items() for k, v in stamps.items()]
+        # Order matters for crash safety: loci and alert rows first, the per-id alert rows (the
+        # "processed" mark) only after all of them succeeded. A locus's alerts share a partition, so
+        # they go as one unlogged batch (one request, applied atomically on that partition).
+        from cassandra.query import BatchStatement, BatchType
+
+        phase1: list[tuple[Any, Any]] = self._small_batches(self._ins_locus, locus_rows)
+        # Small rows of many partitions go as unlogged multi-partition batches: one request per
+        # ~100 rows instead of one each. On a cluster that costs the coordinator a fan-out, which
+        # is still far cheaper than the per-request overhead that bounds throughput here.
+        phase1 += self._small_batches(self._ins_pixel, pixel_rows)
+        phase1 += [(self._ins_catalog, r) for r in catalog_rows]
+        phase1 += [(self._ins_cutout, r) for r in cut_rows]
+        per_locus: dict[str, list[tuple]] = {}
+        for row in by_locus:
+            per_locus.setdefault(row[0], []).append(row)
+        for rows in per_locus.values():
+            for i in range(0, len(rows), 50):
+                batch = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=self._cl)
+                for row in rows[i : i + 50]:
+                    batch.add(self._ins_alert_by_locus, row)
+                phase1.append((batch, None))
+        self._concurrent_mixed(phase1)
+        self._concurrent_mixed(self._small_batches(self._ins_alert, by_id))
+
+    def _small_batches(self, stmt: Any, rows: list[tuple], size: int = 100,
+                       max_bytes: int = 32_000) -> list[tuple[Any, Any]]:
+        """Group rows into unlogged batches of at most ``size`` rows and ~``max_bytes``.
+
+        The byte budget keeps multi-partition batches under Cassandra's batch size failure
+        threshold (50 KiB by default); a single row larger than the budget goes alone.
+        """
+        from cassandra.query import BatchStatement, BatchType
+
+        out: list[tuple[Any, Any]] = []
+        batch, n, nbytes = None, 0, 0
+        for row in rows:
+            est = 16 + sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in row)
+            if batch is not None and (n >= size or nbytes + est > max_bytes):
+                out.append((batch, None))
+                batch = None
+            if batch is None:
+                batch, n, nbytes = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=self._cl), 0, 0
+            batch.add(stmt, row)
+            n += 1
+            nbytes += est
+        if batch is not None:
+            out.append((batch, None))
+        return out
+
+    def _concurrent_mixed(self, work: list[tuple[Any, Any]]) -> None:
+        from cassandra.concurrent import execute_concurrent
+
+        if work:
+            self._retry(lambda: execute_concurrent(self._session, work, concurrency=self.concurrency,
+                                                   raise_on_first_error=True, results_generator=False))
+
+    def record_dead_letter(self, letter: DeadLetter) -> None:
+        from cassandra.util import uuid_from_time
+
+        day = time.strftime("%Y-%m-%d", time.gmtime(letter.received_at))
+        params = (day, uuid_from_time(letter.received_at), letter.received_at, letter.source, letter.reason,
+                  letter.message, letter.payload, dumps(letter.headers))
+        self._retry(lambda: self._session.execute(self._ins_dead, params))
+
+    def save_filter_revision(self, filter_name: str, revision: str, code: str, registered_at: float) -> None:
+        params = (filter_name, revision, code, registered_at)
+        self._retry(lambda: self._session.execute(self._ins_revision, params))
+
+    # -- filter registry (full revision records; ``filter_revisions`` above keeps code only) ----------
+    def _filter_registry_table(self) -> None:
+        """Created on first use (``filter_registry``): one partition holds every revision, a small table."""
+        if not getattr(self, "_filter_registry_ok", False):
+            self._retry(lambda: self._session.execute(
+                "CREATE TABLE IF NOT EXISTS filter_registry (bucket int, name text, revision text, hash text, "
+                "code text, author text, created double, status text, status_reason text, status_changed double, "
+                "priority int, meta text, PRIMARY KEY ((bucket), name, revision))", timeout=60))
+            self._filter_registry_ok = True
+
+    def put_filter_revision(self, rec: dict[str, Any]) -> None:
+        from broker.adapters.storage.common import FILTER_REVISION_FIELDS
+
+        self._filter_registry_table()
+        row = [rec.get(k) for k in FILTER_REVISION_FIELDS]
+        row[-1] = dumps(rec.get("meta") or {})
+        cols = ", ".join(FILTER_REVISION_FIELDS)
+        stmt = f"INSERT INTO filter_registry (bucket, {cols}) VALUES (0, {', '.join(['%s'] * len(row))})"
+        self._retry(lambda: self._session.execute(stmt, row))
+        self.save_filter_revision(rec["name"], rec["revision"], rec["code"], float(rec.get("created") or time.time()))
+
+    def list_filter_revisions(self, name: str | None = None) -> list[dict[str, Any]]:
+        from broker.adapters.storage.common import FILTER_REVISION_FIELDS
+
+        self._filter_registry_table()
+        q = f"SELECT {', '.join(FILTER_REVISION_FIELDS)} FROM filter_registry WHERE bucket=0"
+        rows = self._retry(lambda: list(self._session.execute(q + " AND name=%s", (name,)) if name is not None
+                                        else self._session.execute(q)))
+        out = []
+        for r in rows:
+            rec = {k: getattr(r, k) for k in FILTER_REVISION_FIELDS}
+            rec["meta"] = loads(rec["meta"]) if rec["meta"] else {}
+            out.append(rec)
+        return sorted(out, key=lambda x: (x["name"], x["created"] or 0.0, x["revision"]))
+
+    def set_filter_status(self, name: str, revision: str, status: str, reason: str = "",
+                          at: float | None = None) -> None:
+        self._filter_registry_table()
+        res = self._retry(lambda: self._session.execute(
+            "UPDATE filter_registry SET status=%s, status_reason=%s, status_changed=%s "
+            "WHERE bucket=0 AND name=%s AND revision=%s IF EXISTS",
+            (status, reason, at or time.time(), name, revision)))
+        if not res.was_applied:
+            raise KeyError(f"no filter revision {name}@{revision}")
+
+    # -- claims --------------------------------------------------------------------------
+    def claim_new_loci(self, candidates: Sequence[tuple[str, float, float]], radius_arcsec: float) -> dict[str, str]:
+        if not candidates:
+            return {}
+        ra = np.array([c[1] for c in candidates], dtype=float)
+        dec = np.array([c[2] for c in candidates], dtype=float)
+        pix = pixels_of(ra, dec, self.association_order)
+        block = neighbour_block(pix, self.association_order)
+        block_pixels = block[block >= 0]
+        regions = sorted(set(self._regions(block_pixels).tolist()))
+        self._acquire(regions)
+        try:
+            existing = self.locus_positions(block_pixels.tolist(), _quorum=True)
+            winners, to_write = resolve_claims(candidates, existing, self.association_order, radius_arcsec)
+            rows = [(int(pix[i]) >> self.region_shift, int(pix[i]), candidates[i][0], float(ra[i]), float(dec[i]))
+                    for i in to_write]
+            self._concurrent(self._ins_pixel, rows)
+        finally:
+            self._release(regions)
+        return winners
+
+    def _acquire(self, regions: list[int], timeout_s: float = 120.0) -> None:
+        """Take the LWT lease of every region, all or none; back off and retry on contention."""
+        deadline = time.monotonic() + timeout_s
+        delay = 0.005
+        while True:
+            results = self._concurrent(self._lock_stmt, [(r, self._owner) for r in regions])
+            got = [r for r, res in zip(regions, results, strict=True)
+                   if res.was_applied or res.one().owner == self._owner]
+            if len(got) == len(regions):
+                return
+            self._release(got)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not lock {len(regions) - len(got)} sky region(s) in {timeout_s:.0f}s")
+            time.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 0.5)
+
+    def _release(self, regions: list[int]) -> None:
+        self._concurrent(self._unlock, [(r, self._owner) for r in regions])
+
+    # -- helpers -------------------------------------------------------------------------
+    @staticmethod
+    def _alert(r: Any) -> Alert:
+        d = {c: getattr(r, c) for c in _ALERT_COLS}
+        d["properties"] = loads(d["properties"])
+        return alert_from_row(d)
+
+    def drop_keyspace(self) -> None:
+        """Delete all data (tests)."""
+        self._session.execute(f"DROP KEYSPACE IF EXISTS {self.keyspace}", timeout=120)
+
+    def close(self) -> None:
+        self._cluster.shutdown()

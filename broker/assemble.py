@@ -1,0 +1,281 @@
+"""The one place that builds a pipeline and a worker from the configuration.
+
+``albireo demo``, ``albireo run``, ``albireo serve``, the benchmarks and the tests all assemble
+through these functions, so the embedded run and the production run differ only in the adapters
+picked here (:mod:`broker.ports` names the contracts; :mod:`broker.adapters` holds both kinds):
+
+============  ==========================================  ==========================================
+port          embedded (``albireo demo``, defaults)       production (``albireo run``)
+============  ==========================================  ==========================================
+Source        ``FileSource`` over packet files            ``KafkaSource`` (consumer group)
+Sink          ``StreamFileSink`` (one file per topic)     ``KafkaSink`` (optionally transactional)
+Store         ``SQLiteStore``                             ``CassandraStore`` (``store.backend``)
+Index         ``SQLiteIndex``                             ``ElasticsearchIndex`` (``search.backend``)
+============  ==========================================  ==========================================
+
+Client libraries are imported lazily, inside the function that opens their adapter, so the
+embedded mode needs none of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from broker.association import Associator
+from broker.config import Config
+from broker.metrics import Metrics
+from broker.pipeline import Pipeline
+from broker.ports import (
+    CatalogMatcher,
+    FilterRunner,
+    Index,
+    IndexWriter,
+    Sink,
+    Source,
+    Store,
+    TransactionalSink,
+)
+from broker.worker import Worker
+
+log = logging.getLogger("albireo.assemble")
+
+
+class StoreMissing(FileNotFoundError):
+    """An embedded store was asked for that does not exist (and creating one was not allowed)."""
+
+
+# ---- adapters ---------------------------------------------------------------------------------
+def open_store(cfg: Config, *, create: bool = True) -> Store:
+    """The configured store: ``sqlite`` (embedded default) or ``cassandra``.
+
+    With ``create=False`` a missing SQLite file is an error (:class:`StoreMissing`) instead of a
+    new, empty store: a portal pointed at a typo must say so, not serve nothing.
+    """
+    order = Associator(cfg.association.radius_arcsec).order
+    s = cfg.store
+    if s.backend == "sqlite":
+        if not create and not Path(s.path).exists():
+            raise StoreMissing(f"no store at {s.path}")
+        from broker.adapters.storage.sqlite import SQLiteStore
+
+        return SQLiteStore(s.path, order)
+    if s.backend == "cassandra":
+        from broker.adapters.storage.cassandra import CassandraStore
+
+        return CassandraStore(s.cassandra_hosts, s.cassandra_port, s.keyspace, order, s.consistency)
+    raise ValueError(f"store.backend {s.backend!r}: expected 'sqlite' or 'cassandra'")
+
+
+def open_index(cfg: Config, *, create: bool = True) -> Index:
+    """The configured index: ``sqlite`` (embedded default) or ``elasticsearch``."""
+    s = cfg.search
+    if s.backend == "sqlite":
+        if not create and not Path(s.path).exists():
+            raise StoreMissing(f"no index at {s.path}")
+        from broker.adapters.search.sqlite import SQLiteIndex
+
+        return SQLiteIndex(s.path)
+    if s.backend == "elasticsearch":
+        from broker.adapters.search.elasticsearch import ElasticsearchIndex
+
+        return ElasticsearchIndex(s.elasticsearch_url, s.index_name)
+    raise ValueError(f"search.backend {s.backend!r}: expected 'sqlite' or 'elasticsearch'")
+
+
+def open_index_writer(cfg: Config, index: Index | None = None) -> IndexWriter:
+    """The pipeline's index writer: a durable outbox beside the index, drained in the background."""
+    from broker.adapters.outbox import OutboxIndexWriter
+
+    return OutboxIndexWriter(index if index is not None else open_index(cfg), outbox_path=outbox_path(cfg))
+
+
+def outbox_path(cfg: Config) -> str:
+    """Where this worker's outbox lives (``search.outbox_path``, default beside the embedded index)."""
+    if cfg.search.outbox_path:
+        return cfg.search.outbox_path
+    return str(Path(cfg.search.path).with_suffix(".outbox.sqlite"))
+
+
+def open_catalogs(cfg: Config, *, build_defaults: bool = True) -> CatalogMatcher | None:
+    """The enabled catalog set, or None when cross-matching is off.
+
+    ``build_defaults`` builds OpenNGC on first use (the pipeline); the portal passes False and
+    gets None when no catalog was ever built, so its catalog pages say so.
+    """
+    if not cfg.catalogs.enabled:
+        return None
+    from broker.crossmatch import CatalogSet, ensure_default_catalogs
+
+    root = Path(cfg.catalogs.root)
+    if build_defaults:
+        root.mkdir(parents=True, exist_ok=True)
+        ensure_default_catalogs(root)
+    elif not root.is_dir():
+        return None
+    return CatalogSet.open(root, verify=build_defaults)
+
+
+def schema_registry(cfg: Config) -> Any:
+    """A Confluent schema-registry client when one is configured (else the local Rubin schemas)."""
+    if not cfg.kafka.schema_registry_url:
+        return None
+    from broker.ingest.registries import ConfluentRegistryClient
+
+    return ConfluentRegistryClient(cfg.kafka.schema_registry_url)
+
+
+def build_filters(cfg: Config, store: Store | None = None) -> FilterRunner:
+    """Built-ins in process plus the registry's enabled revisions in the sandbox pool.
+
+    The registry is read from ``store`` (default: the configured store, opened on the first
+    refresh) every ``filters.refresh_s`` seconds, so enabling a filter needs no restart. Errors go
+    to ``filters.webhook_url`` when set; automatic disables are written back to the registry so
+    that every worker and the portal see them.
+    """
+    from broker.filtering.platform import PlatformRunner
+    from broker.filtering.registry import enabled_specs, set_status
+    from broker.filtering.runner import ErrorPolicy, LoadedFilter, load_builtin_filters
+    from broker.filtering.sandbox import SandboxLimits
+
+    f = cfg.filters
+    holder: dict[str, Store | None] = {"store": store}
+
+    def registry_store() -> Store:
+        if holder["store"] is None:
+            holder["store"] = open_store(cfg)
+        return holder["store"]
+
+    def revisions():
+        if holder["store"] is None and cfg.store.backend == "sqlite" and not Path(cfg.store.path).exists():
+            return []  # no store yet, so no registry: do not create one as a side effect
+        return enabled_specs(registry_store())
+
+    notifier = None
+    if f.webhook_url:
+        from broker.filtering.notify import WebhookNotifier
+
+        notifier = WebhookNotifier(f.webhook_url)
+
+    def on_disable(lf: LoadedFilter, err) -> None:
+        if notifier is not None:
+            notifier.on_disable(lf, err)
+        if lf.isolation == "sandbox":
+            try:
+                set_status(registry_store(), lf.name, "disabled", lf.revision, reason=lf.disabled_reason)
+            except Exception as exc:  # the registry being down must not stop the stream
+                log.error("could not record that filter %s was disabled: %s", lf.name, exc)
+
+    policy = ErrorPolicy(f.max_errors, f.error_window_s, on_disable=on_disable,
+                         on_error=notifier.on_error if notifier is not None else None)
+    limits = SandboxLimits.from_config(f, processes=f.sandbox_processes)
+    return PlatformRunner(load_builtin_filters(f.builtin), revisions=revisions if f.registry else None,
+                          limits=limits, policy=policy, refresh_s=f.refresh_s, slow_s=f.timeout_s)
+
+
+def build_pipeline(cfg: Config, store: Store, sink: Sink, *, index_writer: IndexWriter | None = None,
+                   catalogs: CatalogMatcher | None = None, filters: FilterRunner | None = None,
+                   metrics: Metrics | None = None, associator: Associator | None = None) -> Pipeline:
+    """The pipeline over the given adapters, its stages set from ``cfg``."""
+    return Pipeline(
+        store=store,
+        sink=sink,
+        filters=filters if filters is not None else build_filters(cfg, store=store),
+        associator=associator or Associator(cfg.association.radius_arcsec),
+        output_prefix=cfg.kafka.output_prefix,
+        dead_letter_topic=cfg.kafka.dead_letter_topic,
+        index_writer=index_writer,
+        catalogs=catalogs,
+        metrics=metrics,
+        lsst_schema_version=cfg.kafka.schemaless_lsst_version,
+        schema_registry=schema_registry(cfg),
+    )
+
+
+# ---- whole workers ----------------------------------------------------------------------------
+@dataclass
+class Assembly:
+    """A worker and everything it was built from; :meth:`close` releases them in the right order."""
+
+    worker: Worker
+    pipeline: Pipeline
+    source: Source
+    sink: Sink
+    store: Store
+    index: Index
+    index_writer: IndexWriter
+    catalogs: CatalogMatcher | None
+    closed: bool = field(default=False, repr=False)
+
+    def close(self, index_timeout_s: float = 120.0) -> bool:
+        """Close source, sink, filters, index writer (draining it, bounded) and store; True if the index caught up."""
+        if self.closed:
+            return True
+        self.closed = True
+        done = True
+        for step in (self.source.close, self.sink.close, self.pipeline.filters.close):
+            try:
+                step()
+            except Exception as exc:  # closing one part must not leave the others open
+                log.error("closing %s failed: %s", step, exc)
+        done = self.index_writer.close(timeout=index_timeout_s)
+        self.index.close()
+        self.store.close()
+        return done
+
+    def __enter__(self) -> Assembly:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def embedded_worker(cfg: Config, inputs: Iterable[str | Path], out_dir: str | Path, *,
+                    filters: FilterRunner | None = None, metrics: Metrics | None = None,
+                    batch_size: int | None = None) -> Assembly:
+    """Files in, SQLite store and index, one ``.avro-stream`` file per output topic: ``albireo demo``."""
+    from broker.adapters.streams.files import FileSource, StreamFileSink
+
+    store = open_store(cfg)
+    sink = StreamFileSink(out_dir)
+    index = open_index(cfg)
+    index_writer = open_index_writer(cfg, index)
+    catalogs = open_catalogs(cfg)
+    pipeline = build_pipeline(cfg, store, sink, index_writer=index_writer, catalogs=catalogs, filters=filters,
+                              metrics=metrics)
+    source = FileSource(inputs)
+    worker = Worker(pipeline, source, batch_size=batch_size or cfg.kafka.batch_size)
+    return Assembly(worker, pipeline, source, sink, store, index, index_writer, catalogs)
+
+
+def kafka_worker(cfg: Config, *, filters: FilterRunner | None = None, metrics: Metrics | None = None,
+                 transactional_id: str | None = None) -> Assembly:
+    """One member of the consumer group: Kafka in and out, the configured store and index: ``albireo run``.
+
+    With ``kafka.transactional`` the sink commits outputs and input offsets in one transaction,
+    under ``transactional_id`` (default: derived from the group id and this process).
+    """
+    from broker.adapters.streams.kafka import KafkaSink, KafkaSource, ensure_topics
+
+    k = cfg.kafka
+    ensure_topics(k.bootstrap_servers, [*k.input_topics, k.dead_letter_topic], extra=k.extra)
+    store = open_store(cfg)
+    source = KafkaSource(k.bootstrap_servers, k.group_id, k.input_topics, extra=k.extra)
+    txn_id = None
+    if k.transactional:
+        import uuid
+
+        txn_id = transactional_id or f"{k.group_id}-{uuid.uuid4().hex[:8]}"
+    sink = KafkaSink(k.bootstrap_servers, extra=k.extra, transactional_id=txn_id)
+    index = open_index(cfg)
+    index_writer = open_index_writer(cfg, index)
+    catalogs = open_catalogs(cfg)
+    pipeline = build_pipeline(cfg, store, sink, index_writer=index_writer, catalogs=catalogs, filters=filters,
+                              metrics=metrics)
+    txn_sink: TransactionalSink | None = sink if k.transactional else None
+    worker = Worker(pipeline, source, batch_size=k.batch_size, poll_timeout_s=k.poll_timeout_s,
+                    transactional_sink=txn_sink)
+    return Assembly(worker, pipeline, source, sink, store, index, index_writer, catalogs)

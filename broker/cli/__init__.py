@@ -1,0 +1,40 @@
+"""The ``albireo`` command: one module per command group, all named here (the one extension point).
+
+``albireo demo`` runs the whole pipeline with no server (SQLite + files) on real sample alerts;
+``albireo run`` is the production worker (Kafka in and out, any store); ``albireo serve`` the
+portal and API; ``albireo services`` starts the local Kafka, Cassandra and Elasticsearch;
+``albireo replay`` produces real packets to Kafka; ``albireo status`` shows what is running.
+"""
+
+from __future__ import annotations
+
+import click
+
+import broker
+from broker.cli.catalog import catalog
+from broker.cli.common import AlbireoGroup
+from broker.cli.config_cmd import config_group
+from broker.cli.demo import demo
+from broker.cli.filter import filter_group
+from broker.cli.replay import replay
+from broker.cli.run import run
+from broker.cli.serve import serve
+from broker.cli.services import services_group
+from broker.cli.status import status
+
+__all__ = ["main"]
+
+
+@click.group(cls=AlbireoGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(broker.__version__, prog_name="albireo")
+@click.option("--debug", is_flag=True, help="Print tracebacks of internal errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Albireo: an astronomical alert broker (ZTF, Rubin/LSST → loci → filters → tagged streams)."""
+    ctx.obj = {"debug": debug}
+
+
+#: every command, in the order a new user meets them.
+COMMANDS = (demo, serve, run, status, replay, filter_group, catalog, services_group, config_group)
+for _cmd in COMMANDS:
+    main.add_command(_cmd)

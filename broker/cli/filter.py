@@ -1,0 +1,244 @@
+"""``albireo filter ...``: register, inspect, enable, test and backfill user filters.
+
+The commands are thin: each calls one function of :mod:`broker.filtering.registry`
+(the HTTP API calls the same ones) on the configured store, and prints either a
+short human summary or, with ``--json``, the full record.
+"""
+
+from __future__ import annotations
+
+import datetime
+import getpass
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from broker.cli.common import config_option, load
+
+
+def _store(config_path: str | None):
+    from broker.assemble import open_store
+
+    cfg = load(config_path)
+    return open_store(cfg), cfg
+
+
+def _limits(cfg, timeout: float | None = None):
+    from broker.filtering.sandbox import SandboxLimits
+
+    return SandboxLimits.from_config(cfg.filters, timeout)
+
+
+def _when(ts: float | None) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def _emit(obj: Any, as_json: bool) -> bool:
+    if as_json:
+        click.echo(json.dumps(obj, indent=2, default=str, sort_keys=True))
+    return as_json
+
+
+_config_opt = config_option
+_json_opt = click.option("--json", "as_json", is_flag=True, help="Print the full record as JSON.")
+
+
+@click.group(name="filter")
+def filter_group() -> None:
+    """Register, list, enable, test and backfill user filters (ANTARES devkit compatible)."""
+
+
+@filter_group.command("add")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--author", default=None, help="Who submits it (default: the current user).")
+@click.option("--name", default=None, help="Filter name (default: the filter class name).")
+@click.option("--priority", type=int, default=100, show_default=True, help="Lower runs earlier.")
+@click.option("--enable", is_flag=True, help="Enable the new revision at once.")
+@_config_opt
+@_json_opt
+def add(file: Path, author: str | None, name: str | None, priority: int, enable: bool, config_path: str | None,
+        as_json: bool) -> None:
+    """Submit FILE.py as a new revision (loading is tried in the sandbox first)."""
+    from broker.filtering import registry as reg
+
+    store, _ = _store(config_path)
+    try:
+        rec = reg.add_revision(store, file.read_text(), author or getpass.getuser(), name=name, priority=priority,
+                               enable=enable)
+    except (reg.FilterRejected, ValueError) as exc:
+        raise click.ClickException(f"{file}: {exc}") from exc
+    finally:
+        store.close()
+    if _emit({k: v for k, v in rec.items() if k != "code"}, as_json):
+        return
+    err = rec.get("load_error") or (rec.get("meta") or {}).get("load_error")
+    click.echo(f"{rec['name']}@{rec['revision']}  status={rec['status']}  author={rec['author']}")
+    if err:
+        click.echo(f"  {err}", err=True)
+
+
+@filter_group.command("list")
+@_config_opt
+@_json_opt
+def list_(config_path: str | None, as_json: bool) -> None:
+    """Every registered filter with its newest and enabled revision."""
+    from broker.filtering import registry as reg
+
+    store, _ = _store(config_path)
+    try:
+        rows = reg.list_filters(store)
+    finally:
+        store.close()
+    if _emit(rows, as_json):
+        return
+    if not rows:
+        click.echo("(no filters registered)")
+    for r in rows:
+        click.echo(f"{r['name']:30s} {r['status']:9s} enabled={r['enabled_revision'] or '-':12s} "
+                   f"latest={r['latest_revision']} revisions={r['revisions']} prio={r['priority']} "
+                   f"by {r['author']} {_when(r['created'])}" + (f"  [cannot load: {r['load_error']}]"
+                                                                if r["load_error"] else ""))
+
+
+@filter_group.command("show")
+@click.argument("name")
+@click.option("--code", "with_code", is_flag=True, help="Print the enabled (else newest) revision's code.")
+@_config_opt
+@_json_opt
+def show(name: str, with_code: bool, config_path: str | None, as_json: bool) -> None:
+    """A filter's revisions, statuses and declared outputs."""
+    from broker.filtering import registry as reg
+
+    store, _ = _store(config_path)
+    try:
+        info = reg.get_filter(store, name)
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0])) from exc
+    finally:
+        store.close()
+    if _emit(info, as_json):
+        return
+    for r in info["revisions"]:
+        meta = r.get("meta") or {}
+        click.echo(f"{r['revision']}  {r['status']:9s} by {r['author']} {_when(r['created'])}"
+                   + (f"  ({r['status_reason']})" if r.get("status_reason") else "")
+                   + (f"  [cannot load: {r['load_error']}]" if r.get("load_error") else ""))
+        tags = [t.get("name") for t in meta.get("OUTPUT_LOCUS_TAGS", []) if isinstance(t, dict)]
+        props = [p.get("name") for p in meta.get("OUTPUT_LOCUS_PROPERTIES", []) if isinstance(p, dict)]
+        click.echo(f"    tags: {', '.join(tags) or '-'}   properties: {', '.join(props) or '-'}")
+    if with_code:
+        chosen = [r for r in info["revisions"] if r["status"] == "enabled"] or info["revisions"][-1:]
+        click.echo("\n" + chosen[0]["code"])
+
+
+def _set(name: str, status: str, revision: str | None, reason: str, config_path: str | None, as_json: bool) -> None:
+    from broker.filtering import registry as reg
+
+    store, _ = _store(config_path)
+    try:
+        rec = reg.set_status(store, name, status, revision, reason)
+    except (KeyError, ValueError) as exc:
+        raise click.ClickException(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from exc
+    finally:
+        store.close()
+    if not _emit(rec, as_json):
+        click.echo(f"{rec['name']}@{rec['revision']} {rec['status']} (workers pick it up at their next refresh)")
+
+
+@filter_group.command("enable")
+@click.argument("name")
+@click.option("--revision", default=None, help="Revision (prefix) to enable; default: the newest.")
+@_config_opt
+@_json_opt
+def enable(name: str, revision: str | None, config_path: str | None, as_json: bool) -> None:
+    """Enable a revision (any other enabled revision of the filter is disabled)."""
+    _set(name, "enabled", revision, "", config_path, as_json)
+
+
+@filter_group.command("disable")
+@click.argument("name")
+@click.option("--revision", default=None, help="Revision (prefix); default: the enabled one.")
+@click.option("--reason", default="disabled by hand", show_default=True)
+@_config_opt
+@_json_opt
+def disable(name: str, revision: str | None, reason: str, config_path: str | None, as_json: bool) -> None:
+    """Disable a filter (its enabled revision by default)."""
+    _set(name, "disabled", revision, reason, config_path, as_json)
+
+
+def _print_report(rep: dict[str, Any]) -> None:
+    click.echo(f"filter {rep['filter']}@{rep['revision']}")
+    if rep.get("load_error"):
+        click.echo(f"  CANNOT LOAD: {rep['load_error']}")
+        return
+    t = rep["timing"]
+    click.echo(f"  loci {rep['loci']}  runs {rep['runs']}  skipped (constraints) {rep['skipped']}  "
+               f"errors {rep['error_count']} (timeouts {rep['timeouts']}, crashes {rep['crashes']})")
+    click.echo(f"  time total {t['total_s'] * 1e3:.1f} ms  p50 {t['p50_s'] * 1e3:.2f} ms  "
+               f"p99 {t['p99_s'] * 1e3:.2f} ms  max {t['max_s'] * 1e3:.2f} ms")
+    click.echo("  tags: " + (", ".join(f"{k}={v}" for k, v in sorted(rep["tags"].items())) or "(none)"))
+    click.echo("  properties: " + (", ".join(f"{k}={v['count']} (e.g. {v['examples'][:3]})"
+                                              for k, v in sorted(rep["properties"].items())) or "(none)"))
+    for c in rep["changes"][:10]:
+        click.echo(f"    {c['locus_id']} (alert {c['alert_id']}): tags {c['new_tags']} properties {c['new_properties']}")
+    seen = set()
+    for e in rep["errors"]:
+        key = (e["exception"], e["message"])
+        if key in seen:
+            continue
+        seen.add(key)
+        click.echo(f"  ERROR {e['exception']}: {e['message']}  (locus {e['locus_id']}, alert {e['alert_id']})")
+        click.echo("    " + "\n    ".join(e["traceback"].rstrip().splitlines()[-6:]))
+
+
+@filter_group.command("test")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--alerts", "alerts", multiple=True, required=True, type=click.Path(exists=True, path_type=Path),
+              help="Avro packet files or folders (repeatable).")
+@click.option("--timeout", type=float, default=None, help="Per-locus time budget, seconds.")
+@_config_opt
+@_json_opt
+def test(file: Path, alerts: tuple[Path, ...], timeout: float | None, config_path: str | None,
+         as_json: bool) -> None:
+    """Run FILE.py (sandboxed) on real packets and print what it would tag, set, cost and raise."""
+    from broker.filtering import registry as reg
+
+    cfg = load(config_path)
+    try:
+        rep = reg.test_filter(file.read_text(), alerts=list(alerts), limits=_limits(cfg, timeout),
+                              radius_arcsec=cfg.association.radius_arcsec)
+    except reg.FilterRejected as exc:
+        raise click.ClickException(f"{file}: {exc}") from exc
+    if not _emit(rep, as_json):
+        _print_report(rep)
+    if rep.get("load_error"):
+        raise SystemExit(1)
+
+
+@filter_group.command("backfill")
+@click.argument("name")
+@click.option("--since", default=None, help="Oldest newest-alert time: MJD or ISO date.")
+@click.option("--until", default=None, help="Newest newest-alert time: MJD or ISO date.")
+@click.option("--revision", default=None, help="Revision (prefix); default: the newest.")
+@click.option("--limit", type=int, default=None, help="Stop after this many loci.")
+@_config_opt
+@_json_opt
+def backfill(name: str, since: str | None, until: str | None, revision: str | None, limit: int | None,
+           config_path: str | None, as_json: bool) -> None:
+    """Dry run: what a revision would have tagged on stored loci (nothing is written)."""
+    from broker.filtering import registry as reg
+
+    store, cfg = _store(config_path)
+    try:
+        rep = reg.backfill_filter(store, name, since, until, revision=revision, limit=limit, limits=_limits(cfg))
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0])) from exc
+    finally:
+        store.close()
+    if not _emit(rep, as_json):
+        click.echo("dry run (nothing written)")
+        _print_report(rep)
+        for tag, ids in sorted(rep["tag_examples"].items()):
+            click.echo(f"  would tag {tag}: {', '.join(ids[:10])}" + (" ..." if len(ids) > 10 else ""))

@@ -1,0 +1,318 @@
+"""The load generator: real alert packets replayed into Kafka (or any sink), optionally jittered.
+
+Why jitter instead of inventing packets: load tests need many distinct objects, and the only
+honest way to get them is to copy real packets and change what must be unique (ids), plus where
+and when they are (a consistent shift of the whole packet), leaving every measured value real.
+``albireo replay`` is the command; ``bench/`` and the integration tests call :func:`replay`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from broker.adapters.streams.files import FileSource
+from broker.ingest.framing import (
+    CONFLUENT_MAGIC,
+    CONTAINER_MAGIC,
+    SINGLE_OBJECT_MAGIC,
+    DecodeError,
+    container_from_bodies,
+    decode_confluent,
+    decode_single_object,
+    encode_schemaless,
+    iter_container,
+    read_container_header,
+)
+from broker.ports import Sink
+
+#: a.k.a. 2**62: rewritten numeric ids stay positive Avro longs.
+_ID_MOD = 1 << 62
+
+
+#: odd, so ``id + k * _ID_STEP (mod 2**62)`` is a different id for every k < 2**62.
+_ID_STEP = 0x2F6A_3C4D_9B1E_5A77
+
+
+#: ZTF object ids are ``ZTF`` + 2-digit year + 7 lower-case letters; the step is coprime to 26.
+_ZTF_OID = re.compile(r"^(ZTF\d\d)([a-z]{7})$")
+
+
+_OID_MOD = 26**7
+
+
+_OID_STEP = 3_093_215_027  # odd and not a multiple of 13
+
+
+#: (ra, dec) field pairs moved together: ZTF, ZTF nearest-reference-source, Rubin (old/new spelling).
+_POSITION_PAIRS = (("ra", "dec"), ("ra", "decl"), ("ranr", "decnr"), ("psRa", "psDecl"),
+                   ("trailRa", "trailDec"), ("trailRa", "trailDecl"), ("dipRa", "dipDecl"))
+
+
+#: time fields (JD or MJD, days): ZTF ``jd*``; Rubin ``midPointTai``, ``radecTai``, ``*MjdTai``.
+_TIME_KEY = re.compile(r"^(jd\w*|midPointTai|radecTai|\w*MjdTai|mjd\w*)$")
+
+
+#: numeric ids that must be unique per copy (``parentDiaSourceId`` keeps pointing at its parent's copy).
+_ID_KEYS = frozenset({"candid", "alertId", "diaSourceId", "diaObjectId", "diaForcedSourceId",
+                      "parentDiaSourceId", "ssObjectId", "ssSourceId"})
+
+
+_OBJECT_ID_KEYS = ("objectId",)
+
+
+def _new_id(value: int, index: int) -> int:
+    return (value + (index + 1) * _ID_STEP) % _ID_MOD
+
+
+def _new_object_id(oid: str, index: int) -> str:
+    m = _ZTF_OID.match(oid)
+    if not m:
+        return f"{oid}-j{index}"
+    v = 0
+    for ch in m.group(2):
+        v = v * 26 + (ord(ch) - 97)
+    v = (v + (index + 1) * _OID_STEP) % _OID_MOD
+    letters = []
+    for _ in range(7):
+        v, r = divmod(v, 26)
+        letters.append(chr(97 + r))
+    return m.group(1) + "".join(reversed(letters))
+
+
+def shift_position(ra: float, dec: float, dra: float, ddec: float) -> tuple[float, float]:
+    """Move (ra, dec) by (dra, ddec) degrees; dec past a pole reflects back and RA turns 180°."""
+    d = dec + ddec
+    r = ra + dra
+    if d > 90.0:
+        d, r = 180.0 - d, r + 180.0
+    elif d < -90.0:
+        d, r = -180.0 - d, r + 180.0
+    r %= 360.0
+    if r >= 360.0:  # -1e-17 % 360 == 360.0 in floating point
+        r = 0.0
+    return r, d
+
+
+def _jitter_record(obj: Any, dra: float, ddec: float, dt: float, index: int) -> None:
+    """Shift positions/times and rewrite ids in place, at every nesting level."""
+    if isinstance(obj, list):
+        for item in obj:
+            if isinstance(item, (dict, list)):
+                _jitter_record(item, dra, ddec, dt, index)
+        return
+    if not isinstance(obj, dict):
+        return
+    for rk, dk in _POSITION_PAIRS:
+        ra, dec = obj.get(rk), obj.get(dk)
+        if isinstance(ra, float) and isinstance(dec, float) and math.isfinite(ra) and math.isfinite(dec):
+            obj[rk], obj[dk] = shift_position(ra, dec, dra, ddec)
+    for k, v in obj.items():
+        if v is None:
+            continue
+        if isinstance(v, (dict, list)):
+            _jitter_record(v, dra, ddec, dt, index)
+        elif k in _ID_KEYS and isinstance(v, int):
+            obj[k] = _new_id(v, index)
+        elif k in _OBJECT_ID_KEYS and isinstance(v, str):
+            obj[k] = _new_object_id(v, index)
+        elif isinstance(v, float) and _TIME_KEY.match(k) and math.isfinite(v):
+            obj[k] = v + dt
+
+
+def _decode_any(raw: bytes) -> tuple[str, Any, list[dict]]:
+    """(framing, what re-encoding needs, records) for container, Confluent or single-object bytes."""
+    if raw[:4] == CONTAINER_MAGIC:
+        header = read_container_header(raw)
+        return "container", header, list(iter_container(raw))
+    if raw[:1] == bytes([CONFLUENT_MAGIC]):
+        from broker.ingest.decode import default_registry
+
+        _, parsed, record = decode_confluent(raw, default_registry())
+        return "confluent", parsed, [record]
+    if raw[:2] == SINGLE_OBJECT_MAGIC:
+        from broker.ingest.decode import SINGLE_OBJECT_SCHEMAS
+
+        parsed, record = decode_single_object(raw, SINGLE_OBJECT_SCHEMAS)
+        return "single_object", parsed, [record]
+    raise DecodeError("bad_magic", f"jitter needs a container, Confluent or single-object frame (starts {raw[:4]!r})")
+
+
+def _object_key(record: dict) -> str | None:
+    for holder in (record, record.get("diaObject") or {}, record.get("diaSource") or {}):
+        for k in ("objectId", "diaObjectId", "alertId", "ssObjectId"):
+            v = holder.get(k)
+            if v is not None:
+                return str(v)
+    return None
+
+
+def _jitter(raw: bytes, rng: np.random.Generator, index: int, max_shift_deg: float,
+            time_shift_days: float) -> tuple[bytes, str | None]:
+    framing, ctx, records = _decode_any(raw)
+    dra, ddec = rng.uniform(-max_shift_deg, max_shift_deg, size=2) if max_shift_deg > 0 else (0.0, 0.0)
+    for rec in records:
+        _jitter_record(rec, float(dra), float(ddec), float(time_shift_days), index)
+    if framing == "container":
+        parsed = ctx.schema.parsed
+        out = container_from_bodies(raw[: ctx.data_start], ctx.sync, [encode_schemaless(r, parsed) for r in records], ctx.codec)
+    else:
+        prefix = raw[:5] if framing == "confluent" else raw[:10]
+        out = prefix + encode_schemaless(records[0], ctx)
+    return out, (_object_key(records[0]) if records else None)
+
+
+def jitter_packet(raw: bytes, *, rng: np.random.Generator, index: int, max_shift_deg: float,
+                  time_shift_days: float) -> bytes:
+    """A copy of a real packet that is a different object: ids unique per ``index``, moved, re-timed.
+
+    One random (dRA, dDec) drawn from ``rng`` (uniform in ±``max_shift_deg``) moves the trigger
+    and every history row alike, so the copy stays one locus; RA wraps into [0, 360) and dec
+    reflects at the poles. Every JD/MJD field moves by ``time_shift_days``. Ids (``candid``,
+    ``diaSourceId``, ``objectId``/``diaObjectId`` ...) go through a per-``index`` bijection, so a
+    history row keeps pointing at the copy of its own detection. The bytes are re-encoded with the
+    input's own framing and writer schema; every other value is the real one.
+    """
+    return _jitter(raw, rng, index, max_shift_deg, time_shift_days)[0]
+
+
+@dataclass
+class ReplayStats:
+    messages: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    jittered: int = 0
+    #: messages whose bytes do not decode: sent unchanged (unkeyed), as a real stream would carry them.
+    undecodable: int = 0
+    inputs: int = 0
+
+    @property
+    def msgs_per_s(self) -> float:
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"messages": self.messages, "bytes": self.bytes, "seconds": round(self.seconds, 3),
+                "msgs_per_s": round(self.msgs_per_s, 1), "jittered": self.jittered,
+                "undecodable": self.undecodable, "inputs": self.inputs}
+
+
+class TokenBucket:
+    """Rate limiter whose average rate is exact and that sleeps at most ~50 times a second at any rate."""
+
+    def __init__(self, rate: float, clock=time.monotonic, sleep=time.sleep) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be > 0 messages/s, got {rate}")
+        self.rate = float(rate)
+        self.capacity = max(1.0, self.rate / 50.0)
+        self.tokens = self.capacity
+        self._clock, self._sleep = clock, sleep
+        self._last = clock()
+
+    def take(self, n: float = 1.0) -> None:
+        """Spend ``n`` tokens; run up a debt of one bucket, then sleep it off in one go."""
+        now = self._clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate) - n
+        self._last = now
+        if self.tokens <= -self.capacity:
+            self._sleep(-self.tokens / self.rate)
+            now = self._clock()
+            self.tokens += (now - self._last) * self.rate
+            self._last = now
+
+
+def read_packets(paths: Iterable[str | Path]) -> list[bytes]:
+    """Every message under ``paths``: one per ``.avro`` file, all of each ``.avro-stream`` file."""
+    return [m.value for m in FileSource(paths)]
+
+
+def _plain_key(raw: bytes) -> str | None:
+    from broker.ingest.decode import decode_message
+
+    try:
+        packets = decode_message(raw)
+    except DecodeError:
+        return None
+    return packets[0].trigger.object_id if packets else None
+
+
+def replay(
+    paths: Iterable[str | Path],
+    *,
+    topic: str,
+    bootstrap: str | None = None,
+    rate: float | None = None,
+    count: int | None = None,
+    jitter: bool = False,
+    seed: int = 0,
+    sink: Sink | None = None,
+    progress: bool = True,
+    max_shift_deg: float = 1.0,
+    days_per_pass: float = 1.0,
+) -> ReplayStats:
+    """Produce the packets under ``paths`` to ``topic``; cycle until ``count`` (default: each once).
+
+    With ``jitter`` every message is :func:`jitter_packet` of its input with ``index`` = message
+    number (so each message is a new object), a position shift drawn from ``seed``, and times
+    moved by ``days_per_pass`` per completed pass over the inputs. Messages are keyed by object
+    id. Without ``sink`` a :class:`~broker.adapters.streams.kafka.KafkaSink` to ``bootstrap`` is used and
+    the topic created if missing.
+    """
+    packets = read_packets(paths)
+    stats = ReplayStats(inputs=len(packets))
+    if not packets:
+        raise ValueError("no alert packets found under the given paths")
+    total = len(packets) if count is None else int(count)
+    owned = sink is None
+    if owned:
+        if not bootstrap:
+            raise ValueError("replay needs a Kafka bootstrap address or a sink")
+        from broker.adapters.streams.kafka import KafkaSink, ensure_topics
+
+        ensure_topics(bootstrap, [topic])
+        sink = KafkaSink(bootstrap)
+    rng = np.random.default_rng(seed)
+    bucket = TokenBucket(rate) if rate else None
+    keys: dict[int, str | None] = {}
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="msg", file=sys.stderr, disable=not progress or not sys.stderr.isatty())
+    t0 = time.perf_counter()
+    try:
+        for n in range(total):
+            src = n % len(packets)
+            raw = packets[src]
+            key: str | None
+            if jitter:
+                try:
+                    value, key = _jitter(raw, rng, n, max_shift_deg, (n // len(packets)) * days_per_pass)
+                    stats.jittered += 1
+                except DecodeError:
+                    value, key = raw, None
+                    stats.undecodable += 1
+            else:
+                if src not in keys:
+                    keys[src] = _plain_key(raw)
+                value, key = raw, keys[src]
+                if key is None:
+                    stats.undecodable += 1
+            if bucket is not None:
+                bucket.take()
+            sink.publish(topic, key.encode() if key else None, value)
+            stats.messages += 1
+            stats.bytes += len(value)
+            bar.update(1)
+        sink.flush()
+    finally:
+        stats.seconds = time.perf_counter() - t0
+        bar.close()
+        if owned:
+            sink.close()
+    return stats

@@ -1,0 +1,343 @@
+"""Every contract the pipeline is written against, in the order data flows.
+
+The pipeline (:mod:`broker.pipeline`) and the worker loop (:mod:`broker.worker`) know these
+ports and never a client library. Each port has an embedded adapter (files, SQLite: what
+``albireo demo`` runs) and a production one (Kafka, Cassandra, Elasticsearch), both under
+:mod:`broker.adapters` and both held to the same contract tests (``tests/contract``).
+:mod:`broker.assemble` is the one place that picks adapters from the configuration.
+
+=====================  ===========================================  =========================================
+port                   where it sits in the flow                    adapters
+=====================  ===========================================  =========================================
+:class:`Source`        first: raw messages in, committed after      ``adapters.streams.files.FileSource``,
+                       the batch's outputs are durable              ``adapters.streams.kafka.KafkaSource``
+:class:`Store`         association reads loci; the store stage      ``adapters.storage.sqlite.SQLiteStore``,
+                       writes loci, alerts, dead letters             ``adapters.storage.cassandra.CassandraStore``
+:class:`CatalogMatcher` crossmatch: positions → catalog rows         ``broker.crossmatch.CatalogSet``
+:class:`FilterRunner`  filters: loci → tags and properties           ``broker.filtering.platform.PlatformRunner``
+:class:`Sink`          emit: tagged streams and dead letters         ``adapters.streams.files.StreamFileSink``,
+                                                                    ``adapters.streams.kafka.KafkaSink``
+:class:`TransactionalSink` emit + commit in one transaction          ``adapters.streams.kafka.KafkaSink``
+:class:`IndexWriter`   last: locus documents towards the index       ``adapters.outbox.IndexWriter``
+:class:`Index`         read by the portal and API                   ``adapters.search.sqlite.SQLiteIndex``,
+                                                                    ``adapters.search.elasticsearch.ElasticsearchIndex``
+=====================  ===========================================  =========================================
+
+Writes are idempotent (alert and locus ids are keys), and a source is committed only after the
+sink acknowledged the outputs and the store holds the batch: a crash anywhere replays the batch
+and changes nothing.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from broker.alert import Alert
+from broker.association import LocusPositions
+from broker.locus import Locus
+
+if TYPE_CHECKING:
+    from broker.filtering.runner import RunReport
+    from broker.metrics import Metrics
+
+__all__ = [
+    "CatalogMatcher", "DeadLetter", "DeliveryError", "FilterRunner", "Index", "IndexWriter", "LocusQuery",
+    "Message", "QueryError", "SearchResult", "Sink", "Source", "Store", "TransactionOffsets",
+    "TransactionalSink", "TransactionalSource",
+]
+
+
+# =========================================================================== streams: in and out
+@dataclass
+class Message:
+    """One raw input message and where it came from (for commits and dead letters)."""
+
+    value: bytes
+    source: str  # topic or file path
+    partition: int = 0
+    offset: int = 0
+    key: bytes | None = None
+    timestamp_ms: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def origin(self) -> str:
+        return f"{self.source}[{self.partition}]@{self.offset}"
+
+
+class Source(abc.ABC):
+    @abc.abstractmethod
+    def poll_batch(self, max_messages: int, timeout_s: float) -> list[Message]:
+        """Up to ``max_messages`` messages; an empty list means nothing arrived in time."""
+
+    def commit(self, messages: list[Message]) -> None:  # noqa: B027 - files need no commit
+        """Mark ``messages`` processed (the next start resumes after them)."""
+
+    @property
+    def ready(self) -> bool:
+        """False while the source is still joining (a consumer group rebalance)."""
+        return True
+
+    @property
+    def exhausted(self) -> bool:
+        """True when a finite source has nothing left (files); never for Kafka."""
+        return False
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""
+
+
+class Sink(abc.ABC):
+    @abc.abstractmethod
+    def publish(self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str] | None = None) -> None:
+        """Queue one message for ``topic``."""
+
+    @abc.abstractmethod
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Block until every queued message is acknowledged; raise if any failed."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""
+
+
+class DeliveryError(RuntimeError):
+    """Some output messages were not acknowledged; the batch must not be committed."""
+
+@dataclass(frozen=True)
+class TransactionOffsets:
+    """What a transactional sink commits for a source: the next offset per partition, and the group.
+
+    ``group_metadata`` is opaque to everyone but the two Kafka adapters (the consumer group's
+    generation, which lets the broker fence a zombie worker).
+    """
+
+    offsets: tuple[tuple[str, int, int], ...]
+    group_metadata: Any = None
+
+
+class TransactionalSource(Source):
+    """A source whose commit can be part of a sink's transaction (Kafka exactly-once)."""
+
+    @abc.abstractmethod
+    def transaction_offsets(self, messages: list[Message]) -> TransactionOffsets:
+        """The offsets (and group) that committing ``messages`` stores."""
+
+
+class TransactionalSink(Sink):
+    """A sink whose outputs and the input offsets commit atomically (``read_committed`` readers see once)."""
+
+    @abc.abstractmethod
+    def commit_transaction(self, offsets: TransactionOffsets) -> None:
+        """Commit every output published since the last commit together with ``offsets``."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Drop every output published since the last commit (the batch will be retried)."""
+
+
+# =========================================================================== the store
+@dataclass
+class DeadLetter:
+    """A message that could not be processed, kept whole with the reason."""
+
+    source: str
+    reason: str
+    message: str
+    payload: bytes
+    received_at: float
+    headers: dict[str, str]
+
+
+class Store(abc.ABC):
+    """Persistent state shared by every worker of a consumer group."""
+
+    #: the HEALPix order of the ``pixel`` column used for association lookups.
+    association_order: int
+
+    @abc.abstractmethod
+    def locus_positions(self, pixels: Iterable[int]) -> LocusPositions:
+        """Every locus whose association pixel is in ``pixels``."""
+
+    @abc.abstractmethod
+    def load_loci(self, locus_ids: Iterable[str], with_alerts: bool = True) -> dict[str, Locus]:
+        """Loci by id, with their alerts (time-ordered) unless ``with_alerts`` is False."""
+
+    @abc.abstractmethod
+    def existing_alert_ids(self, alert_ids: Iterable[str]) -> set[str]:
+        """The subset of ``alert_ids`` already stored."""
+
+    @abc.abstractmethod
+    def save_batch(
+        self, loci: list[Locus], new_alerts: list[Alert], cutouts: dict[str, dict[str, bytes]] | None = None
+    ) -> None:
+        """Upsert ``loci`` (properties, tags, catalog matches, provenance), then insert ``new_alerts``."""
+
+    @abc.abstractmethod
+    def alerts_for_locus(self, locus_id: str) -> list[Alert]:
+        """The alerts of one locus, oldest first."""
+
+    @abc.abstractmethod
+    def cutouts(self, alert_id: str) -> dict[str, bytes]:
+        """Stamp name → FITS bytes for one alert (empty when it had none)."""
+
+    @abc.abstractmethod
+    def record_dead_letter(self, letter: DeadLetter) -> None:
+        """Keep a rejected message (used when no dead-letter topic exists, e.g. embedded mode)."""
+
+    @abc.abstractmethod
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Most recent dead letters first."""
+
+    @abc.abstractmethod
+    def iter_loci(self, batch_size: int = 500, since_mjd: float | None = None,
+                  until_mjd: float | None = None) -> Iterator[list[Locus]]:
+        """All loci (with alerts) whose newest alert lies in the window, in batches (backfills)."""
+
+    @abc.abstractmethod
+    def claim_new_loci(self, candidates: Sequence[tuple[str, float, float]], radius_arcsec: float) -> dict[str, str]:
+        """Atomically create the position rows of new loci, unless another worker got there first.
+
+        ``candidates`` are ``(locus_id, ra, dec)`` of loci the caller wants to found (its own
+        association found nothing within ``radius_arcsec``). Under a lock covering every
+        candidate's 3×3 association-pixel block, each candidate is re-checked against the stored
+        and already claimed loci: if one lies within the radius, that locus wins; otherwise the
+        candidate's position row is written and it wins. Returns candidate id → winning locus id
+        (itself when it won). Replaying a claim returns the same answer.
+        """
+
+    @abc.abstractmethod
+    def counts(self) -> dict[str, int]:
+        """``loci``, ``alerts``, ``dead_letters`` row counts (for status pages and tests)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    # -- the filter registry: revisions kept beside the loci, so every worker sees the same ones --------
+    @abc.abstractmethod
+    def put_filter_revision(self, rec: dict[str, Any]) -> None:
+        """Insert or replace one filter revision (keyed by name and revision; fields: FILTER_REVISION_FIELDS)."""
+
+    @abc.abstractmethod
+    def list_filter_revisions(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Revisions of filter ``name`` (every filter when None), oldest first."""
+
+    @abc.abstractmethod
+    def set_filter_status(self, name: str, revision: str, status: str, reason: str = "",
+                          at: float | None = None) -> None:
+        """Change one revision's status (``submitted``, ``enabled``, ``disabled``) and say why."""
+
+
+# =========================================================================== the index
+class QueryError(ValueError):
+    """A query the index cannot or will not run (bad shape, too large, needs another backend)."""
+
+
+@dataclass
+class LocusQuery:
+    """A structured locus search every backend supports."""
+
+    #: (ra_deg, dec_deg, radius_deg) cone.
+    cone: tuple[float, float, float] | None = None
+    #: loci must carry all of these tags.
+    tags: list[str] = field(default_factory=list)
+    #: property name → (low, high), inclusive; None for an open end.
+    ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    #: property name → exact keyword value (e.g. ``ztf_object_id``).
+    terms: dict[str, str] = field(default_factory=dict)
+    #: loci inside every one of these multi-messenger events (GraceDB or neutrino event ids).
+    events: list[str] = field(default_factory=list)
+    #: a property name, ``-`` prefix for descending.
+    sort: str = "-newest_alert_observation_time"
+    limit: int = 100
+    #: opaque cursor from the previous page's ``SearchResult.next_cursor``.
+    search_after: list[Any] | None = None
+    #: a raw Elasticsearch body (``{"query": ...}``); only the Elasticsearch backend runs it.
+    raw: dict[str, Any] | None = None
+
+
+@dataclass
+class SearchResult:
+    hits: list[dict[str, Any]]
+    total: int
+    next_cursor: list[Any] | None = None
+
+
+class Index(abc.ABC):
+    @abc.abstractmethod
+    def upsert(self, docs: list[dict[str, Any]]) -> None:
+        """Insert or replace documents by ``locus_id`` (idempotent)."""
+
+    @abc.abstractmethod
+    def search(self, query: LocusQuery) -> SearchResult:
+        """Run a structured (or, where supported, raw) query."""
+
+    @abc.abstractmethod
+    def get(self, locus_id: str) -> dict[str, Any] | None:
+        """One document by id."""
+
+    @abc.abstractmethod
+    def tag_counts(self) -> dict[str, int]:
+        """How many loci carry each tag."""
+
+    @abc.abstractmethod
+    def count(self) -> int:
+        """How many documents the index holds."""
+
+    def refresh(self) -> None:  # noqa: B027 - optional hook
+        """Make recent writes visible to searches (Elasticsearch refresh)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+class IndexWriter(abc.ABC):
+    """The pipeline's last stage: hands each batch's touched loci towards the index.
+
+    The adapter (``adapters.outbox.IndexWriter``) makes them durable first and delivers them in
+    the background, so an index outage delays documents and never blocks ingestion.
+    """
+
+    @abc.abstractmethod
+    def write(self, loci: list[Locus]) -> None:
+        """Queue the documents of ``loci`` (durably) for the index."""
+
+    @abc.abstractmethod
+    def close(self, timeout: float = 120.0) -> bool:
+        """Deliver what is queued (up to ``timeout`` s); True when nothing is left."""
+
+
+# =========================================================================== stages with state
+@runtime_checkable
+class CatalogMatcher(Protocol):
+    """The crossmatch stage's catalogs: positions in, per-position catalog rows out.
+
+    ``version`` changes whenever the catalog set does, so loci matched against an older set are
+    matched again (positions do not move; nothing else triggers a re-match).
+    """
+
+    @property
+    def version(self) -> str: ...
+
+    def match(self, ra: Any, dec: Any) -> list[dict[str, list[dict[str, Any]]]]:
+        """For each position, catalog name → matching rows (with ``match_distance_arcsec``)."""
+        ...
+
+
+@runtime_checkable
+class FilterRunner(Protocol):
+    """The filter stage: runs every enabled filter over a round of loci, in priority order.
+
+    Effects (tags, properties with provenance) are applied to the loci in place; the report says
+    which tags each locus gained in this round (what emit publishes) and which filters failed.
+    """
+
+    def run(self, loci: list[Locus]) -> RunReport: ...
+
+    def export_metrics(self, metrics: Metrics) -> None:
+        """Publish per-filter counters (runs, errors, time) into ``metrics``."""
+        ...
+
+    def close(self) -> None: ...
