@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[servers,catalogs,filters,test]"
+	$(PY) -m pip install --quiet -e ".[servers,catalogs,filters,bench,test]"
 	@rm -f $(VENV)/.installed-*; touch $@
 
 install: $(STAMP)
@@ -24,13 +24,14 @@ demo: $(STAMP)
 
 ## The portal and API over the demo's store: http://127.0.0.1:8080
 serve-demo: $(STAMP)
-	$(VENV)/bin/albireo serve --store albireo-demo/albireo.sqlite --index albireo-demo/index.sqlite
+	$(VENV)/bin/albireo serve --workdir albireo-demo
 
 ## Every test: unit, contract and integration on real local Kafka, Cassandra, Elasticsearch.
 test: $(STAMP) services
 	$(PY) -m ruff check .
-	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	ALBIREO_REQUIRE_SHARED=1 $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
+## Tests that need no server; on a clone without ../shared/data the ones that read it are left out (and counted).
 test-unit: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider -m "not integration" $(PYTEST_ARGS)
 

@@ -204,8 +204,13 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     cfg = Config()
     path = path or env.get("ALBIREO_CONFIG")
     if path:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
         for section, values in data.items():
             if not hasattr(cfg, section) or not isinstance(values, dict):
                 raise ConfigError(f"unknown section [{section}] in {path}")
@@ -217,6 +222,58 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         if not hasattr(cfg, section):
             raise ConfigError(f"unknown section in environment variable {name}")
         _apply(getattr(cfg, section), section, {key: value})
+    validate(cfg)
+    return cfg
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_CONSISTENCY = ("ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE")
+
+
+def validate(cfg: Config) -> Config:
+    """Reject values no stage can work with, naming the setting (a typo must fail at start-up)."""
+
+    def check(ok: bool, name: str, value: Any, rule: str) -> None:
+        if not ok:
+            raise ConfigError(f"setting {name} = {value!r}: {rule}")
+
+    def positive(name: str, value: float) -> None:
+        check(value > 0, name, value, "must be a number > 0")  # NaN fails too
+
+    def port(name: str, value: int, allow_zero: bool = True) -> None:
+        check((0 if allow_zero else 1) <= value <= 65535, name, value,
+              "must be a port number (1-65535" + (", or 0)" if allow_zero else ")"))
+
+    r = cfg.association.radius_arcsec
+    check(0 < r <= 60, "association.radius_arcsec", r, "must be > 0 and at most 60 arcsec")
+    k = cfg.kafka
+    check(k.batch_size >= 1, "kafka.batch_size", k.batch_size, "must be at least 1")
+    positive("kafka.poll_timeout_s", k.poll_timeout_s)
+    check(bool(k.input_topics), "kafka.input_topics", k.input_topics, "must name at least one topic")
+    check(cfg.store.backend in ("sqlite", "cassandra"), "store.backend", cfg.store.backend,
+          "must be 'sqlite' or 'cassandra'")
+    check(cfg.store.consistency.upper() in _CONSISTENCY, "store.consistency", cfg.store.consistency,
+          f"must be one of {', '.join(_CONSISTENCY)}")
+    port("store.cassandra_port", cfg.store.cassandra_port, allow_zero=False)
+    check(cfg.search.backend in ("sqlite", "elasticsearch"), "search.backend", cfg.search.backend,
+          "must be 'sqlite' or 'elasticsearch'")
+    f = cfg.filters
+    positive("filters.timeout_s", f.timeout_s)
+    check(f.max_errors >= 0, "filters.max_errors", f.max_errors, "must be >= 0 (0: never disable)")
+    positive("filters.error_window_s", f.error_window_s)
+    check(f.refresh_s >= 0, "filters.refresh_s", f.refresh_s, "must be >= 0")
+    check(f.memory_mb == 0 or f.memory_mb >= 64, "filters.memory_mb", f.memory_mb, "must be 0 (no limit) or >= 64")
+    check(f.sandbox_processes >= 1, "filters.sandbox_processes", f.sandbox_processes, "must be at least 1")
+    port("service.metrics_port", cfg.service.metrics_port)
+    check(cfg.service.log_level.upper() in _LOG_LEVELS, "service.log_level", cfg.service.log_level,
+          f"must be one of {', '.join(_LOG_LEVELS)}")
+    port("web.port", cfg.web.port)
+    sv = cfg.services
+    for name in ("kafka_port", "kafka_controller_port", "cassandra_port", "cassandra_storage_port",
+                 "elasticsearch_port", "elasticsearch_transport_port"):
+        port(f"services.{name}", getattr(sv, name), allow_zero=False)
+    positive("services.stall_s", sv.stall_s)
+    positive("services.max_wait_s", sv.max_wait_s)
     return cfg
 
 

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CatalogMatcher", "DeadLetter", "DeliveryError", "FilterRunner", "Index", "IndexWriter", "LocusQuery",
-    "Message", "QueryError", "SearchResult", "Sink", "Source", "Store", "TransactionOffsets",
+    "IndexSummary", "Message", "QueryError", "SearchResult", "Sink", "Source", "Store", "TransactionOffsets",
     "TransactionalSink", "TransactionalSource",
 ]
 
@@ -259,6 +259,19 @@ class LocusQuery:
 
 
 @dataclass
+class IndexSummary:
+    """What the home page and ``/v2/loci/statistics`` show about the whole index."""
+
+    count: int
+    tags: dict[str, int]
+    catalogs: dict[str, int]
+    #: multi-messenger event id → loci listing it.
+    events: dict[str, int]
+    min_num_alerts: int
+    max_num_alerts: int
+
+
+@dataclass
 class SearchResult:
     hits: list[dict[str, Any]]
     total: int
@@ -285,6 +298,10 @@ class Index(abc.ABC):
     @abc.abstractmethod
     def count(self) -> int:
         """How many documents the index holds."""
+
+    @abc.abstractmethod
+    def summary(self) -> IndexSummary:
+        """Index-wide counts in one request: per tag, catalog and multi-messenger event, and the alert range."""
 
     def refresh(self) -> None:  # noqa: B027 - optional hook
         """Make recent writes visible to searches (Elasticsearch refresh)."""

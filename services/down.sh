@@ -3,4 +3,4 @@
 # Usage: services/down.sh [kafka] [cassandra] [elasticsearch]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-python3}" -m broker.services down "$@"
+exec "${PYTHON:-python3}" -m broker.ops.services down "$@"

@@ -4,4 +4,4 @@
 # tail, if any is not healthy in time. Usage: services/up.sh [kafka] [cassandra] [elasticsearch]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-python3}" -m broker.services up "$@"
+exec "${PYTHON:-python3}" -m broker.ops.services up "$@"

@@ -25,6 +25,7 @@ def create_app(cfg: Config | None = None, *, store: Store | None = None, index: 
     """Build the app over ``store``/``index`` (opened from ``cfg`` when not given)."""
     from broker.assemble import open_catalogs, open_index, open_store
     from web import api, errors, own_api, portal
+    from web import metrics as web_metrics
     from web.backend import Backend
 
     cfg = cfg or load_config()
@@ -38,7 +39,8 @@ def create_app(cfg: Config | None = None, *, store: Store | None = None, index: 
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024
     app.extensions["albireo"] = Backend(cfg=cfg, store=store, index=index, catalogs=catalogs)
-    for bp in (api.bp, own_api.bp, portal.bp, *blueprints):
+    for bp in (api.bp, own_api.bp, portal.bp, web_metrics.bp, *blueprints):
         app.register_blueprint(bp)
+    web_metrics.install(app)
     errors.register(app)
     return app

@@ -229,13 +229,7 @@ def watchlist_loci(wl_id: str):
 def mm_events():
     """Multi-messenger events that touch at least one locus, with how many loci each touches."""
     b = backend()
-    index = b.index
-    events: dict[str, int] = {}
-    if type(index).__name__ == "SQLiteIndex":
-        with index._lock:  # noqa: SLF001
-            events = dict(index._db.execute(
-                "SELECT j.value, COUNT(*) FROM docs, json_each(docs.doc, '$.grav_wave_events') AS j "
-                "GROUP BY j.value ORDER BY j.value"))
+    events = b.index.summary().events
     out = [{"gracedb_id": k, "loci": v, "notice": gw.latest(b, k)} for k, v in events.items()]
     return jsonify({"data": out, "meta": {"count": len(out)}})
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from broker.cli.common import config_option, load
+from broker.cli.common import config_option, load, setup_logging
 
 
 def _store(config_path: str | None):
@@ -206,6 +206,7 @@ def test(file: Path, alerts: tuple[Path, ...], timeout: float | None, config_pat
     from broker.filtering import registry as reg
 
     cfg = load(config_path)
+    setup_logging("CRITICAL")  # every error is in the report; log lines would repeat them
     try:
         rep = reg.test_filter(file.read_text(), alerts=list(alerts), limits=_limits(cfg, timeout),
                               radius_arcsec=cfg.association.radius_arcsec)
@@ -213,26 +214,53 @@ def test(file: Path, alerts: tuple[Path, ...], timeout: float | None, config_pat
         raise click.ClickException(f"{file}: {exc}") from exc
     if not _emit(rep, as_json):
         _print_report(rep)
+    _fail_if_broken(rep)
+
+
+def _fail_if_broken(rep: dict[str, Any]) -> None:
+    """Exit 1 (with a one-line reason) when the filter cannot load, was stopped, or failed on every run."""
     if rep.get("load_error"):
+        click.echo(f"Error: {rep['filter']} cannot load: {rep['load_error']}", err=True)
         raise SystemExit(1)
+    if rep.get("stopped"):
+        click.echo(f"Error: {rep['filter']} was stopped: {rep.get('disabled_reason')}", err=True)
+        raise SystemExit(1)
+    if rep.get("failed_everywhere"):
+        click.echo(f"Error: {rep['filter']} failed on every one of its {rep['runs']} runs", err=True)
+        raise SystemExit(1)
+
+
+def _mjd_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from broker.filtering.registry import to_mjd
+
+    try:
+        to_mjd(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
 
 
 @filter_group.command("backfill")
 @click.argument("name")
-@click.option("--since", default=None, help="Oldest newest-alert time: MJD or ISO date.")
-@click.option("--until", default=None, help="Newest newest-alert time: MJD or ISO date.")
+@click.option("--since", default=None, callback=_mjd_option, help="Oldest newest-alert time: MJD or ISO date.")
+@click.option("--until", default=None, callback=_mjd_option, help="Newest newest-alert time: MJD or ISO date.")
 @click.option("--revision", default=None, help="Revision (prefix); default: the newest.")
-@click.option("--limit", type=int, default=None, help="Stop after this many loci.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Stop after this many loci.")
 @_config_opt
 @_json_opt
 def backfill(name: str, since: str | None, until: str | None, revision: str | None, limit: int | None,
-           config_path: str | None, as_json: bool) -> None:
+             config_path: str | None, as_json: bool) -> None:
     """Dry run: what a revision would have tagged on stored loci (nothing is written)."""
+    from broker.cli.common import progress_bar
     from broker.filtering import registry as reg
 
     store, cfg = _store(config_path)
+    setup_logging("CRITICAL")  # every error is in the report; log lines would repeat them
     try:
-        rep = reg.backfill_filter(store, name, since, until, revision=revision, limit=limit, limits=_limits(cfg))
+        total = store.counts().get("loci", 0)
+        with progress_bar(min(total, limit) if limit else total, "loci", f"backfill {name}") as bar:
+            rep = reg.backfill_filter(store, name, since, until, revision=revision, limit=limit,
+                                      limits=_limits(cfg), on_batch=bar.update)
     except KeyError as exc:
         raise click.ClickException(str(exc.args[0])) from exc
     finally:
@@ -242,3 +270,4 @@ def backfill(name: str, since: str | None, until: str | None, revision: str | No
         _print_report(rep)
         for tag, ids in sorted(rep["tag_examples"].items()):
             click.echo(f"  would tag {tag}: {', '.join(ids[:10])}" + (" ..." if len(ids) > 10 else ""))
+    _fail_if_broken(rep)

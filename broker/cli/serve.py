@@ -26,16 +26,18 @@ def resolve_store(cfg, store_path: str | None, index_path: str | None, workdir: 
         s, i = demo_store_paths(workdir)
         store_path, index_path = store_path or str(s), index_path or str(i)
     if store_path:
+        store_path = str(Path(store_path).absolute())
         cfg.store.backend, cfg.store.path = "sqlite", store_path
         if not index_path and cfg.search.backend == "sqlite":
             index_path = str(Path(store_path).with_name("index.sqlite"))
     if index_path:
-        cfg.search.backend, cfg.search.path = "sqlite", index_path
+        cfg.search.backend, cfg.search.path = "sqlite", str(Path(index_path).absolute())
     if store_path or explicit_config or cfg.store.backend != "sqlite" or Path(cfg.store.path).exists():
         return None
     demo_store, demo_index = demo_store_paths(DEFAULT_WORKDIR)
     if demo_store.exists():
-        cfg.store.path, cfg.search.backend, cfg.search.path = str(demo_store), "sqlite", str(demo_index)
+        cfg.store.path, cfg.search.backend = str(demo_store.absolute()), "sqlite"
+        cfg.search.path = str(demo_index.absolute())
         return f"no store at the configured path; serving the demo's store in ./{DEFAULT_WORKDIR}/"
     return None
 

@@ -10,3 +10,8 @@ One module per job, in the order a filter meets them:
 * :mod:`~broker.filtering.devkit`   conversions between antares-devkit locus dicts and ours;
 * :mod:`~broker.filtering.notify`   error and auto-disable notifications (Slack-compatible webhook).
 """
+
+from broker.filtering.contract import BaseFilter
+
+#: what filter authors import: ``from broker.filtering import BaseFilter`` (or the devkit's own).
+__all__ = ["BaseFilter"]

@@ -21,6 +21,7 @@ import math
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -229,17 +230,24 @@ class _Recorder:
             "timing": {"total_s": f.stats.total_s, "p50_s": pct(0.5), "p99_s": pct(0.99),
                        "max_s": lat[-1] if lat else 0.0},
             "error_count": f.stats.errors, "timeouts": f.stats.timeouts, "crashes": f.stats.crashes,
+            "stopped": not f.enabled, "failed_everywhere": f.stats.runs > 0 and f.stats.errors >= f.stats.runs,
             "errors": [e.to_dict() for e in list(f.recent_errors)[:n_errors_kept]],
             "changes": self.per_locus,
         }
+
+
+#: failed runs in a row after which a test or a backfill stops the filter (as production would disable it).
+STOP_AFTER_FAILURES = 3
 
 
 def _pool_for(spec: FilterSpec, limits: SandboxLimits | None):
     from broker.filtering.runner import ErrorPolicy
 
     f = loaded_from_spec(spec)
-    # a test or a backfill reports every error; it never disables the filter
-    return f, SandboxPool([f], limits or SandboxLimits(), ErrorPolicy(max_errors=0))
+    # A test or a backfill reports every error and ignores the error-rate limit, but stops a filter
+    # that fails STOP_AFTER_FAILURES times in a row: a hanging filter costs three budgets, not one per locus.
+    return f, SandboxPool([f], limits or SandboxLimits(), ErrorPolicy(max_errors=0,
+                                                                         max_consecutive=STOP_AFTER_FAILURES))
 
 
 def test_filter(code: str, alerts: list[str | Path] | None = None, loci: list[Locus] | None = None,
@@ -281,14 +289,22 @@ def _ingest(paths: list[str | Path], runner, radius_arcsec: float) -> None:
 
 
 def to_mjd(value: str | float | None) -> float | None:
-    """An MJD from a number or an ISO date/time (UTC)."""
+    """An MJD from a number or an ISO date/time (UTC); ValueError saying what was expected otherwise."""
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        mjd = float(value)
     except (TypeError, ValueError):
         pass
-    dt = datetime.datetime.fromisoformat(str(value))
+    else:
+        if not math.isfinite(mjd):
+            raise ValueError(f"{value!r} is not a finite MJD")
+        return mjd
+    try:
+        dt = datetime.datetime.fromisoformat(str(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is neither an MJD nor an ISO date such as 2024-10-01 or "
+                         "2024-10-01T12:00:00") from None
     if dt.tzinfo is not None:
         dt = dt.astimezone(datetime.UTC).replace(tzinfo=None)
     return (dt - datetime.datetime(1858, 11, 17)).total_seconds() / 86400.0
@@ -296,8 +312,11 @@ def to_mjd(value: str | float | None) -> float | None:
 
 def backfill_filter(store, name: str, since: str | float | None = None, until: str | float | None = None,
                   revision: str | None = None, limit: int | None = None, limits: SandboxLimits | None = None,
-                  batch_size: int = 200) -> dict[str, Any]:
-    """Dry run of a revision over stored loci whose newest alert lies in [since, until]: nothing is written."""
+                  batch_size: int = 200, on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Dry run of a revision over stored loci whose newest alert lies in [since, until]: nothing is written.
+
+    ``on_batch`` is called with the number of loci of each batch run (progress bars).
+    """
     rec = _revision(store, name, revision)
     spec = FilterSpec(rec["name"], rec["revision"], rec["code"], int(rec["priority"] or DEFAULT_PRIORITY))
     lo, hi = to_mjd(since), to_mjd(until)
@@ -313,6 +332,10 @@ def backfill_filter(store, name: str, since: str | float | None = None, until: s
                 break
             recorder.run(batch)  # the loaded copies change; they are never saved
             seen += len(batch)
+            if on_batch is not None:
+                on_batch(len(batch))
+            if not f.enabled:
+                break  # stopped after repeated failures: the report says why
         out = recorder.report(f)
     out.update(dry_run=True, since_mjd=None if lo is None or math.isinf(lo) else lo, until_mjd=hi,
                wall_s=time.perf_counter() - t0)

@@ -105,6 +105,8 @@ class LoadedFilter:
     isolation: str = "inprocess"
     code: str = ""
     output_locus_tags: list = field(default_factory=list)
+    #: failed runs (errors, timeouts, crashes) since the last run that did not fail.
+    consecutive_failures: int = 0
 
     @property
     def output_tags(self) -> list[str]:
@@ -146,17 +148,26 @@ class RunReport:
 class ErrorPolicy:
     """Records filter errors and disables a filter after ``max_errors`` within ``error_window_s``.
 
-    Shared by the in-process runner and the sandbox pool so both count alike; ``on_error``
-    and ``on_disable`` hooks feed notifications (see :mod:`broker.filtering.notify`).
+    ``max_consecutive`` (off by default) also stops a filter after that many failed runs in a row
+    (errors, timeouts, crashes): what ``albireo filter test`` uses, so that a filter that hangs
+    costs a few budgets, not one per locus. Shared by the in-process runner and the sandbox pool
+    so both count alike; ``on_error`` and ``on_disable`` hooks feed notifications (see
+    :mod:`broker.filtering.notify`).
     """
 
     def __init__(self, max_errors: int = 50, error_window_s: float = 600.0, on_disable=None, on_error=None,
-                 metrics: Metrics | None = None):
+                 metrics: Metrics | None = None, max_consecutive: int = 0):
         self.max_errors = max_errors
         self.error_window_s = error_window_s
         self.on_disable = on_disable
         self.on_error = on_error
         self.metrics = metrics
+        self.max_consecutive = max_consecutive
+
+    @staticmethod
+    def succeeded(f: LoadedFilter) -> None:
+        """A run that did not fail: the run of consecutive failures is broken."""
+        f.consecutive_failures = 0
 
     def record(self, f: LoadedFilter, err: FilterError, report: RunReport) -> None:
         f.stats.errors += 1
@@ -168,12 +179,17 @@ class ErrorPolicy:
                     f.name, f.revision, err.exception, err.locus_id, err.alert_id, err.message)
         if self.on_error:
             self._safely(self.on_error, f, err)
+        f.consecutive_failures += 1
         now = err.at
         recent = sum(1 for e in f.recent_errors if now - e.at <= self.error_window_s)
-        if self.max_errors and recent >= self.max_errors and f.enabled:
+        reason = None
+        if self.max_consecutive and f.consecutive_failures >= self.max_consecutive:
+            reason = f"stopped after {f.consecutive_failures} failed runs in a row"
+        elif self.max_errors and recent >= self.max_errors:
+            reason = f"{recent} errors within {self.error_window_s:.0f}s"
+        if reason and f.enabled:
             f.enabled = False
-            f.disabled_reason = (f"{recent} errors within {self.error_window_s:.0f}s; "
-                                 f"last: {err.exception}: {err.message}")
+            f.disabled_reason = f"{reason}; last: {err.exception}: {err.message}"
             log.error("filter %s disabled: %s", f.name, f.disabled_reason)
             if self.on_disable:
                 self._safely(self.on_disable, f, err)
@@ -307,6 +323,8 @@ class InProcessRunner:
             set_tags, locus._run_tags = locus._run_tags, None
         f.stats.observe(dt)
         report.runs += 1
+        if status == "ok":
+            self.policy.succeeded(f)
         if self.metrics is not None:
             self.metrics.observe("filter_seconds", dt, filter=f.name)
         if dt > self.slow_s:

@@ -188,9 +188,10 @@ def _apply_limits(limits: SandboxLimits) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _child_main(conn, state, specs: list[FilterSpec], limits: SandboxLimits, tmpdir: str) -> None:
+def _child_main(conn, state, stopped, specs: list[FilterSpec], limits: SandboxLimits, tmpdir: str) -> None:
     """Entry point of a sandbox child: set limits and guards, load the filters, then serve batches."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
+    logging.disable(logging.CRITICAL)  # everything a child knows reaches the parent in its results
     sys.dont_write_bytecode = True
     os.chdir(tmpdir)
     os.environ["TMPDIR"] = tmpdir
@@ -234,8 +235,8 @@ def _child_main(conn, state, specs: list[FilterSpec], limits: SandboxLimits, tmp
             report = RunReport()
             calls = []
             for f in runner.filters:
-                if f.name not in names or f.name in skip:
-                    continue
+                if f.name not in names or f.name in skip or stopped[index[f.name]]:
+                    continue  # stopped: the parent disabled it while this batch was under way
                 state[0], state[1], state[2] = idx, index[f.name], time.monotonic()
                 n_err = len(report.errors)
                 t0 = time.perf_counter()
@@ -260,8 +261,11 @@ class _Child:
     def __init__(self, ctx, specs: list[FilterSpec], limits: SandboxLimits):
         self.tmpdir = tempfile.mkdtemp(prefix="albireo-filter-")
         self.state = ctx.RawArray("d", 3)
+        #: per filter (priority order): 1 once the parent disabled it; the child skips it from then on.
+        self.stopped = ctx.RawArray("b", len(specs))
         self.conn, child_conn = ctx.Pipe()
-        self.proc = ctx.Process(target=_child_main, args=(child_conn, self.state, specs, limits, self.tmpdir),
+        self.proc = ctx.Process(target=_child_main,
+                                args=(child_conn, self.state, self.stopped, specs, limits, self.tmpdir),
                                 daemon=True, name="albireo-filter-sandbox")
         saved = {k: os.environ.get(k) for k in CHILD_ENV}
         os.environ.update(CHILD_ENV)
@@ -474,6 +478,7 @@ class SandboxPool:
         log.warning("sandbox child %s (%s); starting a new one", "killed on timeout" if killed else
                     _death_message(exitcode), c.info.get("pid"))
         new = self._spawn()
+        self._propagate_disables()
         active = {n for n in active if self.by_name[n].enabled}
         if remaining and active:
             self._send(new, loci, remaining, active)
@@ -502,6 +507,8 @@ class SandboxPool:
                 continue
             f.stats.observe(dt)
             report.runs += 1
+            if status == "ok":
+                self.policy.succeeded(f)
             if status == "timeout":
                 f.stats.timeouts += 1
             if self.metrics is not None:
@@ -513,3 +520,11 @@ class SandboxPool:
             f = self.by_name.get(e["filter"])
             if f is not None:
                 self.policy.record(f, FilterError(**e), report)
+        self._propagate_disables()
+
+    def _propagate_disables(self) -> None:
+        """Tell every child which filters the parent has disabled, so a batch under way skips them."""
+        for i, f in enumerate(self.filters):
+            if not f.enabled:
+                for c in self.children:
+                    c.stopped[i] = 1

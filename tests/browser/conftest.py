@@ -77,3 +77,46 @@ def page(browser):
     p.js_errors = errors
     yield p
     ctx.close()
+
+
+#: desktop and phone viewports every page's layout is checked at.
+VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
+
+_LAYOUT_JS = """() => {
+    const vw = document.documentElement.clientWidth;
+    const problems = [];
+    if (document.documentElement.scrollWidth > vw + 1)
+        problems.push(`page scrolls sideways: ${document.documentElement.scrollWidth}px wide in a ${vw}px viewport`);
+    const visible = el => { const r = el.getBoundingClientRect(); const s = getComputedStyle(el);
+        return r.width > 0 && r.height > 0 && s.visibility !== 'hidden' && s.display !== 'none'; };
+    const name = el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') + (el.name ? `[name=${el.name}]` : '')
+        + (el.className && typeof el.className === 'string' ? '.' + el.className.split(' ')[0] : '');
+    // wide content inside a horizontal scroll box (tables, code) is fine: the box is what must fit
+    const inScroller = el => { for (let a = el.parentElement; a; a = a.parentElement) {
+        const o = getComputedStyle(a).overflowX; if (o === 'auto' || o === 'scroll') return true; } return false; };
+    const controls = [...document.querySelectorAll('main input:not([type=hidden]), main select, main button, main textarea')]
+        .filter(visible);
+    const boxes = [...controls, ...document.querySelectorAll('main fieldset, main form, main table, main .table-wrap, main pre')];
+    for (const el of boxes.filter(visible).filter(el => !inScroller(el))) {
+        const r = el.getBoundingClientRect();
+        if (r.right > vw + 1) problems.push(`${name(el)} ends at ${Math.round(r.right)}px, past the ${vw}px viewport`);
+        const box = el.parentElement && el.parentElement.closest('form, fieldset');
+        if (box && el.tagName !== 'TABLE') {
+            const b = box.getBoundingClientRect();
+            if (r.right > b.right + 1 || r.left < b.left - 1)
+                problems.push(`${name(el)} runs past its ${name(box)} (${Math.round(r.left)}-${Math.round(r.right)} vs ` +
+                              `${Math.round(b.left)}-${Math.round(b.right)})`);
+        }
+    }
+    for (let i = 0; i < controls.length; i++) for (let j = i + 1; j < controls.length; j++) {
+        const a = controls[i].getBoundingClientRect(), b = controls[j].getBoundingClientRect();
+        const w = Math.min(a.right, b.right) - Math.max(a.left, b.left), h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+        if (w > 1 && h > 1) problems.push(`${name(controls[i])} overlaps ${name(controls[j])}`);
+    }
+    return problems;
+}"""
+
+
+def layout_problems(page) -> list[str]:
+    """What is wrong with the page's layout: sideways scrolling, controls past their form or the viewport, overlaps."""
+    return page.evaluate(_LAYOUT_JS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import ARTIFACTS, TOKEN
+from tests.browser.conftest import ARTIFACTS, TOKEN, VIEWPORTS, layout_problems
 
 pytestmark = pytest.mark.browser
 
@@ -91,3 +91,26 @@ def test_wrong_token_is_refused(page, live_server):
     page.click("#submit-filter")
     page.wait_for_selector("#error-message")
     assert "token" in page.inner_text("#error-message")
+
+
+@pytest.mark.parametrize("viewport", sorted(VIEWPORTS))
+def test_every_page_lays_out_at_desktop_and_phone_width(browser, live_server, host_objects, viewport):
+    """No page scrolls sideways, no control runs past its form or the screen, no two controls overlap."""
+    ztf, ra, dec = host_objects[0]
+    ctx = browser.new_context(viewport=VIEWPORTS[viewport])
+    page = ctx.new_page()
+    found = {}
+    try:
+        page.goto(f"{live_server}/search?q={ra}+{dec}&radius=3")
+        locus_href = page.get_attribute("a.locus-link", "href")
+        for name, path in (("home", "/"), ("search", "/search"), ("search-results", f"/search?q={ra}+{dec}&radius=3"),
+                           ("locus", locus_href), ("filters", "/filters"), ("streams", "/streams")):
+            page.goto(f"{live_server}{path}")
+            page.wait_for_load_state("networkidle")
+            page.screenshot(path=str(ARTIFACTS / f"layout-{name}-{viewport}.png"), full_page=True)
+            problems = layout_problems(page)
+            if problems:
+                found[name] = problems
+    finally:
+        ctx.close()
+    assert found == {}

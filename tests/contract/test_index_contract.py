@@ -163,3 +163,33 @@ def test_raw_body_needs_elasticsearch(filled):
                 {"query": {"sky_distance": {"radius": "1 degree", "location": "25h00m00s +95d"}}}):
         with pytest.raises(QueryError):
             index.search(LocusQuery(raw=bad))
+
+
+def test_event_queries_and_summary_agree_with_the_documents(index, locus_factory):
+    """Loci listing multi-messenger events are found by event; the summary counts tags, catalogs, events."""
+    loci = _sky(locus_factory, n=60, seed=3)
+    for i, x in enumerate(loci):
+        if i % 3 == 0:
+            x.grav_wave_events_metadata["S230518h"] = {"gracedb_id": "S230518h"}
+        if i % 4 == 0:
+            x.grav_wave_events_metadata["IceCube-230612A"] = {"gracedb_id": "IceCube-230612A"}
+        if i % 5 == 0:
+            x.catalog_objects["ngc"] = [{"name": f"NGC{i}"}]
+    docs = [locus_document(x) for x in loci]
+    index.upsert(docs)
+    index.refresh()
+    want = {e: sorted(d["locus_id"] for d in docs if e in d["grav_wave_events"])
+            for e in ("S230518h", "IceCube-230612A")}
+    for event, ids in want.items():
+        assert sorted(_all_pages(index, LocusQuery(events=[event], limit=7))) == ids
+    both = set(want["S230518h"]) & set(want["IceCube-230612A"])
+    assert set(_all_pages(index, LocusQuery(events=["S230518h", "IceCube-230612A"]))) == both
+    s = index.summary()
+    assert s.count == 60
+    assert s.events == {e: len(ids) for e, ids in sorted(want.items())}
+    assert s.catalogs == {"ngc": sum(1 for d in docs if "ngc" in d["catalogs"])}
+    assert s.tags == index.tag_counts()
+    assert (s.min_num_alerts, s.max_num_alerts) == (min(d["num_alerts"] for d in docs),
+                                                    max(d["num_alerts"] for d in docs))
+    with pytest.raises(QueryError):
+        index.search(LocusQuery(events=[""]))

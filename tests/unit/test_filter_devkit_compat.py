@@ -111,7 +111,7 @@ def _pipeline_loci():
 
 
 @pytest.fixture(scope="module")
-def test_loci():
+def test_loci(shared_data):
     """(label, devkit dict): the devkit's two real loci and our pipeline's loci, as devkit dicts."""
     out = [("large_locus", devkit_locus("large_locus")), ("small_locus", devkit_locus("small_locus"))]
     for x in _pipeline_loci():

@@ -24,7 +24,7 @@ from broker.worker import Worker
 from tests.unit.test_filter_sandbox import GOOD, HOSTILE, filter_code
 
 ZTF = shared_ztf_dir()
-pytestmark = pytest.mark.skipif(ZTF is None, reason="needs ../shared/data (real ZTF packets)")
+pytestmark = pytest.mark.shared_data
 
 LATE = filter_code("Late", "        locus.tag('late')", tag="late")
 

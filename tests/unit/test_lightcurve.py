@@ -35,7 +35,7 @@ def _ztf_pipeline_loci():
 
 
 @pytest.fixture(scope="module")
-def real_loci():
+def real_loci(shared_data):
     """Our loci for the devkit's two real loci and a dozen our pipeline builds from ../shared/data."""
     out = [locus_from_devkit(copy.deepcopy(devkit_locus(n))) for n in ("large_locus", "small_locus")]
     built = _ztf_pipeline_loci()

@@ -49,7 +49,7 @@ def _build_catalogs(root: Path, hosts: list[tuple[str, float, float]]) -> None:
 
 
 @pytest.fixture(scope="session")
-def pipeline_workdir(tmp_path_factory) -> Path:
+def pipeline_workdir(tmp_path_factory, shared_data) -> Path:
     """Run ``albireo demo`` (the real pipeline) over the shared ZTF samples and the LSST samples."""
     from broker.ops.samples import lsst_sample_packets
 

@@ -311,3 +311,13 @@ def test_filter_enable_test_replay_disable_over_http(client, store):
     r = client.post("/api/filters/ApiCounting/disable", headers=auth, json={"reason": "done testing"})
     assert r.status_code == 200 and r.get_json()["data"]["status"] == "disabled"
     assert client.get("/api/filters/ApiCounting").get_json()["data"]["status"] == "disabled"
+
+
+def test_metrics_route_counts_requests_and_reports_the_store(client, store):
+    client.get("/api/status")
+    client.get("/v2/loci/ALBnope")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'albireo_http_requests_total{endpoint="/api/status",method="GET",status="200"}' in text
+    assert 'albireo_http_requests_total{endpoint="/v2/loci/<locus_id>",method="GET",status="404"}' in text
+    assert f'albireo_store_rows{{table="loci"}} {store.counts()["loci"]}' in text
+    assert 'albireo_http_request_seconds_count{endpoint="/api/status"}' in text

@@ -30,7 +30,7 @@ from broker.adapters.search import query as q
 from broker.adapters.search.query import DocumentsRejected
 from broker.adapters.search.sky import angular_distance_deg, geo_point, parse_sky_distance
 from broker.jsonutil import dumps, strict
-from broker.ports import Index, LocusQuery, QueryError, SearchResult
+from broker.ports import Index, IndexSummary, LocusQuery, QueryError, SearchResult
 
 #: Elasticsearch's ``GeoUtils.EARTH_MEAN_RADIUS`` (metres), the sphere geo_distance measures on.
 EARTH_RADIUS_M = 6371008.7714
@@ -243,6 +243,21 @@ class ElasticsearchIndex(Index):
 
     def count(self) -> int:
         return int(self._es.count(index=self.name)["count"])
+
+    def summary(self) -> IndexSummary:
+        resp = self._es.search(index=self.name, size=0, track_total_hits=True, aggs={
+            "tags": {"terms": {"field": "tags", "size": 10000}},
+            "catalogs": {"terms": {"field": "catalogs", "size": 1000}},
+            "events": {"terms": {"field": "grav_wave_events", "size": 10000}},
+            "lo": {"min": {"field": "num_alerts"}}, "hi": {"max": {"field": "num_alerts"}}})
+        aggs = resp["aggregations"]
+
+        def buckets(name: str) -> dict[str, int]:
+            return {b["key"]: b["doc_count"] for b in sorted(aggs[name]["buckets"], key=lambda b: b["key"])}
+
+        return IndexSummary(count=int(resp["hits"]["total"]["value"]), tags=buckets("tags"),
+                            catalogs=buckets("catalogs"), events=buckets("events"),
+                            min_num_alerts=int(aggs["lo"]["value"] or 0), max_num_alerts=int(aggs["hi"]["value"] or 0))
 
     def tag_counts(self) -> dict[str, int]:
         resp = self._es.search(index=self.name, size=0, aggs={"tags": {"terms": {"field": "tags", "size": 10000}}})

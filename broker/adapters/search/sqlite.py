@@ -26,7 +26,7 @@ import numpy as np
 from broker.adapters.search import query as q
 from broker.adapters.search.sky import angular_distance_deg, cone_pixel_ranges
 from broker.jsonutil import dumps, loads, strict
-from broker.ports import Index, LocusQuery, QueryError, SearchResult
+from broker.ports import Index, IndexSummary, LocusQuery, QueryError, SearchResult
 
 PIXEL_ORDER = 16
 _NEWEST = "newest_alert_observation_time"
@@ -110,6 +110,18 @@ class SQLiteIndex(Index):
     def tag_counts(self) -> dict[str, int]:
         with self._lock:
             return dict(self._db.execute("SELECT tag, COUNT(*) FROM tags GROUP BY tag ORDER BY tag"))
+
+    def summary(self) -> IndexSummary:
+        def per(path: str) -> dict[str, int]:
+            return dict(self._db.execute(f"SELECT j.value, COUNT(*) FROM docs, json_each(docs.doc, '$.{path}') AS j "
+                                         "GROUP BY j.value ORDER BY j.value"))
+
+        with self._lock:
+            lo, hi, n = self._db.execute("SELECT MIN(json_extract(doc, '$.num_alerts')), "
+                                         "MAX(json_extract(doc, '$.num_alerts')), COUNT(*) FROM docs").fetchone()
+            return IndexSummary(count=int(n), tags=self.tag_counts(), catalogs=per("catalogs"),
+                                events=per("grav_wave_events"), min_num_alerts=int(lo or 0),
+                                max_num_alerts=int(hi or 0))
 
     def search(self, query: LocusQuery) -> SearchResult:
         if query.raw is not None:
