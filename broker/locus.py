@@ -323,24 +323,18 @@ class Locus:
             return LightCurveTable(data=[], time=[])
         ts = build_table([a.id for a in rows], [a.properties for a in rows], [mjd_to_datetime(a.mjd) for a in rows])
         ts["time"].datetime64  # noqa: B018 - computed once here; every copy (and to_pandas) carries it
-        try:
-            from antares_devkit.models import original_correct_mags
-        except ImportError:  # the devkit is a dependency, but keep the locus usable without it
-            original_correct_mags = None
-        nan = np.full(len(ts), np.nan)
-        df = None
-        if original_correct_mags is not None:
-            import contextlib
-            import io
+        import contextlib
+        import io
 
-            # The corrections read only these columns; converting just them to pandas gives the same frame values.
-            used = ts[["time", *(c for c in ts.colnames if c in _CORRECTION_INPUTS)]]
-            carry_time_cache(ts, used, copy=False)
-            with contextlib.redirect_stdout(io.StringIO()):
-                df, _, _ = original_correct_mags(used)
+        from antares_devkit.models import original_correct_mags
+
+        # The corrections read only these columns; converting just them to pandas gives the same frame values.
+        used = ts[["time", *(c for c in ts.colnames if c in _CORRECTION_INPUTS)]]
+        carry_time_cache(ts, used, copy=False)
+        with contextlib.redirect_stdout(io.StringIO()):
+            df, _, _ = original_correct_mags(used)
         for col in ("ant_mag_corrected", "ant_magerr_corrected", "ant_magulim_corrected", "ant_magllim_corrected"):
-            values = df[col].to_numpy() if df is not None else nan
-            ts[col] = np.ma.masked_invalid(np.asarray(values, dtype=float))
+            ts[col] = np.ma.masked_invalid(np.asarray(df[col].to_numpy(), dtype=float))
         return ts
 
     def lightcurve(self, survey: str = "ztf"):

@@ -8,19 +8,16 @@ message). Per-filter figures come from the index: how many loci carry each outpu
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from web.backend import Backend
 
 
-def registry() -> Any | None:
-    try:
-        return importlib.import_module("broker.filtering.registry")
-    except ModuleNotFoundError as exc:
-        if exc.name != "broker.filtering.registry":
-            raise
-        return None
+def registry() -> Any:
+    """The filter registry (:mod:`broker.filtering.registry`): the one implementation the CLI shares."""
+    from broker.filtering import registry as reg
+
+    return reg
 
 
 def _builtin(b: Backend, tag_counts: dict[str, int]) -> list[dict[str, Any]]:
@@ -64,8 +61,6 @@ def list_filters(b: Backend) -> tuple[list[dict[str, Any]], str]:
     tag_counts = b.index.tag_counts()
     out = _builtin(b, tag_counts)
     reg = registry()
-    if reg is None:
-        return out, "builtin"
     names = {f["name"] for f in out}
     out += [_from_registry(r, tag_counts) for r in reg.list_filters(b.store) if r["name"] not in names]
     return out, "registry"
@@ -77,8 +72,6 @@ def get_filter(b: Backend, name: str) -> dict[str, Any] | None:
     if builtin is not None:
         return builtin
     reg = registry()
-    if reg is None:
-        return None
     try:
         f = reg.get_filter(b.store, name)
     except KeyError:
@@ -98,9 +91,6 @@ class SubmissionRefused(Exception):
 def submit(b: Backend, code: str, author: str, name: str | None = None) -> dict[str, Any]:
     """Register a revision through the registry (inspected, load-probed in a sandbox, not enabled)."""
     reg = registry()
-    if reg is None or not hasattr(reg, "add_revision"):
-        raise SubmissionRefused("filter submission needs the filter platform (broker.filtering.registry), "
-                                "which this installation does not have yet")
     try:
         rec = reg.add_revision(b.store, code, author, name=name)
     except ValueError as exc:  # FilterRejected: no parsable filter class, syntax error (message says where)

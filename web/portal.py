@@ -185,7 +185,7 @@ def cutout_png(alert_id: str, kind: str):
 def filters():
     items, source = filters_view.list_filters(backend())
     return render_template("filters.html", filters=items, source=source,
-                           can_submit=filters_view.registry() is not None, message=request.args.get("message"))
+                           can_submit=True, message=request.args.get("message"))
 
 
 @bp.get("/filters/<name>")
@@ -206,7 +206,7 @@ def filter_submit():
         rev = filters_view.submit(backend(), code, author, request.form.get("name") or None)
     except filters_view.SubmissionRefused as exc:
         return render_template("filters.html", filters=filters_view.list_filters(backend())[0],
-                               source="", can_submit=filters_view.registry() is not None,
+                               source="", can_submit=True,
                                message=f"Submission refused: {exc}", code=code), 422
     name = rev.get("name") or rev.get("filter") or ""
     return redirect(url_for("portal.filters", message=f"Submitted {name} revision {rev.get('revision', '')}"))

@@ -108,16 +108,12 @@ def _lightcurve_csv(locus: Locus) -> str:
 
     frame = _Frame(locus.alerts)
     df = frame.df
-    try:
-        from antares_devkit.models import original_correct_mags
+    from antares_devkit.models import original_correct_mags
 
-        with contextlib.redirect_stdout(io.StringIO()):
-            corrected, _, _ = original_correct_mags(frame)
-        for c in LIGHTCURVE_COLUMNS[9:]:
-            df[c] = pd.to_numeric(corrected[c], errors="coerce").to_numpy()
-    except ImportError:
-        for c in LIGHTCURVE_COLUMNS[9:]:
-            df[c] = np.nan
+    with contextlib.redirect_stdout(io.StringIO()):
+        corrected, _, _ = original_correct_mags(frame)
+    for c in LIGHTCURVE_COLUMNS[9:]:
+        df[c] = pd.to_numeric(corrected[c], errors="coerce").to_numpy()
     out = df[list(LIGHTCURVE_COLUMNS)].replace([np.inf, -np.inf], np.nan)
     return out.to_csv(index=False, lineterminator="\n", float_format="%.10g")
 
