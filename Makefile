@@ -28,7 +28,7 @@ serve-demo: $(STAMP)
 
 ## Every test: unit, contract and integration on real local Kafka, Cassandra, Elasticsearch.
 test: $(STAMP) services
-	$(PY) -m ruff check .
+	$(PY) -m ruff check --no-cache .
 	ALBIREO_REQUIRE_SHARED=1 $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 ## Tests that need no server; on a clone without ../shared/data the ones that read it are left out (and counted).
@@ -59,7 +59,7 @@ bench-full: $(STAMP) services
 	$(PY) -m bench.bench_storage
 
 lint: $(STAMP)
-	$(PY) -m ruff check .
+	$(PY) -m ruff check --no-cache .
 
 clean:
 	rm -rf albireo-demo .pytest_cache build *.egg-info
