@@ -103,8 +103,12 @@ class CatalogConfig:
 
 @dataclass
 class ServiceConfig:
+    #: ``/metrics`` and ``/healthz`` of ``albireo run`` on this port (0: off) and interface.
     metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
     log_level: str = "INFO"
+    #: ``text`` for people, ``json`` (one object per line, with alert/locus/filter ids) for log shippers.
+    log_format: str = "text"
 
 
 @dataclass
@@ -267,6 +271,8 @@ def validate(cfg: Config) -> Config:
     port("service.metrics_port", cfg.service.metrics_port)
     check(cfg.service.log_level.upper() in _LOG_LEVELS, "service.log_level", cfg.service.log_level,
           f"must be one of {', '.join(_LOG_LEVELS)}")
+    check(cfg.service.log_format in ("text", "json"), "service.log_format", cfg.service.log_format,
+          "must be 'text' or 'json'")
     port("web.port", cfg.web.port)
     sv = cfg.services
     for name in ("kafka_port", "kafka_controller_port", "cassandra_port", "cassandra_storage_port",

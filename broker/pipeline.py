@@ -104,6 +104,15 @@ class Pipeline:
         self.index_writer = index_writer
         self.catalogs = catalogs
         self.metrics = metrics or Metrics()
+        for name in ("messages", "alerts_ingested", "loci_created", "loci_updated", "duplicates", "crossmatched",
+                     "filter_errors", "batch_retries"):
+            self.metrics.declare("counter", name)
+        self.metrics.declare("counter", "rejected", "reason")
+        self.metrics.declare("counter", "dead_letters", "reason")
+        self.metrics.declare("counter", "published", "stream")
+        self.metrics.declare("histogram", "stage_seconds", "stage")
+        self.metrics.declare("histogram", "filter_seconds", "filter")
+        self.metrics.declare("gauge", "consumer_lag", "partition", "topic")
         self.lsst_schema_version = lsst_schema_version or None
         self.schema_registry = schema_registry
 
@@ -212,7 +221,8 @@ class Pipeline:
         return out, letters
 
     def _letter(self, msg: Message, reason: str, text: str) -> DeadLetter:
-        log.warning("rejected %s: %s: %s", msg.origin, reason, text.splitlines()[0] if text else "")
+        log.warning("rejected %s: %s: %s", msg.origin, reason, text.splitlines()[0] if text else "",
+                    extra={"origin": msg.origin, "reason": reason, "partition": msg.partition, "offset": msg.offset})
         return DeadLetter(
             source=msg.origin,
             reason=reason,

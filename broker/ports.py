@@ -86,6 +86,10 @@ class Source(abc.ABC):
         """True when a finite source has nothing left (files); never for Kafka."""
         return False
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Messages not yet read per assigned (topic, partition); empty when the source cannot tell."""
+        return {}
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources."""
 

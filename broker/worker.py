@@ -76,6 +76,36 @@ class Worker:
         self.poll_timeout_s = poll_timeout_s
         self.transactional_sink = transactional_sink
         self._stop = False
+        self._last_poll = time.monotonic()
+        self._retrying_since: float | None = None
+        self._last_lag = 0.0
+
+    #: a worker that has not polled for this long, or has retried one batch for this long, is unhealthy.
+    STUCK_S = 60.0
+    #: how often the consumer lag gauge is refreshed (one request per assigned partition).
+    LAG_EVERY_S = 5.0
+
+    def health(self) -> dict[str, Any]:
+        """What ``/healthz`` answers: healthy while polling and not stuck retrying one batch."""
+        now = time.monotonic()
+        since_poll = now - self._last_poll
+        retrying = now - self._retrying_since if self._retrying_since is not None else 0.0
+        healthy = since_poll < max(self.STUCK_S, 10 * self.poll_timeout_s) and retrying < self.STUCK_S
+        return {"healthy": healthy, "seconds_since_poll": round(since_poll, 1),
+                "retrying_for_s": round(retrying, 1), "stopping": self._stop}
+
+    def _export_lag(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_lag < self.LAG_EVERY_S:
+            return
+        self._last_lag = now
+        try:
+            lag = self.source.lag()
+        except Exception as exc:  # lag is for operators; never let it stop the stream
+            log.debug("could not read the consumer lag: %s", exc)
+            return
+        for (topic, partition), n in lag.items():
+            self.pipeline.metrics.set("consumer_lag", n, topic=topic, partition=partition)
 
     def stop(self, *_: Any) -> None:
         """Finish the current batch, commit it and return (SIGTERM/SIGINT handler)."""
@@ -101,6 +131,8 @@ class Worker:
                 if want <= 0:
                     break
             batch = self.source.poll_batch(want, self.poll_timeout_s)
+            self._last_poll = time.monotonic()
+            self._export_lag()
             if not self.source.ready:
                 last_data = time.monotonic()
             if not batch:
@@ -132,15 +164,19 @@ class Worker:
             try:
                 res = self.pipeline.process(batch)
                 self._commit(batch)
+                self._retrying_since = None
                 return res
             except Exception as exc:
+                if self._retrying_since is None:
+                    self._retrying_since = time.monotonic()
                 self._abort()
                 summary.retries += 1
                 self.pipeline.metrics.inc("batch_retries")
                 attempts += 1
                 transient = is_transient(exc)
                 log.error("batch of %d failed (%s: %s)%s", len(batch), type(exc).__name__, exc,
-                          f"; retrying in {delay:.1f}s" if transient else "")
+                          f"; retrying in {delay:.1f}s" if transient else "",
+                          extra={"batch": f"{batch[0].origin}..{batch[-1].origin}"})
                 if self._stop:
                     raise
                 if transient:

@@ -48,3 +48,17 @@ def metrics_text() -> Response:
     metrics.set("index_documents", b.index.count())
     metrics.set("uptime_seconds", time.time() - b.started_at)
     return Response(metrics.render(), mimetype="text/plain; version=0.0.4")
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """200 while the store and index answer, 503 (with the error) otherwise."""
+    import json
+
+    b = backend()
+    try:
+        state = {"healthy": True, "loci": b.store.counts().get("loci", 0), "documents": b.index.count()}
+        code = 200
+    except Exception as exc:  # a health check reports; it does not raise
+        state, code = {"healthy": False, "error": f"{type(exc).__name__}: {exc}"}, 503
+    return Response(json.dumps(state), status=code, mimetype="application/json")

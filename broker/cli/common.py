@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import traceback
@@ -26,9 +25,11 @@ def load(config_path: str | None) -> Config:
         raise click.ClickException(str(exc)) from exc
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+def setup_logging(level: str, fmt: str | None = None) -> None:
+    """Text or JSON lines on stderr (``[service] log_format``); see :mod:`broker.logs`."""
+    from broker import logs
+
+    logs.setup(level, fmt or "text")
 
 
 def progress_enabled() -> bool:

@@ -176,7 +176,9 @@ class ErrorPolicy:
         if self.metrics is not None:
             self.metrics.inc("filter_errors_by_filter", filter=f.name, exception=err.exception)
         log.warning("filter %s@%s raised %s on locus %s (alert %s): %s",
-                    f.name, f.revision, err.exception, err.locus_id, err.alert_id, err.message)
+                    f.name, f.revision, err.exception, err.locus_id, err.alert_id, err.message,
+                    extra={"filter": f.name, "revision": f.revision, "locus_id": err.locus_id,
+                           "alert_id": err.alert_id})
         if self.on_error:
             self._safely(self.on_error, f, err)
         f.consecutive_failures += 1
@@ -190,7 +192,8 @@ class ErrorPolicy:
         if reason and f.enabled:
             f.enabled = False
             f.disabled_reason = f"{reason}; last: {err.exception}: {err.message}"
-            log.error("filter %s disabled: %s", f.name, f.disabled_reason)
+            log.error("filter %s disabled: %s", f.name, f.disabled_reason,
+                      extra={"filter": f.name, "revision": f.revision})
             if self.on_disable:
                 self._safely(self.on_disable, f, err)
 
@@ -238,7 +241,7 @@ def export_filter_metrics(filters: list[LoadedFilter], metrics: Metrics) -> None
         for name, value in (("runs", st.runs), ("skipped", st.skipped), ("errors", st.errors),
                             ("timeouts", st.timeouts), ("crashes", st.crashes), ("tagged", st.tagged),
                             ("enabled", int(f.enabled)), ("seconds", st.total_s)):
-            metrics.set(f"filter_{name}", value, filter=f.name, revision=f.revision)
+            metrics.set(f"filter_stats_{name}", value, filter=f.name, revision=f.revision)
 
 
 class InProcessRunner:

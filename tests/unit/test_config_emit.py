@@ -76,6 +76,6 @@ def test_metrics_are_served_in_prometheus_format():
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     finally:
         server.shutdown()
-    assert 'albireo_rejected_total{reason="bad_magic"} 3' in text
-    assert 'albireo_stage_seconds_count{stage="decode"} 1' in text
-    assert 'albireo_stage_seconds_bucket{stage="decode",le="+Inf"} 1' in text
+    assert 'albireo_rejected_total{reason="bad_magic"} 3.0' in text
+    assert 'albireo_stage_seconds_count{stage="decode"} 1.0' in text
+    assert 'albireo_stage_seconds_bucket{le="+Inf",stage="decode"} 1.0' in text

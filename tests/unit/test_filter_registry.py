@@ -215,5 +215,5 @@ def test_per_filter_counters_and_latency_histogram(worker_run):
     m = Metrics()
     runner.export_metrics(m)
     text = m.render()
-    assert f'albireo_filter_errors{{filter="Raiser",revision="{raiser.revision}"}} {raiser.stats.errors}' in text
-    assert f'albireo_filter_enabled{{filter="Good",revision="{good.revision}"}} 1' in text
+    assert f'albireo_filter_stats_errors{{filter="Raiser",revision="{raiser.revision}"}} {float(raiser.stats.errors)}' in text
+    assert f'albireo_filter_stats_enabled{{filter="Good",revision="{good.revision}"}} 1.0' in text

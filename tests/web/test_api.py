@@ -319,5 +319,5 @@ def test_metrics_route_counts_requests_and_reports_the_store(client, store):
     text = client.get("/metrics").get_data(as_text=True)
     assert 'albireo_http_requests_total{endpoint="/api/status",method="GET",status="200"}' in text
     assert 'albireo_http_requests_total{endpoint="/v2/loci/<locus_id>",method="GET",status="404"}' in text
-    assert f'albireo_store_rows{{table="loci"}} {store.counts()["loci"]}' in text
+    assert f'albireo_store_rows{{table="loci"}} {float(store.counts()["loci"])}' in text
     assert 'albireo_http_request_seconds_count{endpoint="/api/status"}' in text

@@ -105,6 +105,17 @@ class KafkaSource(TransactionalSource):
         if messages:
             self.consumer.commit(offsets=self.offsets_for(messages), asynchronous=False)
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """High watermark minus this consumer's position, per assigned partition."""
+        from confluent_kafka import TopicPartition
+
+        assigned = [TopicPartition(t, p) for t, p in sorted(self.assigned)]
+        out = {}
+        for tp in self.consumer.position(assigned) if assigned else []:
+            _, high = self.consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=5)
+            out[(tp.topic, tp.partition)] = max(0, high - tp.offset) if tp.offset >= 0 else high
+        return out
+
     def transaction_offsets(self, messages: list[Message]) -> TransactionOffsets:
         return TransactionOffsets(tuple((tp.topic, tp.partition, tp.offset) for tp in self.offsets_for(messages)),
                                   self.consumer.consumer_group_metadata())
