@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: demo serve-demo test test-unit test-integration services services-down services-status bench bench-full lint install clean
+.PHONY: chaos demo serve-demo test test-unit test-integration services services-down services-status bench bench-full bench-e2e lint install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,14 @@ bench: $(STAMP) services
 	$(PY) -m bench.bench_filters
 	test -f albireo-demo/albireo.sqlite || $(VENV)/bin/albireo demo
 	$(PY) bench/bench_api.py --workdir albireo-demo
+
+## Long fault runs: the exactly-once failure matrix (every point, raise and crash).
+chaos: $(STAMP) services
+	ALBIREO_CHAOS=1 ALBIREO_REQUIRE_SHARED=1 $(PY) -m pytest -p no:cacheprovider -m integration tests/integration/test_exactly_once.py $(PYTEST_ARGS)
+
+## The whole stack on the real servers: 200,000 alerts, 1 and 2 workers, latency and a 40,000-alert burst.
+bench-e2e: $(STAMP) services
+	$(PY) -m bench.bench_e2e
 
 ## The long versions (10^8-row catalogs, 10^6 indexed loci): tens of minutes.
 bench-full: $(STAMP) services

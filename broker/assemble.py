@@ -27,6 +27,7 @@ from typing import Any
 
 from broker.association import Associator
 from broker.config import Config
+from broker.faults import FaultPlan
 from broker.metrics import Metrics
 from broker.pipeline import Pipeline
 from broker.ports import (
@@ -178,7 +179,8 @@ def build_filters(cfg: Config, store: Store | None = None) -> FilterRunner:
 
 def build_pipeline(cfg: Config, store: Store, sink: Sink, *, index_writer: IndexWriter | None = None,
                    catalogs: CatalogMatcher | None = None, filters: FilterRunner | None = None,
-                   metrics: Metrics | None = None, associator: Associator | None = None) -> Pipeline:
+                   metrics: Metrics | None = None, associator: Associator | None = None,
+                   exactly_once: bool = False) -> Pipeline:
     """The pipeline over the given adapters, its stages set from ``cfg``."""
     return Pipeline(
         store=store,
@@ -192,6 +194,8 @@ def build_pipeline(cfg: Config, store: Store, sink: Sink, *, index_writer: Index
         metrics=metrics,
         lsst_schema_version=cfg.kafka.schemaless_lsst_version,
         schema_registry=schema_registry(cfg),
+        exactly_once=exactly_once,
+        faults=FaultPlan.parse(cfg.service.faults),
     )
 
 
@@ -269,12 +273,13 @@ def kafka_worker(cfg: Config, *, filters: FilterRunner | None = None, metrics: M
         import uuid
 
         txn_id = transactional_id or f"{k.group_id}-{uuid.uuid4().hex[:8]}"
-    sink = KafkaSink(k.bootstrap_servers, extra=k.extra, transactional_id=txn_id)
+    sink = KafkaSink(k.bootstrap_servers, extra=k.extra, transactional_id=txn_id,
+                     transaction_timeout_ms=k.transaction_timeout_ms)
     index = open_index(cfg)
     index_writer = open_index_writer(cfg, index)
     catalogs = open_catalogs(cfg)
     pipeline = build_pipeline(cfg, store, sink, index_writer=index_writer, catalogs=catalogs, filters=filters,
-                              metrics=metrics)
+                              metrics=metrics, exactly_once=k.transactional)
     txn_sink: TransactionalSink | None = sink if k.transactional else None
     worker = Worker(pipeline, source, batch_size=k.batch_size, poll_timeout_s=k.poll_timeout_s,
                     transactional_sink=txn_sink)

@@ -41,8 +41,10 @@ class KafkaConfig:
     #: how many messages one pipeline batch takes at most.
     batch_size: int = 500
     poll_timeout_s: float = 1.0
-    #: Produce outputs and commit input offsets in one Kafka transaction.
+    #: Produce outputs and commit input offsets in one Kafka transaction (exactly once for read_committed).
     transactional: bool = False
+    #: how long the broker lets a transaction stay open before it aborts it (and fences the producer).
+    transaction_timeout_ms: int = 300_000
     #: Confluent schema registry for Confluent-framed input; empty = the Rubin schemas of lsst-alert-packet.
     schema_registry_url: str = ""
     #: writer schema version (e.g. "7.1") of *schemaless* Rubin payloads; empty = none expected.
@@ -109,6 +111,8 @@ class ServiceConfig:
     log_level: str = "INFO"
     #: ``text`` for people, ``json`` (one object per line, with alert/locus/filter ids) for log shippers.
     log_format: str = "text"
+    #: TESTING ONLY: failures to inject (``point:batch=N:action``, see broker/faults.py); empty in production.
+    faults: str = ""
 
 
 @dataclass
@@ -253,6 +257,8 @@ def validate(cfg: Config) -> Config:
     k = cfg.kafka
     check(k.batch_size >= 1, "kafka.batch_size", k.batch_size, "must be at least 1")
     positive("kafka.poll_timeout_s", k.poll_timeout_s)
+    check(1000 <= k.transaction_timeout_ms <= 900_000, "kafka.transaction_timeout_ms", k.transaction_timeout_ms,
+          "must be between 1000 and 900000 (the broker's transaction.max.timeout.ms)")
     check(bool(k.input_topics), "kafka.input_topics", k.input_topics, "must name at least one topic")
     check(cfg.store.backend in ("sqlite", "cassandra"), "store.backend", cfg.store.backend,
           "must be 'sqlite' or 'cassandra'")
@@ -273,6 +279,12 @@ def validate(cfg: Config) -> Config:
           f"must be one of {', '.join(_LOG_LEVELS)}")
     check(cfg.service.log_format in ("text", "json"), "service.log_format", cfg.service.log_format,
           "must be 'text' or 'json'")
+    try:
+        from broker.faults import FaultPlan
+
+        FaultPlan.parse(cfg.service.faults)
+    except ValueError as exc:
+        raise ConfigError(f"setting service.faults: {exc}") from None
     port("web.port", cfg.web.port)
     sv = cfg.services
     for name in ("kafka_port", "kafka_controller_port", "cassandra_port", "cassandra_storage_port",

@@ -33,13 +33,14 @@ import numpy as np
 from broker.alert import Packet
 from broker.association import Associator
 from broker.emit import encode_locus
+from broker.faults import FaultPlan
 from broker.filtering.runner import RunReport
 from broker.ingest.decode import decode_message
 from broker.ingest.framing import DecodeError
 from broker.ingest.validate import validate_packet
 from broker.locus import Locus, make_locus_id
 from broker.metrics import Metrics
-from broker.ports import CatalogMatcher, DeadLetter, FilterRunner, IndexWriter, Message, Sink, Store
+from broker.ports import CatalogMatcher, DeadLetter, FilterRunner, IndexWriter, Message, Output, Sink, Store
 
 log = logging.getLogger("albireo.pipeline")
 
@@ -59,10 +60,12 @@ class BatchResult:
     tags: Counter = field(default_factory=Counter)
     filter_errors: int = 0
     published: int = 0
+    #: outputs of already stored packets re-emitted because their transaction had not committed.
+    reemitted: int = 0
 
     def add(self, other: BatchResult) -> None:
         for name in ("messages", "packets", "alerts_new", "duplicates", "loci_created", "loci_updated",
-                     "crossmatched", "filter_errors", "published"):
+                     "crossmatched", "filter_errors", "published", "reemitted"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.rejected.update(other.rejected)
         self.tags.update(other.tags)
@@ -94,6 +97,8 @@ class Pipeline:
         metrics: Metrics | None = None,
         lsst_schema_version: str | None = None,
         schema_registry: Callable[[int], dict] | None = None,
+        exactly_once: bool = False,
+        faults: FaultPlan | None = None,
     ):
         self.store = store
         self.sink = sink
@@ -115,6 +120,12 @@ class Pipeline:
         self.metrics.declare("gauge", "consumer_lag", "partition", "topic")
         self.lsst_schema_version = lsst_schema_version or None
         self.schema_registry = schema_registry
+        #: re-emit the recorded outputs of a stored packet that is read again (transactional sinks).
+        self.exactly_once = exactly_once
+        #: failure injection for the fault tests (:mod:`broker.faults`); None in production.
+        self.faults = faults
+        self._message_of: dict[str, Message] = {}
+        self._outputs: list[Output] = []
 
     # ------------------------------------------------------------------------------------
     def process(self, messages: list[Message]) -> BatchResult:
@@ -123,6 +134,10 @@ class Pipeline:
         m.inc("messages", len(messages))
         with m.time("decode"):
             decoded, letters = self._decode(messages, res)
+        # Which input message each trigger came from: its outputs are recorded under that message's
+        # position (exactly-once re-emission) and carry its produce time (``albireo.source_ts``, latency).
+        self._message_of = {d.packet.trigger.alert_id: d.message for d in decoded}
+        self._outputs = []
         with m.time("dedupe"):
             decoded = self._dedupe(decoded, res)
         with m.time("associate"):
@@ -130,17 +145,28 @@ class Pipeline:
         with m.time("crossmatch"):
             self._crossmatch(list(loci.values()), res)
         new_alerts = self._rounds(loci, groups, res)
+        self._fault("before_publish")
         with m.time("emit"):
+            # Every output is published here, at the end: a transactional sink's transaction then spans
+            # only emit + store + commit, not the filters (a long transaction is fenced by the broker).
             for letter in letters:
                 self.sink.publish(self.dead_letter_topic, None, letter.payload, letter.headers)
                 m.inc("dead_letters", reason=letter.reason)
+            for out in self._outputs:
+                self.sink.publish(out.topic, out.key, out.value, out.headers)
             self.sink.flush()
+        self._fault("after_publish")
         touched = [loci[lid] for lid in groups]
         with m.time("store"):
+            if self.exactly_once:
+                # Before the alert rows (which mark a packet done): a retry that finds the packet stored
+                # re-emits exactly these outputs instead of skipping them (see _dedupe).
+                self.store.record_outputs(_by_origin(self._outputs, [d.message.origin for d in decoded]))
             cutouts = {d.packet.trigger.alert_id: d.packet.cutouts for d in decoded if d.packet.cutouts}
             self.store.save_batch(touched, new_alerts, cutouts)
             for letter in letters:
                 self.store.record_dead_letter(letter)
+        self._fault("after_store")
         if self.index_writer is not None:
             with m.time("index"):
                 self.index_writer.write(touched)
@@ -154,6 +180,10 @@ class Pipeline:
         self.filters.export_metrics(m)
         return res
 
+    def _fault(self, point: str) -> None:
+        if self.faults is not None:
+            self.faults.hit(point)
+
     def _rounds(self, loci: dict[str, Locus], groups: dict[str, list[Packet]], res: BatchResult) -> list:
         """Add each locus's packets one at a time and run the filters after each, as ANTARES does.
 
@@ -166,6 +196,7 @@ class Pipeline:
         n_rounds = max((len(g) for g in groups.values()), default=0)
         for r in range(n_rounds):
             active = []
+            triggers: dict[str, str] = {}
             with self.metrics.time("associate"):
                 for lid, packets in groups.items():
                     if r < len(packets):
@@ -173,12 +204,13 @@ class Pipeline:
                         locus = loci[lid]
                         new_alerts.extend(locus.add_alerts([*p.history, p.trigger]))
                         active.append(locus)
+                        triggers[lid] = p.trigger.alert_id
             with self.metrics.time("filters"):
                 report = self.filters.run(active)
             res.filter_errors += len(report.errors)
             self.metrics.inc("filter_errors", len(report.errors))
             with self.metrics.time("emit"):
-                self._publish_tags(loci, report, res)
+                self._queue_tags(loci, report, triggers, res)
         return new_alerts
 
     def dead_letter(self, messages: list[Message], reason: str, text: str) -> BatchResult:
@@ -229,7 +261,8 @@ class Pipeline:
             message=text,
             payload=msg.value,
             received_at=time.time(),
-            headers={"albireo.reason": reason, "albireo.error": text[:1000], "albireo.origin": msg.origin},
+            headers={"albireo.reason": reason, "albireo.error": text[:1000], "albireo.origin": msg.origin,
+                     **({"albireo.source_ts": str(msg.timestamp_ms)} if msg.timestamp_ms is not None else {})},
         )
 
     def _dedupe(self, decoded: list[_Decoded], res: BatchResult) -> list[_Decoded]:
@@ -238,6 +271,14 @@ class Pipeline:
             return decoded
         ids = [d.packet.trigger.alert_id for d in decoded]
         seen = self.store.existing_alert_ids(ids)
+        if self.exactly_once and seen:
+            # A stored packet read again from the same position was stored by an attempt whose Kafka
+            # transaction did not commit (its outputs were aborted): re-emit what it produced.
+            again = self.store.recorded_outputs([d.message.origin for d in decoded
+                                                 if d.packet.trigger.alert_id in seen])
+            for outputs in again.values():
+                self._outputs.extend(outputs)
+                res.reemitted += len(outputs)
         out = []
         for d, aid in zip(decoded, ids, strict=True):
             if aid in seen:
@@ -330,12 +371,26 @@ class Pipeline:
         res.crossmatched = len(stale)
         self.metrics.inc("crossmatched", len(stale))
 
-    def _publish_tags(self, loci: dict[str, Locus], report: RunReport, res: BatchResult) -> None:
-        """Queue one message per (locus, tag) the filters set in this round."""
+    def _queue_tags(self, loci: dict[str, Locus], report: RunReport, triggers: dict[str, str],
+                    res: BatchResult) -> None:
+        """One output per (locus, tag) the filters set in this round, attributed to the round's packet."""
         for lid, tags in report.tags_by_locus.items():
+            msg = self._message_of.get(triggers.get(lid, ""))
             for tag in sorted(tags):
-                value = encode_locus(loci[lid], tag)
-                self.sink.publish(self.output_prefix + tag, lid.encode(), value, {"albireo.stream": tag})
+                headers = {"albireo.stream": tag}
+                if msg is not None and msg.timestamp_ms is not None:
+                    headers["albireo.source_ts"] = str(msg.timestamp_ms)
+                self._outputs.append(Output(self.output_prefix + tag, lid.encode(), encode_locus(loci[lid], tag),
+                                            headers, msg.origin if msg is not None else ""))
                 res.tags[tag] += 1
                 res.published += 1
                 self.metrics.inc("published", stream=tag)
+
+
+def _by_origin(outputs: list[Output], origins: list[str]) -> dict[str, list[Output]]:
+    """Outputs grouped by input position; every position in ``origins`` present (an empty record counts)."""
+    out: dict[str, list[Output]] = {o: [] for o in origins if o}
+    for o in outputs:
+        if o.origin:
+            out.setdefault(o.origin, []).append(o)
+    return out

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CatalogMatcher", "DeadLetter", "DeliveryError", "FilterRunner", "Index", "IndexWriter", "LocusQuery",
-    "IndexSummary", "Message", "QueryError", "SearchResult", "Sink", "Source", "Store", "TransactionOffsets",
+    "IndexSummary", "Message", "Output", "QueryError", "Rebalanced", "SearchResult", "Sink", "Source", "Store", "TransactionOffsets",
     "TransactionalSink", "TransactionalSource",
 ]
 
@@ -90,6 +90,9 @@ class Source(abc.ABC):
         """Messages not yet read per assigned (topic, partition); empty when the source cannot tell."""
         return {}
 
+    def rewind(self, messages: list[Message]) -> None:  # noqa: B027 - files are read once
+        """Make ``messages`` be delivered again (after a dropped batch), where the source still owns them."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources."""
 
@@ -107,8 +110,27 @@ class Sink(abc.ABC):
         """Release resources."""
 
 
+@dataclass(frozen=True)
+class Output:
+    """One message the pipeline publishes, with the input message (``origin``) that caused it."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: dict[str, str]
+    #: the input message's position (``Message.origin``); "" when it has none.
+    origin: str = ""
+
+
 class DeliveryError(RuntimeError):
     """Some output messages were not acknowledged; the batch must not be committed."""
+
+
+class Rebalanced(DeliveryError):
+    """The batch's commit failed because the consumer group moved on: drop the batch and poll again.
+
+    Its partitions may belong to another worker now, which reads the uncommitted messages again.
+    """
 
 @dataclass(frozen=True)
 class TransactionOffsets:
@@ -211,6 +233,19 @@ class Store(abc.ABC):
         candidate's position row is written and it wins. Returns candidate id → winning locus id
         (itself when it won). Replaying a claim returns the same answer.
         """
+
+    @abc.abstractmethod
+    def record_outputs(self, by_origin: dict[str, list[Output]]) -> None:
+        """Keep what each input message produced (replacing any earlier record of that message).
+
+        Exactly-once support: written before the batch's alert rows, so a batch stored whose Kafka
+        transaction then failed can re-emit the same outputs when its messages are read again.
+        Records expire (``store.outputs_ttl_s``): only uncommitted positions ever need them.
+        """
+
+    @abc.abstractmethod
+    def recorded_outputs(self, origins: Iterable[str]) -> dict[str, list[Output]]:
+        """The recorded outputs of these input positions (absent positions are left out)."""
 
     @abc.abstractmethod
     def counts(self) -> dict[str, int]:
@@ -356,6 +391,10 @@ class FilterRunner(Protocol):
     """
 
     def run(self, loci: list[Locus]) -> RunReport: ...
+
+    def prepare(self) -> None:
+        """Load every filter now (the worker calls it before its first batch), not inside a batch."""
+        ...
 
     def export_metrics(self, metrics: Metrics) -> None:
         """Publish per-filter counters (runs, errors, time) into ``metrics``."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.pipeline import BatchResult, Pipeline
-from broker.ports import DeliveryError, Message, Source, TransactionalSink, TransactionalSource
+from broker.ports import DeliveryError, Message, Rebalanced, Source, TransactionalSink, TransactionalSource
 
 log = logging.getLogger("albireo.worker")
 
@@ -122,6 +122,7 @@ class Worker:
         ``on_batch`` is called with each committed batch's result (progress bars, status).
         """
         summary = RunSummary()
+        self.pipeline.filters.prepare()
         t_start = time.perf_counter()
         last_data = time.monotonic()
         while not self._stop:
@@ -143,6 +144,8 @@ class Worker:
                 continue
             last_data = time.monotonic()
             res = self._process_with_retry(batch, summary, max_backoff_s)
+            if self.pipeline.faults is not None:
+                self.pipeline.faults.hit("after_commit")  # outside the retry: a committed batch is never redone
             summary.result.add(res)
             summary.batches += 1
             if on_batch is not None:
@@ -166,6 +169,14 @@ class Worker:
                 self._commit(batch)
                 self._retrying_since = None
                 return res
+            except Rebalanced as exc:
+                # The group moved on: the batch's partitions may be another worker's now. Drop it (nothing
+                # was committed; the store writes are idempotent and the outputs recorded) and read on.
+                self._abort()
+                self.source.rewind(batch)
+                self.pipeline.metrics.inc("batches_dropped_on_rebalance")
+                log.warning("batch of %d dropped after a rebalance: %s", len(batch), exc)
+                return BatchResult()
             except Exception as exc:
                 if self._retrying_since is None:
                     self._retrying_since = time.monotonic()
@@ -196,6 +207,8 @@ class Worker:
                 return res
 
     def _commit(self, batch: list[Message]) -> None:
+        if self.pipeline.faults is not None:
+            self.pipeline.faults.hit("at_commit")
         if self.transactional_sink is not None:
             assert isinstance(self.source, TransactionalSource)
             self.transactional_sink.commit_transaction(self.source.transaction_offsets(batch))

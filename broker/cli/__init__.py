@@ -11,6 +11,7 @@ from __future__ import annotations
 import click
 
 import broker
+from broker.cli.bench import bench_group
 from broker.cli.catalog import catalog
 from broker.cli.common import AlbireoGroup
 from broker.cli.config_cmd import config_group
@@ -35,6 +36,6 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 #: every command, in the order a new user meets them.
-COMMANDS = (demo, serve, run, status, replay, filter_group, catalog, services_group, config_group)
+COMMANDS = (demo, serve, run, status, replay, filter_group, catalog, services_group, config_group, bench_group)
 for _cmd in COMMANDS:
     main.add_command(_cmd)

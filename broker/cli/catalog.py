@@ -131,8 +131,9 @@ def list_cmd(verify: bool, root: Path | None) -> None:
 @click.option("--rows", type=float, required=True, help="number of rows, e.g. 1e8")
 @click.option("--name", default=None, help="catalog name (default synth_<rows>)")
 @click.option("--seed", type=int, default=0)
+@click.option("--enabled", is_flag=True, help="match it in the pipeline (benchmarks of the whole stack)")
 @root_option
-def synth_cmd(rows: float, name: str | None, seed: int, root: Path | None) -> None:
+def synth_cmd(rows: float, name: str | None, seed: int, enabled: bool, root: Path | None) -> None:
     """Generate a synthetic point-source catalog with Milky-Way-like density (disabled for matching).
 
     Example: ``albireo catalog synth --rows 1e8`` (~2.4 GiB on disk, a few minutes; not committed).
@@ -142,7 +143,7 @@ def synth_cmd(rows: float, name: str | None, seed: int, root: Path | None) -> No
 
     n = int(rows)
     name = name or f"synth_{n:.0e}".replace("+", "")
-    path = build_index(_root(root), synth.definition(name), lambda: synth.chunks(n, seed), total_rows=n,
+    path = build_index(_root(root), synth.definition(name, enabled), lambda: synth.chunks(n, seed), total_rows=n,
                        progress=True)
     click.echo(f"built {path}")
 

@@ -94,6 +94,10 @@ class PlatformRunner:
         log.info("filters reloaded: %s", ", ".join(f"{f.name}@{f.revision}" for f in self.user) or "(none)")
         return True
 
+    def prepare(self) -> None:
+        """Read the registry and start the sandbox pool before the first batch."""
+        self.refresh(force=True)
+
     def run(self, loci: list[Locus]) -> RunReport:
         self.refresh()
         report = RunReport()

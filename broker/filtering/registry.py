@@ -215,6 +215,9 @@ class _Recorder:
     def close(self) -> None:
         """The pool belongs to whoever made the recorder."""
 
+    def prepare(self) -> None:
+        """The pool was started by whoever made the recorder."""
+
     def report(self, f, n_errors_kept: int = 20) -> dict[str, Any]:
         lat = sorted(f.stats.latencies)
 

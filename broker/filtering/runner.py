@@ -283,6 +283,9 @@ class InProcessRunner:
     def close(self) -> None:
         """Nothing to release: in-process filters hold no child processes."""
 
+    def prepare(self) -> None:
+        """In-process filters were instantiated when loaded."""
+
     def run(self, loci: list[Locus]) -> RunReport:
         report = RunReport()
         for locus in loci:

@@ -141,3 +141,19 @@ def test_claims_pick_one_winner(store, locus_factory):
 def test_claim_radius_must_match_store_order(store):
     with pytest.raises(ValueError, match="association order"):
         store.claim_new_loci([("ALBx", 1.0, 1.0)], 60.0)
+
+
+def test_recorded_outputs_replace_and_read_back(store):
+    """Exactly-once support: what an input position produced is kept, replaced whole, and read back."""
+    from broker.ports import Output
+
+    a = [Output("albireo.loci.high_snr", b"ALB1", b"\x00v1", {"albireo.stream": "high_snr"}, "t[0]@5"),
+         Output("albireo.loci.fast_riser", b"ALB1", b"\x00v2", {"albireo.stream": "fast_riser"}, "t[0]@5")]
+    store.record_outputs({"t[0]@5": a, "t[0]@6": [], "t[1]@9": [Output("x", None, b"z", {}, "t[1]@9")]})
+    got = store.recorded_outputs(["t[0]@5", "t[0]@6", "t[1]@9", "t[2]@1"])
+    assert got["t[0]@5"] == a and got["t[1]@9"][0].key is None
+    assert "t[0]@6" not in got and "t[2]@1" not in got  # an empty record and an unknown position: nothing
+    store.record_outputs({"t[0]@5": a[1:]})  # a retry that produced less replaces the record
+    assert store.recorded_outputs(["t[0]@5"])["t[0]@5"] == a[1:]
+    store.record_outputs({"t[0]@5": []})
+    assert store.recorded_outputs(["t[0]@5"]) == {}

@@ -80,7 +80,8 @@ def test_two_workers_share_the_partitions_and_store_each_packet_once(tmp_path, s
             for slot in (0, 1):
                 if slot not in metrics:
                     code, body = _get(f"http://127.0.0.1:{port + slot}/metrics") if _listening(port + slot) else (0, "")
-                    if code == 200 and "albireo_messages_total" in body:
+                    seen = re.search(r"^albireo_messages_total ([\d.e+]+)", body, re.M) if code == 200 else None
+                    if seen and float(seen.group(1)) > 0 and "albireo_consumer_lag{" in body:
                         metrics[slot] = body
                         health[slot] = _get(f"http://127.0.0.1:{port + slot}/healthz")
             time.sleep(0.5)

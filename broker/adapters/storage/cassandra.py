@@ -42,7 +42,7 @@ from broker.alert import Alert
 from broker.association import LocusPositions, neighbour_block, pixels_of
 from broker.jsonutil import dumps, loads
 from broker.locus import Locus, locus_from_record, locus_record
-from broker.ports import DeadLetter, Store
+from broker.ports import DeadLetter, Output, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -373,6 +373,44 @@ class CassandraStore(Store):
         if work:
             self._retry(lambda: execute_concurrent(self._session, work, concurrency=self.concurrency,
                                                    raise_on_first_error=True, results_generator=False))
+
+    #: recorded outputs expire after this (only uncommitted input positions need them), seconds.
+    OUTPUTS_TTL_S = 7 * 86400
+
+    def _outputs_table(self) -> None:
+        """Created on first use: each input position one partition; ``n`` (static) says how many rows count."""
+        if getattr(self, "_ins_output", None) is None:
+            self._retry(lambda: self._session.execute(
+                "CREATE TABLE IF NOT EXISTS outputs (origin text, seq int, n int static, topic text, key blob, "
+                f"value blob, headers text, PRIMARY KEY ((origin), seq)) WITH default_time_to_live = "
+                f"{self.OUTPUTS_TTL_S}", timeout=60))
+            self._ins_output = self._session.prepare(
+                "INSERT INTO outputs (origin, seq, n, topic, key, value, headers) VALUES (?,?,?,?,?,?,?)")
+            self._ins_output_none = self._session.prepare("INSERT INTO outputs (origin, n) VALUES (?, 0)")
+            self._sel_outputs = self._session.prepare(
+                "SELECT n, seq, topic, key, value, headers FROM outputs WHERE origin=?")
+
+    def record_outputs(self, by_origin: dict[str, list[Output]]) -> None:
+        # Rows are overwritten, never deleted: ``n`` (one static cell per position) says how many of them are
+        # current, so a shorter record after a longer one needs no tombstones.
+        self._outputs_table()
+        rows = [(origin, i, len(outs), o.topic, o.key, o.value, dumps(o.headers))
+                for origin, outs in by_origin.items() for i, o in enumerate(outs)]
+        self._concurrent(self._ins_output, rows)
+        self._concurrent(self._ins_output_none, [(origin,) for origin, outs in by_origin.items() if not outs])
+
+    def recorded_outputs(self, origins: Iterable[str]) -> dict[str, list[Output]]:
+        self._outputs_table()
+        origins = list(dict.fromkeys(origins))
+        out: dict[str, list[Output]] = {}
+        for origin, rs in zip(origins, self._concurrent(self._sel_outputs, [(o,) for o in origins]), strict=True):
+            rows = list(rs)
+            n = rows[0].n or 0 if rows else 0
+            if n == 0:
+                continue
+            out[origin] = [Output(r.topic, r.key, r.value, loads(r.headers), origin)
+                           for r in sorted(rows, key=lambda r: r.seq) if r.seq is not None and r.seq < n]
+        return out
 
     def record_dead_letter(self, letter: DeadLetter) -> None:
         from cassandra.util import uuid_from_time

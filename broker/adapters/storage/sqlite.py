@@ -20,12 +20,16 @@ from broker.alert import Alert
 from broker.association import LocusPositions
 from broker.jsonutil import dumps, loads
 from broker.locus import Locus, locus_from_record, locus_record
-from broker.ports import DeadLetter, Store
+from broker.ports import DeadLetter, Output, Store
 
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outputs (
+    origin TEXT NOT NULL, seq INTEGER NOT NULL, topic TEXT NOT NULL, key BLOB, value BLOB NOT NULL,
+    headers TEXT NOT NULL, recorded_at REAL NOT NULL, PRIMARY KEY (origin, seq));
+CREATE INDEX IF NOT EXISTS outputs_recorded_at ON outputs(recorded_at);
 CREATE TABLE IF NOT EXISTS loci (
     locus_id TEXT PRIMARY KEY,
     pixel INTEGER NOT NULL,
@@ -81,6 +85,8 @@ class SQLiteStore(Store):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.association_order = association_order
+        #: recorded outputs older than this are dropped (only uncommitted input positions need them).
+        self.outputs_ttl_s = 7 * 86400.0
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -262,6 +268,35 @@ class SQLiteStore(Store):
                 self._db.execute("ROLLBACK")
                 raise
         return winners
+
+    def record_outputs(self, by_origin: dict[str, list[Output]]) -> None:
+        if not by_origin:
+            return
+        now = time.time()
+        rows = [(origin, i, o.topic, o.key, o.value, dumps(o.headers), now)
+                for origin, outs in by_origin.items() for i, o in enumerate(outs)]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("DELETE FROM outputs WHERE origin=?", [(o,) for o in by_origin])
+                self._db.executemany("INSERT INTO outputs VALUES (?,?,?,?,?,?,?)", rows)
+                self._db.execute("DELETE FROM outputs WHERE recorded_at < ?", (now - self.outputs_ttl_s,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def recorded_outputs(self, origins: Iterable[str]) -> dict[str, list[Output]]:
+        origins = list(dict.fromkeys(origins))
+        out: dict[str, list[Output]] = {}
+        with self._lock:
+            for chunk in _chunks(origins, 500):
+                q = ",".join("?" * len(chunk))
+                for origin, topic, key, value, headers in self._db.execute(
+                        f"SELECT origin, topic, key, value, headers FROM outputs WHERE origin IN ({q}) "
+                        "ORDER BY origin, seq", chunk):
+                    out.setdefault(origin, []).append(Output(topic, key, value, loads(headers), origin))
+        return out
 
     def record_dead_letter(self, letter: DeadLetter) -> None:
         with self._lock:

@@ -20,9 +20,25 @@ import threading
 from typing import Any
 
 from broker.errors import Unreachable
-from broker.ports import DeliveryError, Message, TransactionalSink, TransactionalSource, TransactionOffsets
+from broker.ports import (
+    DeliveryError,
+    Message,
+    Rebalanced,
+    TransactionalSink,
+    TransactionalSource,
+    TransactionOffsets,
+)
 
 log = logging.getLogger("albireo.kafka")
+
+
+def _rebalance_codes() -> frozenset[int]:
+    from confluent_kafka import KafkaError
+
+    names = ("ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID", "REBALANCE_IN_PROGRESS", "FENCED_INSTANCE_ID",
+             "_ASSIGNMENT_LOST", "NOT_COORDINATOR")
+    return frozenset(getattr(KafkaError, n) for n in names if hasattr(KafkaError, n))
+
 
 
 def _client_conf(bootstrap: str, extra: dict[str, str] | None) -> dict[str, Any]:
@@ -102,8 +118,30 @@ class KafkaSource(TransactionalSource):
         return [TopicPartition(t, p, o + 1) for (t, p), o in high.items()]
 
     def commit(self, messages: list[Message]) -> None:
+        from confluent_kafka import KafkaException
+
         if messages:
-            self.consumer.commit(offsets=self.offsets_for(messages), asynchronous=False)
+            try:
+                self.consumer.commit(offsets=self.offsets_for(messages), asynchronous=False)
+            except KafkaException as exc:
+                if exc.args and exc.args[0].code() in _rebalance_codes():
+                    raise Rebalanced(f"offsets not committed, the group moved on: {exc.args[0]}") from exc
+                raise
+
+    def rewind(self, messages: list[Message]) -> None:
+        """Seek each still-assigned partition back to the batch's first offset, so it is read again."""
+        from confluent_kafka import TopicPartition
+
+        first: dict[tuple[str, int], int] = {}
+        for m in messages:
+            k = (m.source, m.partition)
+            first[k] = min(first.get(k, m.offset), m.offset)
+        for (t, p), o in first.items():
+            if (t, p) in self.assigned:
+                try:
+                    self.consumer.seek(TopicPartition(t, p, o))
+                except Exception as exc:  # not assigned any more after all: its new owner reads it
+                    log.info("not rewinding %s[%d]: %s", t, p, exc)
 
     def lag(self) -> dict[tuple[str, int], int]:
         """High watermark minus this consumer's position, per assigned partition."""
@@ -125,11 +163,19 @@ class KafkaSource(TransactionalSource):
 
 
 class KafkaSink(TransactionalSink):
-    """An idempotent producer whose :meth:`flush` proves every message was acknowledged."""
+    """An idempotent producer whose :meth:`flush` proves every message was acknowledged.
 
-    def __init__(self, bootstrap: str, extra: dict[str, str] | None = None, transactional_id: str | None = None):
-        from confluent_kafka import Producer
+    Transactional mode (``transactional_id``): outputs and input offsets commit atomically. The
+    id is stable per worker slot (``albireo run``), so a restarted worker fences its zombie. A
+    commit that fails is classified: retriable (the commit is retried here), abortable (the
+    transaction is aborted and the batch retried by the worker), a rebalance (the batch's
+    partitions may have moved: :class:`Rebalanced`, the worker drops the batch and re-polls) or
+    fatal (fenced, or the producer is unusable: a new producer is made with the same id, and the
+    batch is retried).
+    """
 
+    def __init__(self, bootstrap: str, extra: dict[str, str] | None = None, transactional_id: str | None = None,
+                 transaction_timeout_ms: int = 300_000):
         conf = _client_conf(bootstrap, extra)
         conf.update(
             {
@@ -142,14 +188,22 @@ class KafkaSink(TransactionalSink):
         )
         if transactional_id:
             conf["transactional.id"] = transactional_id
-        self.producer = Producer(conf)
+            conf["transaction.timeout.ms"] = transaction_timeout_ms
+        self._conf = conf
         self.transactional = bool(transactional_id)
         self._failures: list[str] = []
         self._lock = threading.Lock()
         self.delivered = 0
+        self._in_txn = False
+        self._new_producer()
+
+    def _new_producer(self) -> None:
+        from confluent_kafka import Producer
+
+        self.producer = Producer(self._conf)
+        self._in_txn = False
         if self.transactional:
-            self.producer.init_transactions(30)
-            self._in_txn = False
+            self.producer.init_transactions(60)  # fences any older producer with this id
 
     def _on_delivery(self, err, msg) -> None:
         if err is not None:
@@ -160,7 +214,7 @@ class KafkaSink(TransactionalSink):
 
     def begin(self) -> None:
         if self.transactional and not self._in_txn:
-            self.producer.begin_transaction()
+            self._guard(self.producer.begin_transaction)
             self._in_txn = True
 
     def publish(self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str] | None = None) -> None:
@@ -168,7 +222,8 @@ class KafkaSink(TransactionalSink):
         hdrs = [(k, v.encode() if isinstance(v, str) else v) for k, v in (headers or {}).items()]
         while True:
             try:
-                self.producer.produce(topic, value=value, key=key, headers=hdrs, on_delivery=self._on_delivery)
+                self._guard(lambda: self.producer.produce(topic, value=value, key=key, headers=hdrs,
+                                                          on_delivery=self._on_delivery))
                 break
             except BufferError:  # local queue full: let librdkafka drain, then retry
                 self.producer.poll(0.5)
@@ -183,17 +238,57 @@ class KafkaSink(TransactionalSink):
 
     def commit_transaction(self, offsets: TransactionOffsets) -> None:
         """Commit the input ``offsets`` and every output produced since the last commit, atomically."""
-        from confluent_kafka import TopicPartition
+        from confluent_kafka import KafkaException, TopicPartition
 
         self.begin()
         tps = [TopicPartition(t, p, o) for t, p, o in offsets.offsets]
-        self.producer.send_offsets_to_transaction(tps, offsets.group_metadata, 30)
-        self.producer.commit_transaction(60)
+        self._guard(lambda: self.producer.send_offsets_to_transaction(tps, offsets.group_metadata, 30))
+        for attempt in range(5):
+            try:
+                self.producer.commit_transaction(60)
+                break
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.retriable() and not err.txn_requires_abort() and attempt < 4:
+                    log.warning("transaction commit will be retried: %s", err)
+                    continue
+                self._fail(exc)
         self._in_txn = False
+
+    def _guard(self, call):
+        """Run a producer call; turn its Kafka errors into the worker's classes (see the class docstring)."""
+        from confluent_kafka import KafkaException
+
+        try:
+            return call()
+        except KafkaException as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        err = exc.args[0] if exc.args else None
+        code = err.code() if err is not None and hasattr(err, "code") else None
+        if err is not None and err.fatal():
+            log.error("the producer failed fatally (%s); starting a new one with the same transactional id", err)
+            try:
+                self.producer.flush(0)
+            finally:
+                self._new_producer()
+            raise DeliveryError(f"producer fenced or failed: {err}") from exc
+        if code in _rebalance_codes():
+            raise Rebalanced(f"the consumer group moved on while committing: {err}") from exc
+        raise DeliveryError(f"transaction failed: {err}") from exc
 
     def abort(self) -> None:
         if self.transactional and self._in_txn:
-            self.producer.abort_transaction(30)
+            from confluent_kafka import KafkaException
+
+            try:
+                self.producer.abort_transaction(60)
+            except KafkaException as exc:
+                if exc.args and exc.args[0].fatal():
+                    self._new_producer()
+                else:
+                    raise
             self._in_txn = False
 
     def close(self) -> None:
