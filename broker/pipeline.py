@@ -32,7 +32,7 @@ import numpy as np
 
 from broker.alert import Packet
 from broker.association import Associator
-from broker.emit import encode_locus
+from broker.emit import StreamRouter
 from broker.filtering.runner import RunReport
 from broker.ingest.decode import decode_message
 from broker.ingest.framing import DecodeError
@@ -94,12 +94,15 @@ class Pipeline:
         metrics: Metrics | None = None,
         lsst_schema_version: str | None = None,
         schema_registry: Callable[[int], dict] | None = None,
+        router: StreamRouter | None = None,
     ):
         self.store = store
         self.sink = sink
         self.filters = filters
         self.associator = associator
         self.output_prefix = output_prefix
+        #: which topic(s) and encoding each tagged stream is published with (default: our Avro only).
+        self.router = router or StreamRouter(output_prefix=output_prefix)
         self.dead_letter_topic = dead_letter_topic
         self.index_writer = index_writer
         self.catalogs = catalogs
@@ -324,8 +327,8 @@ class Pipeline:
         """Queue one message per (locus, tag) the filters set in this round."""
         for lid, tags in report.tags_by_locus.items():
             for tag in sorted(tags):
-                value = encode_locus(loci[lid], tag)
-                self.sink.publish(self.output_prefix + tag, lid.encode(), value, {"albireo.stream": tag})
+                for topic, value in self.router.messages(loci[lid], tag):
+                    self.sink.publish(topic, lid.encode(), value, {"albireo.stream": tag})
+                    res.published += 1
+                    self.metrics.inc("published", stream=tag)
                 res.tags[tag] += 1
-                res.published += 1
-                self.metrics.inc("published", stream=tag)
