@@ -300,7 +300,7 @@ def open_users(cfg: Config, *, check_reachable_now: bool = True, records_only: b
     Kafka and fails only a grant); ``none`` only records (embedded file streams have no access control).
     ``records_only`` is for what never changes the broker (listing users, API keys).
     """
-    from broker.access import NoStreamAccess
+    from broker.access import LazyStreamAccess, NoStreamAccess
     from broker.access.records import UserRecords
     from broker.access.service import Users
 
@@ -314,18 +314,24 @@ def open_users(cfg: Config, *, check_reachable_now: bool = True, records_only: b
         plain_file = plain_file or str(services.kafka_plain_credentials_file())
     access: Any = NoStreamAccess()
     if u.stream_access == "kafka" and not records_only:
-        from broker.adapters.streams.kafka import check_reachable
-        from broker.adapters.streams.kafka_access import KafkaStreamAccess
-
         bootstrap = u.admin_bootstrap or cfg.kafka.bootstrap_servers
-        try:
-            if check_reachable_now:
-                check_reachable(bootstrap)
-        except Exception as exc:
+
+        def kafka_access() -> Any:
+            from broker.adapters.streams.kafka_access import KafkaStreamAccess
+
+            return KafkaStreamAccess(bootstrap, plain_file, extra=u.admin_extra or cfg.kafka.extra)
+
+        if check_reachable_now:
+            from broker.adapters.streams.kafka import check_reachable
             from broker.errors import Unreachable
 
-            raise Unreachable(f"{exc} (users.stream_access = kafka: user changes are applied to Kafka; "
-                              "set ALBIREO_USERS__STREAM_ACCESS=none to keep records only)") from None
-        access = KafkaStreamAccess(bootstrap, plain_file, extra=u.admin_extra or cfg.kafka.extra)
+            try:
+                check_reachable(bootstrap)
+            except Unreachable as exc:
+                raise Unreachable(f"{exc} (users.stream_access = kafka: user changes are applied to Kafka; "
+                                  "set ALBIREO_USERS__STREAM_ACCESS=none to keep records only)") from None
+            access = kafka_access()
+        else:
+            access = LazyStreamAccess(kafka_access)
     return Users(cfg, UserRecords(u.db), access, stream_router(cfg), consumer_bootstrap=consumer_bootstrap,
                  ca_file=ca_file)

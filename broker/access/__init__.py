@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from broker.errors import UserError
 from broker.ports import AccessRule, StreamAccess
@@ -38,3 +38,33 @@ class NoStreamAccess(StreamAccess):
 
     def rules(self, user: str) -> list[AccessRule]:
         return []
+
+
+class LazyStreamAccess(StreamAccess):
+    """Builds the real adapter on first use: the portal starts without Kafka (or its client library)
+    installed, and only a grant made over the API needs them."""
+
+    def __init__(self, factory: Callable[[], StreamAccess]):
+        self._factory = factory
+        self._access: StreamAccess | None = None
+
+    @property
+    def target(self) -> StreamAccess:
+        if self._access is None:
+            self._access = self._factory()
+        return self._access
+
+    def set_password(self, user: str, password: str) -> None:
+        self.target.set_password(user, password)
+
+    def delete_user(self, user: str) -> None:
+        self.target.delete_user(user)
+
+    def allow(self, user: str, rules: Sequence[AccessRule]) -> None:
+        self.target.allow(user, rules)
+
+    def disallow(self, user: str, rules: Sequence[AccessRule]) -> None:
+        self.target.disallow(user, rules)
+
+    def rules(self, user: str) -> list[AccessRule]:
+        return self.target.rules(user)

@@ -210,7 +210,8 @@ class Users:
     def check(self) -> dict[str, dict[str, list[AccessRule]]]:
         """Per user whose broker rules differ from the records: the rules ``missing`` and ``extra``."""
         out: dict[str, dict[str, list[AccessRule]]] = {}
-        if isinstance(self.access, NoStreamAccess):
+        access = getattr(self.access, "target", self.access)
+        if isinstance(access, NoStreamAccess):
             return out
         for u in self.records.all():
             want, have = set(self.expected_rules(u)), set(self.access.rules(u.name))

@@ -79,6 +79,8 @@ def web_config(pipeline_workdir):
     # Per-user API keys (no shared token): records only, no broker behind these tests.
     cfg.users.db = str(pipeline_workdir / "users.sqlite")
     cfg.users.stream_access = "none"
+    cfg.users.consumer_bootstrap = "kafka.example.org:9094"
+    cfg.streams.formats = {"fast_riser": "antares"}  # one stream in ANTARES's format, the others ours
     return cfg
 
 

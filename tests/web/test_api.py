@@ -143,7 +143,11 @@ def test_own_api_status_filters_streams(client, store):
     assert {"high_snr", "fast_riser"} <= names
     streams = client.get("/api/streams").get_json()["data"]
     hs = next(x for x in streams if x["tag"] == "high_snr")
-    assert hs["topic"].endswith("high_snr") and "Consumer" in hs["confluent_kafka"]
+    assert hs["topic"] == "albireo.loci.high_snr" and hs["format"] == "albireo" and "Consumer" in hs["confluent_kafka"]
+    assert "SCRAM-SHA-512" in hs["confluent_kafka"] and hs["antares_client"] == ""
+    fr = next(x for x in streams if x["tag"] == "fast_riser")
+    assert fr["topics"] == ["client.fast_riser"] and fr["format"] == "antares"
+    assert "StreamingClient" in fr["antares_client"] and "bson.loads" in fr["confluent_kafka"]
 
 
 def test_watchlist_lifecycle_needs_a_users_key(client, host_objects, user_auth, keys):
