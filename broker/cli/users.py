@@ -70,13 +70,22 @@ def users_add(name: str, role: str, groups: tuple[str, ...], no_key: bool, confi
         _echo_json(result)
         return
     click.echo(f"user {new.name} (role {new.role}) created; the secrets below are shown only now")
+    if users.cfg.users.stream_access == "none":
+        click.echo("  (users.stream_access = none: the Kafka credential and grants are recorded, not enforced)")
     click.echo(f"  Kafka username:  {new.name}")
     click.echo(f"  Kafka password:  {new.password}")
     click.echo(f"  Kafka bootstrap: {users.consumer_bootstrap} (SASL_SSL; SCRAM-SHA-512, or PLAIN for antares-client)")
     click.echo(f"  CA certificate:  {users.ca_file}")
     if new.api_key:
         click.echo(f"  API key:         {new.api_key}  (id {new.key_id}; Authorization: Bearer <key>)")
-    click.echo(f"grant streams with: albireo users grant {new.name} STREAM...")
+    if new.role == "pipeline":
+        click.echo("a worker uses it with (albireo.toml):")
+        click.echo(f'  [kafka]\n  bootstrap_servers = "{users.consumer_bootstrap}"\n  [kafka.extra]\n'
+                   f'  "security.protocol" = "SASL_SSL"\n  "sasl.mechanisms" = "SCRAM-SHA-512"\n'
+                   f'  "sasl.username" = "{new.name}"\n  "sasl.password" = "{new.password}"\n'
+                   f'  "ssl.ca.location" = "{users.ca_file}"')
+    else:
+        click.echo(f"grant streams with: albireo users grant {new.name} STREAM...")
 
 
 @users_group.command("grant")

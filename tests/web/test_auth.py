@@ -200,3 +200,19 @@ def test_a_pipeline_principal_cannot_write_through_the_api(client, users):
 def test_the_old_shared_token_setting_is_refused_with_the_way_forward():
     with pytest.raises(ConfigError, match="albireo users add"):
         load_config(env={"ALBIREO_WEB__TOKEN": "s3cret"})
+
+
+def test_the_portal_starts_without_the_kafka_client_library(tmp_path, monkeypatch):
+    """Grants reach Kafka only when made: opening the users service imports no client library."""
+    import sys
+
+    from broker.assemble import open_users
+
+    monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # as if the servers extra were not installed
+    monkeypatch.setitem(sys.modules, "confluent_kafka.admin", None)
+    cfg = load_config(env={})
+    cfg.users.db = str(tmp_path / "u.sqlite")
+    users = open_users(cfg, check_reachable_now=False)
+    with pytest.raises(ImportError):  # the first change that needs the broker asks for it
+        users.add("offline")
+    assert users.list() == []  # and nothing was recorded
