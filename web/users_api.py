@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from broker.access import AccessError
+from broker.access import AccessError, NotFound
 from broker.errors import UserError
 from web.auth import require_user, users
 from web.errors import ApiError, bad_request, not_found
@@ -33,8 +33,10 @@ def _call(fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except AccessError as exc:
         raise ApiError(f"the stream broker refused: {exc}", 502) from exc
+    except NotFound as exc:
+        raise not_found(str(exc)) from exc
     except UserError as exc:
-        raise (not_found(str(exc)) if str(exc).startswith("no ") else bad_request(str(exc))) from exc
+        raise bad_request(str(exc)) from exc
 
 
 def _record(name: str) -> dict[str, Any]:

@@ -21,6 +21,10 @@ class AccessError(UserError):
     exit_code = 3
 
 
+class NotFound(UserError):
+    """No such user, or no such API key."""
+
+
 class NoStreamAccess(StreamAccess):
     """``users.stream_access = none``: grants are recorded, nothing is enforced (embedded file streams)."""
 

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from broker.access import NoStreamAccess
+from broker.access import NoStreamAccess, NotFound
 from broker.access.records import UserRecord, UserRecords
 from broker.access.secrets import hash_api_secret, new_api_key, new_password, split_api_key, verify_api_secret
 from broker.config import Config
@@ -111,7 +111,7 @@ class Users:
     def _user(self, name: str) -> UserRecord:
         rec = self.records.get(self.check_name(name))
         if rec is None:
-            raise UserError(f"no user {name!r} (albireo users list)")
+            raise NotFound(f"no user {name!r} (albireo users list)")
         return rec
 
     # ---- rules -----------------------------------------------------------------------------------
@@ -238,7 +238,7 @@ class Users:
     def revoke_key(self, key_id: str) -> None:
         rec = self.records.key(key_id)
         if rec is None:
-            raise UserError(f"no API key {key_id!r} (albireo users list shows key ids)")
+            raise NotFound(f"no API key {key_id!r} (albireo users list shows key ids)")
         self.records.revoke_key(key_id)
         self._forget(lambda p: p.key_id == key_id)
 

@@ -121,26 +121,23 @@ def test_every_page_lays_out_at_desktop_and_phone_width(browser, live_server, ho
     ctx = browser.new_context(viewport=VIEWPORTS[viewport])
     page = ctx.new_page()
     found = {}
+
+    def check(pages) -> None:
+        for name, path in pages:
+            page.goto(f"{live_server}{path}")
+            page.wait_for_load_state("networkidle")
+            page.screenshot(path=str(ARTIFACTS / f"layout-{name}-{viewport}.png"), full_page=True)
+            problems = layout_problems(page)
+            if problems:
+                found[name] = problems
+
     try:
         page.goto(f"{live_server}/search?q={ra}+{dec}&radius=3")
         locus_href = page.get_attribute("a.locus-link", "href")
-        for name, path in (("home", "/"), ("search", "/search"), ("search-results", f"/search?q={ra}+{dec}&radius=3"),
-                           ("locus", locus_href), ("filters", "/filters"), ("streams", "/streams"),
-                           ("login", "/login")):
-            page.goto(f"{live_server}{path}")
-            page.wait_for_load_state("networkidle")
-            page.screenshot(path=str(ARTIFACTS / f"layout-{name}-{viewport}.png"), full_page=True)
-            problems = layout_problems(page)
-            if problems:
-                found[name] = problems
+        check((("home", "/"), ("search", "/search"), ("search-results", f"/search?q={ra}+{dec}&radius=3"),
+               ("locus", locus_href), ("filters", "/filters"), ("streams", "/streams"), ("login", "/login")))
         _log_in(page, live_server, api_key)  # the signed-in header and the submission form
-        for name, path in (("filters-signed-in", "/filters"), ("home-signed-in", "/")):
-            page.goto(f"{live_server}{path}")
-            page.wait_for_load_state("networkidle")
-            page.screenshot(path=str(ARTIFACTS / f"layout-{name}-{viewport}.png"), full_page=True)
-            problems = layout_problems(page)
-            if problems:
-                found[name] = problems
+        check((("filters-signed-in", "/filters"), ("home-signed-in", "/")))
     finally:
         ctx.close()
     assert found == {}
