@@ -27,6 +27,7 @@ from typing import Any
 
 from broker.association import Associator
 from broker.config import Config
+from broker.emit import StreamRouter
 from broker.faults import FaultPlan
 from broker.metrics import Metrics
 from broker.pipeline import Pipeline
@@ -196,7 +197,15 @@ def build_pipeline(cfg: Config, store: Store, sink: Sink, *, index_writer: Index
         schema_registry=schema_registry(cfg),
         exactly_once=exactly_once,
         faults=FaultPlan.parse(cfg.service.faults),
+        router=stream_router(cfg),
     )
+
+
+def stream_router(cfg: Config) -> StreamRouter:
+    """Which topics and encoding each tagged stream is published with (``[streams]``, ``kafka.output_prefix``)."""
+    s = cfg.streams
+    return StreamRouter(output_prefix=cfg.kafka.output_prefix, antares_prefix=s.antares_prefix,
+                        formats=dict(s.formats), default_format=s.default_format)
 
 
 # ---- whole workers ----------------------------------------------------------------------------
@@ -284,3 +293,50 @@ def kafka_worker(cfg: Config, *, filters: FilterRunner | None = None, metrics: M
     worker = Worker(pipeline, source, batch_size=k.batch_size, poll_timeout_s=k.poll_timeout_s,
                     transactional_sink=txn_sink)
     return Assembly(worker, pipeline, source, sink, store, index, index_writer, catalogs)
+
+
+# ---- who may read the streams and write through the API -----------------------------------------
+def open_users(cfg: Config, *, check_reachable_now: bool = True, records_only: bool = False) -> Any:
+    """The users service (:class:`broker.access.service.Users`): records plus the configured stream access.
+
+    ``users.stream_access = kafka`` (default) enforces through the broker's admin API (the loopback
+    PLAINTEXT listener of the local broker unless ``users.admin_bootstrap`` says otherwise), which
+    must answer (checked now unless ``check_reachable_now`` is false: the portal starts without
+    Kafka and fails only a grant); ``none`` only records (embedded file streams have no access control).
+    ``records_only`` is for what never changes the broker (listing users, API keys).
+    """
+    from broker.access import LazyStreamAccess, NoStreamAccess
+    from broker.access.records import UserRecords
+    from broker.access.service import Users
+
+    u = cfg.users
+    consumer_bootstrap, ca_file, plain_file = u.consumer_bootstrap, u.ca_file, u.plain_credentials_file
+    if not (consumer_bootstrap and ca_file and plain_file):
+        from broker.ops import services
+
+        consumer_bootstrap = consumer_bootstrap or services.kafka_consumer_endpoint()
+        ca_file = ca_file or str(services.kafka_ca_file())
+        plain_file = plain_file or str(services.kafka_plain_credentials_file())
+    access: Any = NoStreamAccess()
+    if u.stream_access == "kafka" and not records_only:
+        bootstrap = u.admin_bootstrap or cfg.kafka.bootstrap_servers
+
+        def kafka_access() -> Any:
+            from broker.adapters.streams.kafka_access import KafkaStreamAccess
+
+            return KafkaStreamAccess(bootstrap, plain_file, extra=u.admin_extra or cfg.kafka.extra)
+
+        if check_reachable_now:
+            from broker.adapters.streams.kafka import check_reachable
+            from broker.errors import Unreachable
+
+            try:
+                check_reachable(bootstrap)
+            except Unreachable as exc:
+                raise Unreachable(f"{exc} (users.stream_access = kafka: user changes are applied to Kafka; "
+                                  "set ALBIREO_USERS__STREAM_ACCESS=none to keep records only)") from None
+            access = kafka_access()
+        else:
+            access = LazyStreamAccess(kafka_access)
+    return Users(cfg, UserRecords(u.db), access, stream_router(cfg), consumer_bootstrap=consumer_bootstrap,
+                 ca_file=ca_file)

@@ -121,10 +121,49 @@ class WebConfig:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    #: bearer token for writes (filter submission, watch lists); empty disables writes.
+    #: removed: writes need a per-user API key or a login session (``albireo users``); a value is refused.
     token: str = ""
     #: where the portal keeps what it owns (watch lists, submitted filters without a registry).
     data_dir: str = str(DEFAULT_HOME / "web")
+    #: signs the portal's session cookies; empty = a random key made once and kept in the users database.
+    secret_key: str = ""
+    #: a portal login lasts this long (the key it was made with is re-checked on every request), hours.
+    session_hours: float = 12.0
+    #: session cookies only over HTTPS (set true behind a TLS-terminating proxy).
+    secure_cookies: bool = False
+
+
+@dataclass
+class StreamsConfig:
+    """What each tagged stream is published as (the emit stage)."""
+
+    #: per stream (tag): ``albireo`` (our Avro single-object on ``kafka.output_prefix`` + tag),
+    #: ``antares`` (ANTARES's zlib-compressed BSON on ``antares_prefix`` + tag, for antares-client),
+    #: or ``both``. TOML: ``formats = {high_snr = "antares"}``; env: ``high_snr=antares,other=both``.
+    formats: dict[str, str] = field(default_factory=dict)
+    #: the format of a stream not named in ``formats``.
+    default_format: str = "albireo"
+    #: topic prefix of ANTARES-format streams; antares-client subscribes to ``client.<stream>``.
+    antares_prefix: str = "client."
+
+
+@dataclass
+class UsersConfig:
+    """Who may read which stream and write through the portal/API (``albireo users``)."""
+
+    #: the user records (roles, hashed API keys, stream grants): a SQLite file.
+    db: str = str(DEFAULT_HOME / "users.sqlite")
+    #: where credentials and read grants are enforced: ``kafka`` (SCRAM/PLAIN + ACLs) or ``none`` (records only).
+    stream_access: str = "kafka"
+    #: the Kafka admin connection ``albireo users`` uses; empty = ``kafka.bootstrap_servers`` and ``kafka.extra``.
+    admin_bootstrap: str = ""
+    admin_extra: dict[str, str] = field(default_factory=dict)
+    #: the broker's PLAIN credential file (PBKDF2 hashes); empty = the local broker's (``albireo services``).
+    plain_credentials_file: str = ""
+    #: what consumers are told to connect to; empty = the local broker's SASL_SSL listener.
+    consumer_bootstrap: str = ""
+    #: the CA certificate consumers verify the broker with; empty = the local broker's CA.
+    ca_file: str = ""
 
 
 @dataclass
@@ -137,6 +176,12 @@ class ServicesConfig:
     java_home: str = ""
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
+    #: the SASL_SSL listener for consumers (SCRAM-SHA-512 and PLAIN, ACLs).
+    kafka_sasl_port: int = 9094
+    #: the address it binds to: ``127.0.0.1`` (this host only) or ``0.0.0.0`` (every interface).
+    kafka_sasl_host: str = "127.0.0.1"
+    #: the host name consumers are told (and the certificate names); empty = ``kafka_sasl_host``, or this host's name.
+    kafka_sasl_advertised_host: str = ""
     cassandra_port: int = 9042
     cassandra_storage_port: int = 7000
     elasticsearch_port: int = 9200
@@ -161,6 +206,8 @@ class Config:
     catalogs: CatalogConfig = field(default_factory=CatalogConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    streams: StreamsConfig = field(default_factory=StreamsConfig)
+    users: UsersConfig = field(default_factory=UsersConfig)
     services: ServicesConfig = field(default_factory=ServicesConfig)
 
     def as_dict(self) -> dict[str, Any]:
@@ -286,8 +333,20 @@ def validate(cfg: Config) -> Config:
     except ValueError as exc:
         raise ConfigError(f"setting service.faults: {exc}") from None
     port("web.port", cfg.web.port)
+    check(not cfg.web.token, "web.token", "***", "the shared write token was replaced by per-user API keys: "
+          "remove it and create a key with `albireo users add NAME --role admin` (docs/portal-api.md)")
+    positive("web.session_hours", cfg.web.session_hours)
+    st = cfg.streams
+    formats = ("albireo", "antares", "both")
+    check(st.default_format in formats, "streams.default_format", st.default_format, f"must be one of {formats}")
+    for stream, fmt in st.formats.items():
+        check(fmt in formats, f"streams.formats.{stream}", fmt, f"must be one of {formats}")
+    check(bool(st.antares_prefix) and st.antares_prefix != cfg.kafka.output_prefix, "streams.antares_prefix",
+          st.antares_prefix, "must be non-empty and differ from kafka.output_prefix")
+    check(cfg.users.stream_access in ("kafka", "none"), "users.stream_access", cfg.users.stream_access,
+          "must be 'kafka' or 'none'")
     sv = cfg.services
-    for name in ("kafka_port", "kafka_controller_port", "cassandra_port", "cassandra_storage_port",
+    for name in ("kafka_port", "kafka_controller_port", "kafka_sasl_port", "cassandra_port", "cassandra_storage_port",
                  "elasticsearch_port", "elasticsearch_transport_port"):
         port(f"services.{name}", getattr(sv, name), allow_zero=False)
     positive("services.stall_s", sv.stall_s)

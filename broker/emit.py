@@ -4,6 +4,9 @@ Every message starts with ``C3 01`` and the CRC-64-AVRO fingerprint of the
 writer schema (``schemas/albireo/locus/<version>/locus.avsc``), so a consumer
 always knows which schema to read it with — without a schema registry.
 :func:`decode_locus_message` is what a Python subscriber calls.
+
+A stream can instead (or also) be published in ANTARES's format for antares-client
+(:mod:`broker.emit_antares`); :class:`StreamRouter` says which, per stream (``[streams]``).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
@@ -126,3 +131,41 @@ def decode_locus_message(raw: bytes) -> dict[str, Any]:
     """Decode one output message (any locus schema version we wrote)."""
     _, record = decode_single_object(raw, locus_registry())
     return record
+
+
+#: what a stream can be published as (``[streams] formats``).
+FORMATS = ("albireo", "antares", "both")
+
+
+@dataclass(frozen=True)
+class StreamRouter:
+    """Which topics a tagged stream goes to, and in which encoding (``[streams]`` of the configuration).
+
+    ``albireo``: our Avro on ``<output_prefix><stream>`` (the default); ``antares``: ANTARES's
+    zlib-compressed BSON on ``<antares_prefix><stream>`` (``client.<stream>``, what
+    antares-client subscribes to); ``both``: one message on each.
+    """
+
+    output_prefix: str = "albireo.loci."
+    antares_prefix: str = "client."
+    formats: Mapping[str, str] = field(default_factory=dict)
+    default_format: str = "albireo"
+
+    def format_of(self, stream: str) -> str:
+        return self.formats.get(stream, self.default_format)
+
+    def topics(self, stream: str) -> list[str]:
+        """Every topic ``stream`` can appear on, whatever its format now (a read grant covers them all)."""
+        return [self.output_prefix + stream, self.antares_prefix + stream]
+
+    def messages(self, locus: Locus, stream: str) -> list[tuple[str, bytes]]:
+        """``(topic, value)`` of each message that publishes ``locus`` on ``stream``."""
+        fmt = self.format_of(stream)
+        out = []
+        if fmt in ("albireo", "both"):
+            out.append((self.output_prefix + stream, encode_locus(locus, stream)))
+        if fmt in ("antares", "both"):
+            from broker.emit_antares import encode_antares
+
+            out.append((self.antares_prefix + stream, encode_antares(locus)))
+        return out

@@ -32,7 +32,7 @@ import numpy as np
 
 from broker.alert import Packet
 from broker.association import Associator
-from broker.emit import encode_locus
+from broker.emit import StreamRouter
 from broker.faults import FaultPlan
 from broker.filtering.runner import RunReport
 from broker.ingest.decode import decode_message
@@ -99,12 +99,15 @@ class Pipeline:
         schema_registry: Callable[[int], dict] | None = None,
         exactly_once: bool = False,
         faults: FaultPlan | None = None,
+        router: StreamRouter | None = None,
     ):
         self.store = store
         self.sink = sink
         self.filters = filters
         self.associator = associator
         self.output_prefix = output_prefix
+        #: which topic(s) and encoding each tagged stream is published with (default: our Avro only).
+        self.router = router or StreamRouter(output_prefix=output_prefix)
         self.dead_letter_topic = dead_letter_topic
         self.index_writer = index_writer
         self.catalogs = catalogs
@@ -380,11 +383,12 @@ class Pipeline:
                 headers = {"albireo.stream": tag}
                 if msg is not None and msg.timestamp_ms is not None:
                     headers["albireo.source_ts"] = str(msg.timestamp_ms)
-                self._outputs.append(Output(self.output_prefix + tag, lid.encode(), encode_locus(loci[lid], tag),
-                                            headers, msg.origin if msg is not None else ""))
+                for topic, value in self.router.messages(loci[lid], tag):
+                    self._outputs.append(Output(topic, lid.encode(), value, headers,
+                                                msg.origin if msg is not None else ""))
+                    res.published += 1
+                    self.metrics.inc("published", stream=tag)
                 res.tags[tag] += 1
-                res.published += 1
-                self.metrics.inc("published", stream=tag)
 
 
 def _by_origin(outputs: list[Output], origins: list[str]) -> dict[str, list[Output]]:

@@ -21,6 +21,8 @@ port                   where it sits in the flow                    adapters
 :class:`IndexWriter`   last: locus documents towards the index       ``adapters.outbox.IndexWriter``
 :class:`Index`         read by the portal and API                   ``adapters.search.sqlite.SQLiteIndex``,
                                                                     ``adapters.search.elasticsearch.ElasticsearchIndex``
+:class:`StreamAccess`  beside emit: who may read the tagged          ``adapters.streams.kafka_access.KafkaStreamAccess``
+                       streams (credentials and ACLs)               (``broker.access.NoStreamAccess`` records only)
 =====================  ===========================================  =========================================
 
 Writes are idempotent (alert and locus ids are keys), and a source is committed only after the
@@ -45,8 +47,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CatalogMatcher", "DeadLetter", "DeliveryError", "FilterRunner", "Index", "IndexWriter", "LocusQuery",
-    "IndexSummary", "Message", "Output", "QueryError", "Rebalanced", "SearchResult", "Sink", "Source", "Store", "TransactionOffsets",
-    "TransactionalSink", "TransactionalSource",
+    "IndexSummary", "Message", "Output", "QueryError", "Rebalanced", "SearchResult", "Sink", "Source", "Store",
+    "StreamAccess", "AccessRule", "TransactionOffsets", "TransactionalSink", "TransactionalSource",
 ]
 
 
@@ -401,3 +403,50 @@ class FilterRunner(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# =========================================================================== who may read the streams
+@dataclass(frozen=True, order=True)
+class AccessRule:
+    """One thing a principal may do on the stream broker: ``operation`` on a ``resource`` named by ``pattern``.
+
+    ``resource``: ``topic``, ``group`` or ``transactional_id``; ``pattern``: ``literal`` or
+    ``prefixed``; ``operation``: ``read``, ``write``, ``create`` or ``describe``.
+    """
+
+    resource: str
+    name: str
+    pattern: str
+    operation: str
+
+
+class StreamAccess(abc.ABC):
+    """Where consumers of the tagged streams authenticate and what they may read, enforced by the broker.
+
+    Sits beside emit: the pipeline publishes every stream; this port decides who may consume it.
+    The Kafka adapter keeps one password per user valid for both SASL mechanisms of the consumer
+    listener (SCRAM-SHA-512 and PLAIN) and turns rules into ACLs; nothing is allowed without a rule.
+    """
+
+    @abc.abstractmethod
+    def set_password(self, user: str, password: str) -> None:
+        """Make ``password`` the user's one credential (every mechanism at once)."""
+
+    @abc.abstractmethod
+    def delete_user(self, user: str) -> None:
+        """Remove the user's credentials and every rule that names them."""
+
+    @abc.abstractmethod
+    def allow(self, user: str, rules: Sequence[AccessRule]) -> None:
+        """Add rules (idempotent)."""
+
+    @abc.abstractmethod
+    def disallow(self, user: str, rules: Sequence[AccessRule]) -> None:
+        """Remove exactly these rules (others stay)."""
+
+    @abc.abstractmethod
+    def rules(self, user: str) -> list[AccessRule]:
+        """The rules the broker holds for ``user`` now (to compare with the records)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

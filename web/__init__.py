@@ -2,6 +2,8 @@
 
 * ``api``    — ``/v2``: ANTARES-compatible JSON (``antares-client`` works against it unmodified);
 * ``own``    — ``/api``: Albireo's own API (filters, streams, watch lists, multi-messenger), OpenAPI;
+* ``users``  — ``/api/users``: users, stream grants and API keys (admins; :mod:`web.users_api`);
+* ``auth``   — ``/login``, ``/logout``: portal sessions; API keys and CSRF checks (:mod:`web.auth`);
 * ``portal`` — HTML pages (home, search, locus, filters, streams);
 * more blueprints (VO services, multi-messenger pages) are added to the one list in
   :func:`create_app` that names everything the app serves, or passed as ``blueprints``.
@@ -21,10 +23,14 @@ from broker.ports import Index, Store
 
 
 def create_app(cfg: Config | None = None, *, store: Store | None = None, index: Index | None = None,
-               catalogs: Any = "auto", blueprints: tuple[Any, ...] = ()) -> Flask:
-    """Build the app over ``store``/``index`` (opened from ``cfg`` when not given)."""
-    from broker.assemble import open_catalogs, open_index, open_store
-    from web import api, errors, own_api, portal
+               catalogs: Any = "auto", blueprints: tuple[Any, ...] = (), users: Any = None) -> Flask:
+    """Build the app over ``store``/``index`` (opened from ``cfg`` when not given).
+
+    ``users`` (:class:`broker.access.service.Users`, default: opened from ``cfg``) decides who may
+    write: API keys and login sessions (:mod:`web.auth`).
+    """
+    from broker.assemble import open_catalogs, open_index, open_store, open_users
+    from web import api, auth, errors, own_api, portal, users_api
     from web import metrics as web_metrics
     from web.backend import Backend
 
@@ -39,8 +45,9 @@ def create_app(cfg: Config | None = None, *, store: Store | None = None, index: 
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024
     app.extensions["albireo"] = Backend(cfg=cfg, store=store, index=index, catalogs=catalogs)
-    for bp in (api.bp, own_api.bp, portal.bp, web_metrics.bp, *blueprints):
+    for bp in (api.bp, own_api.bp, users_api.bp, portal.bp, web_metrics.bp, *blueprints):
         app.register_blueprint(bp)
+    auth.install(app, users if users is not None else open_users(cfg, check_reachable_now=False))
     web_metrics.install(app)
     errors.register(app)
     return app

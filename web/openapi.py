@@ -14,7 +14,8 @@ def _op(summary: str, params: list[dict[str, Any]] | None = None, auth: bool = F
     op: dict[str, Any] = {"summary": summary, "responses": {}}
     for c in codes:
         op["responses"][str(c)] = {"description": {200: "OK", 201: "Created", 204: "Deleted", 400: "Bad parameter",
-                                                   401: "Missing or wrong token", 403: "Writes disabled",
+                                                   401: "No, unknown or revoked API key",
+                                                   403: "Not allowed (role, owner or CSRF token)", 502: "Kafka refused",
                                                    404: "Not found", 422: "Submission refused"}[c],
                                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/"
                                                                                + ("Error" if c >= 400 else
@@ -22,7 +23,7 @@ def _op(summary: str, params: list[dict[str, Any]] | None = None, auth: bool = F
     if params:
         op["parameters"] = params
     if auth:
-        op["security"] = [{"token": []}]
+        op["security"] = [{"apiKey": []}, {"session": []}]
     if body:
         op["requestBody"] = {"content": {body: {"schema": {"type": "object"}}}}
     return op
@@ -83,6 +84,27 @@ def spec(server: str) -> dict[str, Any]:
         "/api/mm/events": {"get": _op("Multi-messenger events touching loci", codes=(200,))},
         "/api/mm/events/{gracedb_id}": {"get": _op("One multi-messenger event", [_p("gracedb_id", "path")])},
         "/api/openapi.json": {"get": _op("This document", codes=(200,))},
+        "/api/users": {"get": _op("Users, roles, grants and key ids (admin)", auth=True, codes=(200, 401, 403)),
+                       "post": _op("Create a user (name, role, groups); the Kafka password and first API key "
+                                   "are in this response only (admin)", auth=True, body="application/json",
+                                   codes=(201, 400, 401, 403, 502))},
+        "/api/users/me": {"get": _op("Your own record", auth=True, codes=(200, 401))},
+        "/api/users/{name}": {"get": _op("One user (admin)", [_p("name", "path")], auth=True,
+                                         codes=(200, 401, 403, 404)),
+                              "delete": _op("Remove a user: credentials, ACLs, keys, grants (admin)",
+                                            [_p("name", "path")], auth=True, codes=(204, 401, 403, 404, 502))},
+        "/api/users/{name}/grants": {"post": _op("Grant streams (streams: list): ACLs on the broker (admin)",
+                                                 [_p("name", "path")], auth=True, body="application/json",
+                                                 codes=(200, 400, 401, 403, 404, 502))},
+        "/api/users/{name}/grants/{stream}": {"delete": _op("Revoke a stream grant (admin)",
+                                                            [_p("name", "path"), _p("stream", "path")], auth=True,
+                                                            codes=(204, 401, 403, 404, 502))},
+        "/api/users/{name}/keys": {"post": _op("A new API key (yourself, or anyone as admin), shown once",
+                                               [_p("name", "path")], auth=True, body="application/json",
+                                               codes=(201, 401, 403, 404))},
+        "/api/users/{name}/keys/{key_id}": {"delete": _op("Revoke an API key (yours, or anyone's as admin)",
+                                                          [_p("name", "path"), _p("key_id", "path")], auth=True,
+                                                          codes=(204, 401, 403, 404))},
     }
     return {
         "openapi": "3.1.0",
@@ -91,8 +113,12 @@ def spec(server: str) -> dict[str, Any]:
         "servers": [{"url": server}],
         "paths": paths,
         "components": {
-            "securitySchemes": {"token": {"type": "http", "scheme": "bearer",
-                                          "description": "the [web] token (ALBIREO_WEB__TOKEN)"}},
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer",
+                           "description": "a per-user API key alb_<id>_<secret> (albireo users add/key)"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "session",
+                            "description": "a portal login (/login); writes also need the X-CSRF-Token header "
+                                           "or csrf_token field"}},
             "schemas": {
                 "Envelope": {"type": "object", "properties": {"data": {}, "meta": {"type": "object"},
                                                               "links": {"type": "object"}}},

@@ -13,7 +13,7 @@ from flask import Blueprint, jsonify, request
 
 from broker.ports import LocusQuery
 from web import filters_view, gw, serialize, watchlists
-from web.auth import require_token
+from web.auth import require_user
 from web.backend import backend
 from web.errors import ApiError, bad_request, not_found
 from web.openapi import spec
@@ -52,7 +52,7 @@ def filter_detail(name: str):
 
 @bp.post("/filters")
 def filter_submit():
-    author = require_token()
+    author = require_user().name
     code = request.form.get("code") if request.form else None
     if code is None and request.is_json:
         code = (request.get_json(silent=True) or {}).get("code")
@@ -98,8 +98,11 @@ def _report(rep: dict) -> dict:
 @bp.post("/filters/<name>/enable")
 @bp.post("/filters/<name>/disable")
 def filter_set_status(name: str):
-    """Enable a revision (default: the newest) or disable the enabled one: what ``albireo filter enable/disable`` does."""
-    author = require_token()
+    """Enable a revision (default: the newest) or disable the enabled one: what ``albireo filter enable/disable`` does.
+
+    An approval: admins only.
+    """
+    author = require_user(admin=True).name
     reg = _registry()
     status = "enabled" if request.path.endswith("/enable") else "disabled"
     p = _params()
@@ -121,7 +124,7 @@ def filter_test():
     ingested in turn and the filter run after each, as ``albireo filter test --alerts``);
     ``locus_ids`` (stored loci, a JSON list or comma-separated; each run once); ``timeout``.
     """
-    require_token()
+    require_user()
     reg = _registry()
     p = _params()
     code = p.get("code")
@@ -160,7 +163,7 @@ def filter_test():
 @bp.post("/filters/<name>/backfill")
 def filter_replay(name: str):
     """Dry run of a registered revision over stored loci (``since``/``until``: MJD or ISO; nothing written)."""
-    require_token()
+    require_user()
     reg = _registry()
     p = _params()
     try:
@@ -192,7 +195,7 @@ def watchlist_list():
 
 @bp.post("/watchlists")
 def watchlist_create():
-    author = require_token()
+    author = require_user().name
     try:
         wl = watchlists.create(backend().cfg.web.data_dir, request.get_json(silent=True), author)
     except watchlists.WatchListError as exc:
@@ -202,8 +205,15 @@ def watchlist_create():
 
 @bp.delete("/watchlists/<wl_id>")
 def watchlist_delete(wl_id: str):
-    require_token()
-    if not watchlists.delete(backend().cfg.web.data_dir, wl_id):
+    """Its author or an admin may delete a watch list."""
+    who = require_user()
+    data_dir = backend().cfg.web.data_dir
+    wl = watchlists.load(data_dir).get(wl_id)
+    if wl is None:
+        raise not_found(f"watch list {wl_id!r} not found")
+    if wl.get("author") != who.name and not who.is_admin:
+        raise ApiError(f"watch list {wl_id!r} belongs to {wl.get('author')!r}; only they or an admin may delete it", 403)
+    if not watchlists.delete(data_dir, wl_id):
         raise not_found(f"watch list {wl_id!r} not found")
     return "", 204
 

@@ -11,7 +11,7 @@ from broker.adapters.search.sky import parse_location
 from broker.locus import mjd_to_datetime
 from broker.ports import LocusQuery, QueryError
 from web import export, filters_view, gw, serialize
-from web.auth import require_token
+from web.auth import require_user
 from web.backend import backend, stored_cutout
 from web.charts import chart_data
 from web.cutouts import KINDS, CutoutError, cached_png
@@ -198,7 +198,7 @@ def filter_page(name: str):
 
 @bp.post("/filters")
 def filter_submit():
-    author = require_token()
+    author = require_user().name
     code = request.form.get("code", "")
     if not code.strip():
         raise bad_request("the filter's Python source is empty")

@@ -1,15 +1,25 @@
-"""The tag streams: what each carries, and copy-paste code to subscribe to it."""
+"""The tag streams: what each carries, where it is published, and copy-paste code to subscribe to it."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from broker.assemble import stream_router
+from web import snippets
 from web.backend import Backend
 from web.filters_view import list_filters
 
 
-def streams(b: Backend) -> list[dict[str, Any]]:
-    prefix = b.cfg.kafka.output_prefix
+def streams(b: Backend, consumer_bootstrap: str = "") -> list[dict[str, Any]]:
+    """Every stream a filter declares or the index holds, with its format, topics and subscription code.
+
+    ``consumer_bootstrap`` is the SASL_SSL listener consumers connect to (default: what ``albireo
+    users`` tells them); the PLAINTEXT address the pipeline uses is never shown.
+    """
+    from web.auth import users
+
+    consumer_bootstrap = consumer_bootstrap or users().consumer_bootstrap
+    router = stream_router(b.cfg)
     counts = b.index.tag_counts()
     by_tag: dict[str, dict[str, Any]] = {}
     for f in list_filters(b)[0]:
@@ -22,46 +32,14 @@ def streams(b: Backend) -> list[dict[str, Any]]:
     out = []
     for t in sorted(by_tag):
         s = by_tag[t]
-        s["topic"] = f"{prefix}{t}"
+        fmt = router.format_of(t)
+        avro_topic, antares_topic = router.topics(t)
+        s["format"] = fmt
+        s["topics"] = [x for x, on in ((avro_topic, fmt != "antares"), (antares_topic, fmt != "albireo")) if on]
+        s["topic"] = s["topics"][0]
         s["loci"] = counts.get(t, 0)
-        s["confluent_kafka"] = confluent_snippet(b, s["topic"])
-        s["antares_client"] = antares_snippet(b, s["topic"])
+        s["confluent_kafka"] = (snippets.confluent_antares(consumer_bootstrap, antares_topic) if fmt == "antares"
+                                else snippets.confluent_avro(consumer_bootstrap, avro_topic))
+        s["antares_client"] = snippets.antares_client(consumer_bootstrap, t) if fmt != "albireo" else ""
         out.append(s)
     return out
-
-
-def confluent_snippet(b: Backend, topic: str) -> str:
-    return f'''from confluent_kafka import Consumer
-import fastavro, io
-
-consumer = Consumer({{
-    "bootstrap.servers": "{b.cfg.kafka.bootstrap_servers}",
-    "group.id": "my-group",
-    "auto.offset.reset": "earliest",
-    "isolation.level": "read_committed",
-}})
-consumer.subscribe(["{topic}"])
-while True:
-    msg = consumer.poll(1.0)
-    if msg is None or msg.error():
-        continue
-    for locus in fastavro.reader(io.BytesIO(msg.value())):
-        print(locus["locus_id"], locus.get("tags"))
-'''
-
-
-def antares_snippet(b: Backend, topic: str) -> str:
-    return f'''import os
-os.environ["ANTARES_API_BASE_URL"] = "<this server>/v2/"   # before importing antares_client
-from antares_client import search, StreamingClient
-
-# Loci of this stream, newest first, over the API:
-for locus in search.search({{"query": {{"bool": {{"filter": {{"term": {{"tags": "{topic.removeprefix(b.cfg.kafka.output_prefix)}"}}}}}}}}}}):
-    print(locus.locus_id, locus.ra, locus.dec)
-
-# Or live, from Kafka:
-client = StreamingClient(topics=["{topic}"], api_key="", api_secret="",
-                         host="{b.cfg.kafka.bootstrap_servers}")
-for topic, locus in client.iter():
-    print(topic, locus.locus_id)
-'''

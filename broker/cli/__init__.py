@@ -3,7 +3,8 @@
 ``albireo demo`` runs the whole pipeline with no server (SQLite + files) on real sample alerts;
 ``albireo run`` is the production worker (Kafka in and out, any store); ``albireo serve`` the
 portal and API; ``albireo services`` starts the local Kafka, Cassandra and Elasticsearch;
-``albireo replay`` produces real packets to Kafka; ``albireo status`` shows what is running.
+``albireo replay`` produces real packets to Kafka; ``albireo status`` shows what is running;
+``albireo users`` manages who may read which stream and write through the API.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from broker.cli.run import run
 from broker.cli.serve import serve
 from broker.cli.services import services_group
 from broker.cli.status import status
+from broker.cli.users import users_group
 
 __all__ = ["main"]
 
@@ -36,6 +38,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 #: every command, in the order a new user meets them.
-COMMANDS = (demo, serve, run, status, replay, filter_group, catalog, services_group, config_group, bench_group)
+COMMANDS = (demo, serve, run, status, replay, filter_group, catalog, users_group, services_group, config_group,
+            bench_group)
 for _cmd in COMMANDS:
     main.add_command(_cmd)

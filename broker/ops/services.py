@@ -14,6 +14,15 @@ unprivileged user Elasticsearch must run as)::
     <home>/<name>/data   server data
     <home>/<name>/logs   <name>.log holds the server's stdout/stderr
     <home>/<name>/pid    pid of the server's process-group leader
+    <home>/kafka/tls     the local CA (ca.pem: what consumers verify the broker with) and the
+                         broker's key and certificate (:mod:`broker.ops.certificates`)
+    <home>/kafka/auth    plain-credentials (PBKDF2 hashes that PLAIN logins are checked against,
+                         written by ``albireo users``) and the compiled PLAIN handler
+
+Kafka listens twice (see :func:`_kafka_properties`): PLAINTEXT on 127.0.0.1 for the pipeline, the
+tests and the operator's tools (loopback only; its principal, ``User:ANONYMOUS``, is the super
+user), and SASL_SSL (``[services] kafka_sasl_port``) for consumers, who authenticate with
+SCRAM-SHA-512 or PLAIN and read only what an ACL of the StandardAuthorizer grants them.
 
 Use from Python (``up``, ``down``, ``status``, ``wait_healthy``) or from a shell::
 
@@ -87,7 +96,7 @@ def ports(name: str) -> dict[str, int]:
     """Ports of one server (``[services] <name>_port`` and friends)."""
     c = _cfg()
     if name == "kafka":
-        return {"port": c.kafka_port, "controller": c.kafka_controller_port}
+        return {"port": c.kafka_port, "controller": c.kafka_controller_port, "sasl": c.kafka_sasl_port}
     if name == "cassandra":
         return {"port": c.cassandra_port, "storage": c.cassandra_storage_port}
     if name == "elasticsearch":
@@ -126,6 +135,28 @@ def _paths(name: str) -> _Paths:
     root = services_home() / name
     return _Paths(root, root / "lib", root / "conf", root / "data", root / "logs", root / "pid",
                   root / "logs" / f"{name}.log")
+
+
+def kafka_consumer_endpoint() -> str:
+    """``host:port`` of the SASL_SSL listener, as consumers are told to reach it."""
+    return f"{_advertised_host()}:{_cfg().kafka_sasl_port}"
+
+
+def _advertised_host() -> str:
+    c = _cfg()
+    if c.kafka_sasl_advertised_host:
+        return c.kafka_sasl_advertised_host
+    return socket.gethostname() if c.kafka_sasl_host in ("0.0.0.0", "::") else c.kafka_sasl_host
+
+
+def kafka_ca_file() -> Path:
+    """The local CA certificate a consumer passes as ``ssl.ca.location`` (made by ``services up kafka``)."""
+    return _paths("kafka").root / "tls" / "ca.pem"
+
+
+def kafka_plain_credentials_file() -> Path:
+    """The PBKDF2 hashes PLAIN logins on the local broker are checked against (``albireo users`` writes it)."""
+    return _paths("kafka").root / "auth" / "plain-credentials"
 
 
 # --------------------------------------------------------------------------- java
@@ -336,20 +367,77 @@ def _spawn(name: str, cmd: list[str], env: dict[str, str], cwd: Path) -> int:
 # --------------------------------------------------------------------------- per-server start
 
 
-def _start_kafka() -> None:
-    p, pt = _paths("kafka"), ports("kafka")
-    java = _java_home("kafka", range(17, 100)) / "bin" / "java"
-    for d in (p.conf, p.data, p.logs):
-        d.mkdir(parents=True, exist_ok=True)
-    props = {
+#: the PLAIN server callback (source in the checkout, compiled once per source version).
+_PLAIN_HANDLER_SRC = SRC_DIR / "kafka" / "PlainCredentialsFile.java"
+_PLAIN_HANDLER_CLASS = "org.albireo.kafka.PlainCredentialsFile"
+
+
+def _build_plain_handler(java_home: Path, lib: Path, out: Path) -> Path:
+    """Compile :data:`_PLAIN_HANDLER_SRC` against the installed Kafka jars into ``out`` (cached by source hash)."""
+    digest = hashlib.sha256(_PLAIN_HANDLER_SRC.read_bytes()).hexdigest()
+    marker = out / _MARKER
+    if marker.exists() and marker.read_text().strip() == digest:
+        return out
+    javac = java_home / "bin" / "javac"
+    if not javac.exists():
+        raise ServiceError(f"kafka: {javac} not found; the consumer listener's PLAIN handler is compiled with the "
+                           "JDK's javac (install a JDK, not only a JRE, or set services.java_home)")
+    staging = Path(tempfile.mkdtemp(prefix="classes.", dir=out.parent))
+    try:
+        proc = subprocess.run([str(javac), "--release", "17", "-cp", f"{lib}/*", "-d", str(staging),
+                               str(_PLAIN_HANDLER_SRC)], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise ServiceError(f"kafka: compiling {_PLAIN_HANDLER_SRC.name} failed:\n{proc.stdout}{proc.stderr}")
+        (staging / _MARKER).write_text(digest + "\n")
+        staging.chmod(0o755)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def _jaas(module: str, **options: str) -> str:
+    opts = "".join(f' {k}="{v}"' for k, v in options.items())
+    return f"{module} required{opts};"
+
+
+def _kafka_properties(p: _Paths, pt: dict[str, int], keystore: Path, plain_file: Path) -> dict[str, str]:
+    """The broker's configuration: the loopback PLAINTEXT listener and the consumers' SASL_SSL listener.
+
+    * ``PLAINTEXT://127.0.0.1`` carries the pipeline, the tests and ``albireo users`` (the admin
+      API). Its connections have the principal ``User:ANONYMOUS``, the only super user. It is
+      reachable only from this host; a deployment whose pipeline runs elsewhere gives it a
+      ``pipeline`` user on the SASL_SSL listener instead (``albireo users add NAME --role pipeline``).
+    * ``CONSUMERS://<kafka_sasl_host>`` is SASL_SSL with SCRAM-SHA-512 (credentials in the KRaft
+      metadata, set through the admin API) and PLAIN (antares-client; checked by
+      :data:`_PLAIN_HANDLER_CLASS` against PBKDF2 hashes in ``plain_file``). No ACL, no access:
+      ``allow.everyone.if.no.acl.found=false``.
+    """
+    c = _cfg()
+    listener = "listener.name.consumers."
+    return {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@{HOST}:{pt['controller']}",
-        "listeners": f"PLAINTEXT://{HOST}:{pt['port']},CONTROLLER://{HOST}:{pt['controller']}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{pt['port']}",
+        "listeners": (f"PLAINTEXT://{HOST}:{pt['port']},CONTROLLER://{HOST}:{pt['controller']},"
+                      f"CONSUMERS://{c.kafka_sasl_host}:{pt['sasl']}"),
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{pt['port']},CONSUMERS://{_advertised_host()}:{pt['sasl']}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,CONSUMERS:SASL_SSL",
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": "User:ANONYMOUS",
+        "allow.everyone.if.no.acl.found": "false",
+        listener + "sasl.enabled.mechanisms": "SCRAM-SHA-512,PLAIN",
+        listener + "scram-sha-512.sasl.jaas.config": _jaas("org.apache.kafka.common.security.scram.ScramLoginModule"),
+        listener + "plain.sasl.jaas.config": _jaas("org.apache.kafka.common.security.plain.PlainLoginModule",
+                                                   credentials_file=str(plain_file)),
+        listener + "plain.sasl.server.callback.handler.class": _PLAIN_HANDLER_CLASS,
+        listener + "ssl.keystore.type": "PEM",
+        listener + "ssl.keystore.location": str(keystore),
+        listener + "ssl.client.auth": "none",
         "log.dirs": str(p.data / "kraft-logs"),
         "num.partitions": "1",
         "offsets.topic.replication.factor": "1",
@@ -367,11 +455,29 @@ def _start_kafka() -> None:
         "log.retention.hours": "24",
         "log.segment.bytes": str(64 * 1024 * 1024),
     }
+
+
+def _start_kafka() -> None:
+    from broker.ops.certificates import default_names, ensure_broker_tls
+
+    p, pt = _paths("kafka"), ports("kafka")
+    java_home = _java_home("kafka", range(17, 100))
+    java = java_home / "bin" / "java"
+    auth = p.root / "auth"
+    for d in (p.conf, p.data, p.logs, auth):
+        d.mkdir(parents=True, exist_ok=True)
+    tls = ensure_broker_tls(p.root / "tls", default_names([_advertised_host()]))
+    plain_file = kafka_plain_credentials_file()
+    if not plain_file.exists():
+        plain_file.write_text("# NAME:pbkdf2-sha512:ITERATIONS:SALT:HASH, written by `albireo users`\n")
+    plugins = _build_plain_handler(java_home, p.lib, auth / "classes")
+    props = _kafka_properties(p, pt, tls.keystore, plain_file)
     server_props = p.conf / "server.properties"
-    server_props.write_text("# Generated by broker/services.py; edits are overwritten on start.\n"
+    server_props.write_text("# Generated by broker/ops/services.py; edits are overwritten on start.\n"
                             + "".join(f"{k}={v}\n" for k, v in props.items()))
+    server_props.chmod(0o600)
     shutil.copyfile(SRC_DIR / "kafka" / "log4j2.xml", p.conf / "log4j2.xml")
-    classpath = f"{p.lib}/*"
+    classpath = f"{p.lib}/*:{plugins}"
     jvm = [str(java), f"-Xms{_heap('kafka', '512m')}", f"-Xmx{_heap('kafka', '512m')}",
            "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={p.conf / 'log4j2.xml'}",
@@ -470,12 +576,52 @@ _STARTERS = {"kafka": _start_kafka, "cassandra": _start_cassandra, "elasticsearc
 
 
 def _kafka_healthy(timeout: float) -> bool:
+    """A metadata answer on PLAINTEXT, and the consumer listener open when this broker was configured with one."""
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": endpoints()["kafka"], "socket.timeout.ms": int(timeout * 1000),
                          "log_level": 0})
     metadata = admin.list_topics(timeout=timeout)
-    return bool(metadata.brokers)
+    return bool(metadata.brokers) and (not _has_consumer_listener() or _port_open(ports("kafka")["sasl"]))
+
+
+def _has_consumer_listener() -> bool:
+    """The broker's generated configuration on disk declares the SASL_SSL consumer listener."""
+    props = _paths("kafka").conf / "server.properties"
+    try:
+        return "CONSUMERS://" in props.read_text()
+    except (FileNotFoundError, PermissionError):
+        return False
+
+
+def check_kafka_consumer_listener(timeout: float = 10.0) -> str:
+    """The consumer listener's ``host:port`` once it completes a TLS handshake verified with the local CA.
+
+    Raises ServiceError naming the cause when the running Kafka has no such listener (a broker
+    started before it existed keeps its old configuration until ``albireo services down kafka``
+    and ``up kafka``), or when its certificate does not verify against :func:`kafka_ca_file`.
+    """
+    import ssl
+
+    host, port = _advertised_host(), _cfg().kafka_sasl_port
+    if not _has_consumer_listener():
+        raise ServiceError(f"kafka: the broker under {_paths('kafka').root} was configured without the SASL_SSL "
+                           "consumer listener (started by an older Albireo); restart it: "
+                           "albireo services down kafka && albireo services up kafka")
+    ca = kafka_ca_file()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            ctx = ssl.create_default_context(cafile=str(ca))
+            with socket.create_connection((host, port), timeout=timeout) as raw, \
+                    ctx.wrap_socket(raw, server_hostname=host):
+                return f"{host}:{port}"
+        except ssl.SSLError as exc:
+            raise ServiceError(f"kafka: the consumer listener {host}:{port} does not verify with {ca}: {exc}") from exc
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise ServiceError(f"kafka: the consumer listener {host}:{port} does not answer: {exc}") from exc
+            time.sleep(0.5)
 
 
 def _cassandra_healthy(timeout: float) -> bool:
@@ -677,6 +823,8 @@ def status(names: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
             "alive": _pid_alive(name, pid),
             "port": port,
             "port_open": _port_open(port),
+            **({"sasl_port": ports(name)["sasl"], "sasl_port_open": _port_open(ports(name)["sasl"])}
+               if name == "kafka" else {}),
             "healthy": is_healthy(name),
             "rss_mb": rss_mb(name),
             "log": str(_paths(name).log),

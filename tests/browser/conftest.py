@@ -25,7 +25,8 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = ROOT / "tests" / "artifacts"
-TOKEN = "browser-test-token"
+#: the portal user the browser logs in as.
+BROWSER_USER = "browser-test"
 
 
 @pytest.fixture(scope="session")
@@ -39,11 +40,26 @@ def chromium_path() -> str:
     return CHROMIUM
 
 
+def _server_env(web_config, workdir: Path) -> dict[str, str]:  # noqa: F811
+    return dict(os.environ, ALBIREO_CATALOGS__ROOT=web_config.catalogs.root,
+                ALBIREO_WEB__DATA_DIR=str(workdir / "web-browser"), ALBIREO_HOME=str(workdir / "home"),
+                ALBIREO_USERS__DB=str(workdir / "users-browser.sqlite"), ALBIREO_USERS__STREAM_ACCESS="none")
+
+
 @pytest.fixture(scope="session")
-def live_server(web_config, pipeline_workdir):  # noqa: F811
-    env = dict(os.environ, ALBIREO_CATALOGS__ROOT=web_config.catalogs.root, ALBIREO_WEB__TOKEN=TOKEN,
-               ALBIREO_WEB__DATA_DIR=str(pipeline_workdir / "web-browser"),
-               ALBIREO_HOME=str(pipeline_workdir / "home"))
+def api_key(web_config, pipeline_workdir) -> str:  # noqa: F811
+    """The browser user's API key, made as the operator makes one: ``albireo users add NAME --json``."""
+    import json
+
+    proc = subprocess.run([sys.executable, "-m", "broker.cli", "users", "add", BROWSER_USER, "--json"], cwd=ROOT,
+                          env=_server_env(web_config, pipeline_workdir), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)["api_key"]
+
+
+@pytest.fixture(scope="session")
+def live_server(web_config, pipeline_workdir, api_key):  # noqa: F811
+    env = _server_env(web_config, pipeline_workdir)
     proc = subprocess.Popen([sys.executable, "-m", "broker.cli", "serve", "--port", "0", "--store",
                              web_config.store.path, "--index", web_config.search.path],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import ARTIFACTS, TOKEN, VIEWPORTS, layout_problems
+from tests.browser.conftest import ARTIFACTS, BROWSER_USER, VIEWPORTS, layout_problems
 
 pytestmark = pytest.mark.browser
 
@@ -67,11 +67,19 @@ def test_search_by_name_resolves(page, live_server):
     assert "NGC0224" in page.inner_text(".resolved")
 
 
-def test_submit_filter_form(page, live_server):
+def _log_in(page, live_server: str, key: str) -> None:
+    """The portal's login: the filters page's link, the key pasted into the form, back to the filters."""
     page.goto(f"{live_server}/filters")
+    page.click("#login-to-submit a")
+    page.fill("input[name=api_key]", key)
+    page.click("#login")
+    page.wait_for_selector("#signed-in")
+
+
+def test_submit_filter_form(page, live_server, api_key):
+    _log_in(page, live_server, api_key)
+    assert page.url.endswith("/filters") and page.inner_text("#signed-in") == BROWSER_USER
     page.fill("input[name=name]", "browser_test_filter")
-    page.fill("input[name=author]", "browser-test")
-    page.fill("input[name=token]", TOKEN)
     page.fill("textarea[name=code]", "from broker.filters import BaseFilter\n\nclass BrowserTest(BaseFilter):\n"
               "    OUTPUT_LOCUS_TAGS = [{'name': 'browser_test', 'description': 'test'}]\n\n"
               "    def _run(self, locus):\n        pass\n")
@@ -81,36 +89,55 @@ def test_submit_filter_form(page, live_server):
     page.screenshot(path=str(ARTIFACTS / "filter-submit.png"), full_page=True)
     assert msg.startswith("Submitted browser_test_filter revision ")
     page.goto(f"{live_server}/filters/browser_test_filter")
-    assert page.inner_text("#revisions").count("browser-test") == 1
+    assert page.inner_text("#revisions").count(BROWSER_USER) == 1
 
 
-def test_wrong_token_is_refused(page, live_server):
-    page.goto(f"{live_server}/filters")
-    page.fill("input[name=token]", "wrong")
-    page.fill("textarea[name=code]", "x = 1")
-    page.click("#submit-filter")
+def test_wrong_key_is_refused_at_login(page, live_server):
+    page.goto(f"{live_server}/login")
+    page.fill("input[name=api_key]", "alb_0123456789ab_" + "x" * 43)
+    page.click("#login")
     page.wait_for_selector("#error-message")
-    assert "token" in page.inner_text("#error-message")
+    assert "Unknown, revoked or malformed API key" in page.inner_text("#error-message")
+    page.goto(f"{live_server}/filters")
+    assert page.query_selector("#signed-in") is None and page.query_selector("#filter-form") is None
+
+
+def test_a_post_without_the_forms_csrf_token_is_refused(page, live_server, api_key):
+    """Logged in, a request that carries the session cookie but not the form's token (what a forged
+    cross-site form sends) is refused, and nothing is submitted."""
+    _log_in(page, live_server, api_key)
+    status = page.evaluate("""async () => {
+        const body = new URLSearchParams({name: 'csrf_forged', code: 'x = 1'});
+        const r = await fetch('/filters', {method: 'POST', body, credentials: 'include'});
+        return r.status; }""")
+    assert status == 403
+    assert page.request.get(f"{live_server}/api/filters/csrf_forged").status == 404
 
 
 @pytest.mark.parametrize("viewport", sorted(VIEWPORTS))
-def test_every_page_lays_out_at_desktop_and_phone_width(browser, live_server, host_objects, viewport):
+def test_every_page_lays_out_at_desktop_and_phone_width(browser, live_server, host_objects, viewport, api_key):
     """No page scrolls sideways, no control runs past its form or the screen, no two controls overlap."""
     ztf, ra, dec = host_objects[0]
     ctx = browser.new_context(viewport=VIEWPORTS[viewport])
     page = ctx.new_page()
     found = {}
-    try:
-        page.goto(f"{live_server}/search?q={ra}+{dec}&radius=3")
-        locus_href = page.get_attribute("a.locus-link", "href")
-        for name, path in (("home", "/"), ("search", "/search"), ("search-results", f"/search?q={ra}+{dec}&radius=3"),
-                           ("locus", locus_href), ("filters", "/filters"), ("streams", "/streams")):
+
+    def check(pages) -> None:
+        for name, path in pages:
             page.goto(f"{live_server}{path}")
             page.wait_for_load_state("networkidle")
             page.screenshot(path=str(ARTIFACTS / f"layout-{name}-{viewport}.png"), full_page=True)
             problems = layout_problems(page)
             if problems:
                 found[name] = problems
+
+    try:
+        page.goto(f"{live_server}/search?q={ra}+{dec}&radius=3")
+        locus_href = page.get_attribute("a.locus-link", "href")
+        check((("home", "/"), ("search", "/search"), ("search-results", f"/search?q={ra}+{dec}&radius=3"),
+               ("locus", locus_href), ("filters", "/filters"), ("streams", "/streams"), ("login", "/login")))
+        _log_in(page, live_server, api_key)  # the signed-in header and the submission form
+        check((("filters-signed-in", "/filters"), ("home-signed-in", "/")))
     finally:
         ctx.close()
     assert found == {}

@@ -75,13 +75,37 @@ def web_config(pipeline_workdir):
     cfg.store.path = str(pipeline_workdir / "demo" / "albireo.sqlite")
     cfg.search.path = str(pipeline_workdir / "demo" / "index.sqlite")
     cfg.catalogs.root = str(pipeline_workdir / "catalogs")
-    cfg.web.token = "s3cret-test-token"
     cfg.web.data_dir = str(pipeline_workdir / "web")
+    # Per-user API keys (no shared token): records only, no broker behind these tests.
+    cfg.users.db = str(pipeline_workdir / "users.sqlite")
+    cfg.users.stream_access = "none"
+    cfg.users.consumer_bootstrap = "kafka.example.org:9094"
+    cfg.streams.formats = {"fast_riser": "antares"}  # one stream in ANTARES's format, the others ours
     return cfg
 
 
 @pytest.fixture(scope="session")
-def app(web_config):
+def keys(web_config) -> dict[str, str]:
+    """Real API keys made the way the operator makes them (``albireo users add``): an admin and a user."""
+    from broker.assemble import open_users
+
+    users = open_users(web_config)
+    return {name: users.add(name, role).api_key for name, role in (("admin", "admin"), ("alice", "user"),
+                                                                    ("bob", "user"))}
+
+
+@pytest.fixture(scope="session")
+def admin_auth(keys) -> dict[str, str]:
+    return {"Authorization": f"Bearer {keys['admin']}"}
+
+
+@pytest.fixture(scope="session")
+def user_auth(keys) -> dict[str, str]:
+    return {"Authorization": f"Bearer {keys['alice']}"}
+
+
+@pytest.fixture(scope="session")
+def app(web_config, keys):
     from web import create_app
 
     return create_app(web_config)

@@ -143,22 +143,30 @@ def test_own_api_status_filters_streams(client, store):
     assert {"high_snr", "fast_riser"} <= names
     streams = client.get("/api/streams").get_json()["data"]
     hs = next(x for x in streams if x["tag"] == "high_snr")
-    assert hs["topic"].endswith("high_snr") and "Consumer" in hs["confluent_kafka"]
+    assert hs["topic"] == "albireo.loci.high_snr" and hs["format"] == "albireo" and "Consumer" in hs["confluent_kafka"]
+    assert "SCRAM-SHA-512" in hs["confluent_kafka"] and hs["antares_client"] == ""
+    fr = next(x for x in streams if x["tag"] == "fast_riser")
+    assert fr["topics"] == ["client.fast_riser"] and fr["format"] == "antares"
+    assert "StreamingClient" in fr["antares_client"] and "bson.loads" in fr["confluent_kafka"]
 
 
-def test_watchlist_lifecycle_needs_token(client, host_objects):
+def test_watchlist_lifecycle_needs_a_users_key(client, host_objects, user_auth, keys):
     _, ra, dec = host_objects[0]
     body = {"name": "hosts", "objects": [{"ra": ra, "dec": dec, "radius_arcsec": 3, "label": "h0"}]}
     assert client.post("/api/watchlists", json=body).status_code == 401
     assert client.post("/api/watchlists", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
-    auth = {"Authorization": "Bearer s3cret-test-token"}
+    auth = user_auth
     assert client.post("/api/watchlists", json={"name": "x", "objects": [{"ra": 999, "dec": 0}]},
                        headers=auth).status_code == 400
     r = client.post("/api/watchlists", json=body, headers=auth)
     assert r.status_code == 201
-    wl_id = r.get_json()["data"]["id"]
+    wl = r.get_json()["data"]
+    assert wl["author"] == "alice"  # the key's owner, not a field the caller chose
+    wl_id = wl["id"]
     loci = client.get(f"/api/watchlists/{wl_id}/loci").get_json()["data"]
     assert [x["properties"]["ztf_object_id"] for x in loci] == [host_objects[0][0]]
+    other = {"Authorization": f"Bearer {keys['bob']}"}
+    assert client.delete(f"/api/watchlists/{wl_id}", headers=other).status_code == 403
     assert client.delete(f"/api/watchlists/{wl_id}", headers=auth).status_code == 204
 
 
@@ -175,16 +183,16 @@ class ApiSubmitted(BaseFilter):
 """
 
 
-def test_filter_submission_auth_and_revisions(client):
+def test_filter_submission_auth_and_revisions(client, user_auth):
     assert client.post("/api/filters", data={"code": "x"}).status_code == 401
-    r = client.post("/api/filters", data={"code": "", "token": "s3cret-test-token"})
+    r = client.post("/api/filters", data={"code": ""}, headers=user_auth)
     assert r.status_code == 400
-    r = client.post("/api/filters", data={"code": "def f(:", "token": "s3cret-test-token"})
+    r = client.post("/api/filters", data={"code": "def f(:"}, headers=user_auth)
     assert r.status_code == 422
-    r = client.post("/api/filters", data={"code": FILTER_CODE, "token": "s3cret-test-token", "author": "tester"})
+    r = client.post("/api/filters", data={"code": FILTER_CODE, "author": "someone-else"}, headers=user_auth)
     assert r.status_code == 201, r.get_json()
     rev = r.get_json()["data"]
-    assert rev["name"] == "ApiSubmitted" and rev["author"] == "tester" and rev["status"] == "submitted"
+    assert rev["name"] == "ApiSubmitted" and rev["author"] == "alice" and rev["status"] == "submitted"
     listed = {f["name"]: f for f in client.get("/api/filters").get_json()["data"]}
     assert listed["ApiSubmitted"]["output_tags"] == ["api_submitted"]
     detail = client.get("/api/filters/ApiSubmitted").get_json()["data"]
@@ -251,17 +259,20 @@ class ApiCounting(BaseFilter):
 """
 
 
-def test_filter_enable_test_replay_disable_over_http(client, store):
+def test_filter_enable_test_replay_disable_over_http(client, store, admin_auth, user_auth):
     """The CLI's enable / test / replay / disable, over the API, with results checked against the store."""
     from tests.web.conftest import ZTF_DIR
 
-    auth = {"Authorization": "Bearer s3cret-test-token"}
+    auth = admin_auth
     assert client.post("/api/filters/ApiCounting/enable").status_code == 401
     assert client.post("/api/filters/NoSuchFilter/enable", headers=auth).status_code == 404
-    r = client.post("/api/filters", data={"code": COUNTING_CODE, "token": "s3cret-test-token", "author": "t"})
+    r = client.post("/api/filters", data={"code": COUNTING_CODE}, headers=user_auth)
     assert r.status_code == 201, r.get_json()
     rev = r.get_json()["data"]["revision"]
 
+    # approving is an admin's job: the submitting user's key is refused
+    r = client.post("/api/filters/ApiCounting/enable", headers=user_auth, json={"revision": rev})
+    assert r.status_code == 403 and "admin" in r.get_json()["message"]
     r = client.post("/api/filters/ApiCounting/enable", headers=auth, json={"revision": rev})
     assert r.status_code == 200 and r.get_json()["data"]["status"] == "enabled"
     assert client.get("/api/filters/ApiCounting").get_json()["data"]["status"] == "enabled"
@@ -282,9 +293,8 @@ def test_filter_enable_test_replay_disable_over_http(client, store):
     # test on uploaded packets: each packet ingested in turn, the filter run after each
     files = sorted((ZTF_DIR / "fink-datasim").glob("*.avro"))[:3]
     assert files
-    data = {"code": COUNTING_CODE, "token": "s3cret-test-token",
-            "alerts": [(io.BytesIO(f.read_bytes()), f.name) for f in files]}
-    r = client.post("/api/filters/test", data=data, content_type="multipart/form-data")
+    data = {"code": COUNTING_CODE, "alerts": [(io.BytesIO(f.read_bytes()), f.name) for f in files]}
+    r = client.post("/api/filters/test", data=data, content_type="multipart/form-data", headers=user_auth)
     assert r.status_code == 200, r.get_json()
     rep = r.get_json()["data"]
     assert rep["runs"] == len(files) and rep["error_count"] == 0

@@ -85,8 +85,11 @@ def test_cutout_bad_kind_is_400(client):
 
 def test_filters_and_streams_pages(client):
     html = client.get("/filters").data.decode()
-    assert "high_snr" in html and 'id="filter-form"' in html
+    # logged out: no form, a way to log in; a post without a session is refused
+    assert "high_snr" in html and 'id="filter-form"' not in html and 'id="login-to-submit"' in html
     assert client.post("/filters", data={"code": "print(1)"}).status_code == 401
     html = client.get("/streams").data.decode()
-    assert "confluent_kafka import Consumer" in html and "antares_client" in html
+    assert "confluent_kafka import Consumer" in html and "from antares_client import StreamingClient" in html
+    assert "client.fast_riser" in html and "albireo.loci.high_snr" in html
+    assert "kafka.example.org:9094" in html and "127.0.0.1:9092" not in html  # consumers see the SASL listener only
     assert client.get("/filters/high_snr").status_code == 200

@@ -1,0 +1,83 @@
+"""Copy-paste code to read one stream, as the portal's Streams page and ``/api/streams`` show it.
+
+The same code as ``docs/subscribing.md``; ``tests/integration/test_subscribing_docs.py`` runs both
+(the docs' blocks and these, with a real user's credentials put in for the placeholders) against
+the real consumer listener. A consumer replaces the two placeholders, :data:`USER` and
+:data:`PASSWORD`, with what ``albireo users add`` printed, and saves the CA as :data:`CA_FILE`.
+"""
+
+from __future__ import annotations
+
+USER = "<your user name>"
+PASSWORD = "<your Kafka password>"
+#: what ``albireo users ca --out albireo-ca.pem`` writes (the operator hands it out).
+CA_FILE = "albireo-ca.pem"
+
+
+def _consumer_conf(bootstrap: str, group_suffix: str) -> str:
+    return f'''consumer = Consumer({{
+    "bootstrap.servers": "{bootstrap}",
+    "security.protocol": "SASL_SSL",
+    "sasl.mechanisms": "SCRAM-SHA-512",
+    "sasl.username": "{USER}",
+    "sasl.password": "{PASSWORD}",
+    "ssl.ca.location": "{CA_FILE}",
+    "group.id": "{USER}.{group_suffix}",  # yours: <name> and <name>.<anything>
+    "auto.offset.reset": "earliest",
+    "isolation.level": "read_committed",
+}})'''
+
+
+def confluent_avro(bootstrap: str, topic: str) -> str:
+    """confluent-kafka over SCRAM-SHA-512, our Avro (``albireo`` format)."""
+    return f'''from confluent_kafka import Consumer
+from broker.emit import decode_locus_message  # pip install albireo (or any Avro reader: docs/subscribing.md)
+
+{_consumer_conf(bootstrap, "avro")}
+consumer.subscribe(["{topic}"])
+while (msg := consumer.poll(10.0)) is not None:  # stops after 10 s without a message
+    if msg.error():
+        raise SystemExit(msg.error())
+    locus = decode_locus_message(msg.value())
+    print(locus["locus_id"], locus["ra"], locus["dec"], locus["tags"])
+consumer.close()
+'''
+
+
+def confluent_antares(bootstrap: str, topic: str) -> str:
+    """confluent-kafka over SCRAM-SHA-512, ANTARES's zlib-compressed BSON (``antares`` format)."""
+    return f'''import zlib
+
+import bson  # pip install bson (what antares-client uses; not pymongo's)
+from confluent_kafka import Consumer
+
+{_consumer_conf(bootstrap, "bson")}
+consumer.subscribe(["{topic}"])
+while (msg := consumer.poll(10.0)) is not None:  # stops after 10 s without a message
+    if msg.error():
+        raise SystemExit(msg.error())
+    locus = bson.loads(zlib.decompress(msg.value()))
+    print(locus["id"], locus["ra"], locus["dec"], locus["tags"])
+consumer.close()
+'''
+
+
+def antares_client(bootstrap: str, stream: str) -> str:
+    """The unmodified antares-client over SASL_SSL/PLAIN (streams in ``antares`` format)."""
+    return f'''from antares_client import StreamingClient
+
+client = StreamingClient(
+    topics=["{stream}"],  # antares-client subscribes to client.{stream}
+    api_key="{USER}",
+    api_secret="{PASSWORD}",
+    bootstrap_server="{bootstrap}",
+    ssl_ca_location="{CA_FILE}",
+    group="{USER}.antares",
+)
+while True:
+    topic, locus = client.poll(timeout=10)  # (None, None) after 10 s without a message
+    if locus is None:
+        break
+    print(topic, locus.locus_id, locus.ra, locus.dec, locus.tags)
+client.close()
+'''
