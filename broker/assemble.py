@@ -184,7 +184,7 @@ def build_pipeline(cfg: Config, store: Store, sink: Sink, *, index_writer: Index
         store=store,
         sink=sink,
         filters=filters if filters is not None else build_filters(cfg, store=store),
-        associator=associator or Associator(cfg.association.radius_arcsec),
+        associator=associator or Associator.from_config(cfg.association),
         output_prefix=cfg.kafka.output_prefix,
         dead_letter_topic=cfg.kafka.dead_letter_topic,
         index_writer=index_writer,

@@ -27,6 +27,10 @@ DEFAULT_HOME = Path(os.environ.get("ALBIREO_HOME", Path.home() / ".cache" / "alb
 class AssociationConfig:
     #: alerts within this distance of a locus join it (ANTARES uses 1").
     radius_arcsec: float = 1.0
+    #: an alert of a survey object (ZTF objectId, Rubin diaObjectId) that a locus already holds joins
+    #: that locus within this distance, even past ``radius_arcsec`` (ZTF itself associates within 1.5");
+    #: 0 turns it off; at most 2 × radius_arcsec.
+    object_radius_arcsec: float = 2.0
 
 
 @dataclass
@@ -246,6 +250,8 @@ def validate(cfg: Config) -> Config:
 
     r = cfg.association.radius_arcsec
     check(0 < r <= 60, "association.radius_arcsec", r, "must be > 0 and at most 60 arcsec")
+    o = cfg.association.object_radius_arcsec
+    check(0 <= o <= 2 * r, "association.object_radius_arcsec", o, "must be between 0 and 2 × association.radius_arcsec")
     k = cfg.kafka
     check(k.batch_size >= 1, "kafka.batch_size", k.batch_size, "must be at least 1")
     positive("kafka.poll_timeout_s", k.poll_timeout_s)

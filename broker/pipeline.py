@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from broker.alert import Packet
-from broker.association import Associator
+from broker.association import Associator, LocusPositions
 from broker.emit import encode_locus
 from broker.filtering.runner import RunReport
 from broker.ingest.decode import decode_message
 from broker.ingest.framing import DecodeError
 from broker.ingest.validate import validate_packet
-from broker.locus import Locus, make_locus_id
+from broker.locus import Locus, make_locus_id, survey_object_key
 from broker.metrics import Metrics
 from broker.ports import CatalogMatcher, DeadLetter, FilterRunner, IndexWriter, Message, Sink, Store
 
@@ -48,11 +48,19 @@ log = logging.getLogger("albireo.pipeline")
 class BatchResult:
     """What one batch did; the worker adds these up for its summary."""
 
+    #: messages read; each one is decoded into packets, or empty, or rejected (a dead letter).
     messages: int = 0
+    #: messages that held no alert (an Avro container with a header and zero records): skipped.
+    empty: int = 0
+    #: packets decoded; each one is new (ingested) or a duplicate of one already stored.
     packets: int = 0
+    #: alert rows this batch added to the store (triggers and history, each alert once).
     alerts_new: int = 0
     duplicates: int = 0
+    #: reason → messages dead-lettered for it.
     rejected: Counter = field(default_factory=Counter)
+    #: dead letters the store did not hold yet (a replayed bad message is rejected again, stored once).
+    dead_letters_new: int = 0
     loci_created: int = 0
     loci_updated: int = 0
     crossmatched: int = 0
@@ -61,8 +69,8 @@ class BatchResult:
     published: int = 0
 
     def add(self, other: BatchResult) -> None:
-        for name in ("messages", "packets", "alerts_new", "duplicates", "loci_created", "loci_updated",
-                     "crossmatched", "filter_errors", "published"):
+        for name in ("messages", "empty", "packets", "alerts_new", "duplicates", "dead_letters_new", "loci_created",
+                     "loci_updated", "crossmatched", "filter_errors", "published"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.rejected.update(other.rejected)
         self.tags.update(other.tags)
@@ -130,8 +138,7 @@ class Pipeline:
         with m.time("store"):
             cutouts = {d.packet.trigger.alert_id: d.packet.cutouts for d in decoded if d.packet.cutouts}
             self.store.save_batch(touched, new_alerts, cutouts)
-            for letter in letters:
-                self.store.record_dead_letter(letter)
+            res.dead_letters_new += sum(bool(self.store.record_dead_letter(letter)) for letter in letters)
         if self.index_writer is not None:
             with m.time("index"):
                 self.index_writer.write(touched)
@@ -152,8 +159,15 @@ class Pipeline:
         up to it. A batch rarely holds two packets of one locus (they come minutes
         apart), so this is usually a single round over the whole batch; a replayed
         history takes one round per packet of the busiest locus.
+
+        Every alert is added to one locus only, so that each locus's ``num_alerts`` counts the
+        rows the store holds for it: a trigger goes to the locus it was associated with (and
+        never as a copy from another packet's history), a history alert to the first locus that
+        takes it in this batch (neighbouring loci's packets share history rows).
         """
         new_alerts = []
+        triggers = {p.trigger.alert_id for packets in groups.values() for p in packets}
+        owner: dict[str, str] = {}
         n_rounds = max((len(g) for g in groups.values()), default=0)
         for r in range(n_rounds):
             active = []
@@ -162,7 +176,9 @@ class Pipeline:
                     if r < len(packets):
                         p = packets[r]
                         locus = loci[lid]
-                        new_alerts.extend(locus.add_alerts([*p.history, p.trigger]))
+                        history = [h for h in p.history
+                                   if h.alert_id not in triggers and owner.setdefault(h.alert_id, lid) == lid]
+                        new_alerts.extend(locus.add_alerts([p.trigger, *history]))
                         active.append(locus)
             with self.metrics.time("filters"):
                 report = self.filters.run(active)
@@ -182,8 +198,7 @@ class Pipeline:
             self.sink.publish(self.dead_letter_topic, None, letter.payload, letter.headers)
             self.metrics.inc("dead_letters", reason=letter.reason)
         self.sink.flush()
-        for letter in letters:
-            self.store.record_dead_letter(letter)
+        res.dead_letters_new = sum(bool(self.store.record_dead_letter(letter)) for letter in letters)
         return res
 
     # ------------------------------------------------------------------------------------
@@ -204,6 +219,9 @@ class Pipeline:
                 letters.append(self._letter(msg, "internal_error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
                 res.rejected["internal_error"] += 1
                 continue
+            if not packets:  # an empty container: nothing to ingest and nothing wrong with it
+                res.empty += 1
+                continue
             for p in packets:
                 out.append(_Decoded(msg, p))
         res.packets = len(out)
@@ -219,7 +237,8 @@ class Pipeline:
             message=text,
             payload=msg.value,
             received_at=time.time(),
-            headers={"albireo.reason": reason, "albireo.error": text[:1000], "albireo.origin": msg.origin},
+            headers={"albireo.reason": reason, "albireo.error": text[:1000], "albireo.origin": msg.origin,
+                     "albireo.letter_key": DeadLetter.key_for(msg.origin, msg.value)},
         )
 
     def _dedupe(self, decoded: list[_Decoded], res: BatchResult) -> list[_Decoded]:
@@ -238,18 +257,37 @@ class Pipeline:
         return out
 
     def _associate(self, decoded: list[_Decoded]) -> tuple[dict[str, Locus], list[str], dict[str, list[Packet]]]:
-        """Find (or found) the locus of every packet; load the touched loci in one read.
+        """Find (or found) the locus of every packet, in observation order; load the loci in one read.
 
-        Returns the loci by id, the ids of loci founded here, and each touched
-        locus's packets in observation order.
+        A locus stands at the mean of its detections, so it moves as alerts join it; the loci an
+        alert of the batch can reach are loaded first, because their detections are what the
+        running mean moves from (see :meth:`Associator.associate`).
+
+        Returns the touched loci by id, the ids of loci founded here, and each touched locus's
+        packets in observation order.
         """
         if not decoded:
             return {}, [], {}
+        decoded = sorted(decoded, key=lambda d: (d.packet.trigger.mjd, d.packet.trigger.alert_id))
         ra = np.array([d.packet.trigger.ra for d in decoded], dtype=np.float64)
         dec = np.array([d.packet.trigger.dec for d in decoded], dtype=np.float64)
         _, blocks = self.associator.pixels(ra, dec)
         existing = self.store.locus_positions(np.unique(blocks[blocks >= 0]))
-        assoc = self.associator.associate(ra, dec, existing, blocks)
+        reach = np.flatnonzero(self.associator.reachable(ra, dec, existing, blocks))
+        loci: dict[str, Locus] = self.store.load_loci(sorted({existing.locus_ids[k] for k in reach}))
+        weight = np.full(len(existing.locus_ids), -1.0)
+        sums = np.zeros((len(existing.locus_ids), 3))
+        objects: list[frozenset[str]] = [frozenset()] * len(existing.locus_ids)
+        for k in reach:
+            locus = loci.get(existing.locus_ids[k])
+            if locus is None:  # claimed by a worker that has not stored it yet: no detection behind it
+                weight[k] = 0.0
+            else:
+                weight[k], sums[k] = locus.position_sums()
+                objects[k] = locus.survey_objects()
+        existing = LocusPositions(existing.locus_ids, existing.ra, existing.dec, existing.pixel, weight, sums, objects)
+        assoc = self.associator.associate(ra, dec, existing, blocks,
+                                          objects=[survey_object_key(d.packet.trigger) for d in decoded])
 
         # Founders claim their place: if another worker founded a locus there
         # meanwhile, the store names it and these alerts join it instead.
@@ -267,19 +305,24 @@ class Pipeline:
             ei = assoc.existing_index[i]
             lid_of.append(existing.locus_ids[ei] if ei >= 0 else winners.get(founder_ids[assoc.new_group[i]],
                                                                              founder_ids[assoc.new_group[i]]))
-        loci: dict[str, Locus] = self.store.load_loci(sorted(set(lid_of)))
+        touched = list(dict.fromkeys(lid_of))
+        missing = [lid for lid in touched if lid not in loci]
+        if missing:  # a claim named a locus another worker founded and stored meanwhile
+            loci.update(self.store.load_loci(missing))
+        loci = {lid: loci[lid] for lid in touched if lid in loci}
         positions = dict(zip(existing.locus_ids, zip(existing.ra, existing.dec, strict=True), strict=True))
         for g, f in enumerate(assoc.new_founders):
             positions.setdefault(founder_ids[g], (ra[f], dec[f]))
         new_ids = []
-        for lid in dict.fromkeys(lid_of):
+        for lid in touched:
             if lid not in loci:
                 # Founded here, or claimed (position row written) by a worker that has not
-                # stored its locus yet, or by an earlier attempt of this batch: start it.
+                # stored its locus yet, or by an earlier attempt of this batch: start it where
+                # its position row is; its first detection moves it onto itself.
                 if lid not in positions:
                     positions.update(self._claimed_position(lid, ra, dec, lid_of))
-                r, d = positions[lid]
-                loci[lid] = Locus(locus_id=lid, ra=float(r), dec=float(d))
+                r, d = (float(x) for x in positions[lid])
+                loci[lid] = Locus(locus_id=lid, ra=r, dec=d, stored_position=(r, d))
                 new_ids.append(lid)
 
         # History alerts already stored (in whichever locus) stay where they are.
@@ -291,8 +334,6 @@ class Pipeline:
             if stored:
                 p = Packet(p.trigger, [h for h in p.history if h.alert_id not in stored], p.schema, p.cutouts)
             groups.setdefault(lid, []).append(p)
-        for packets in groups.values():
-            packets.sort(key=lambda p: (p.trigger.mjd, p.trigger.alert_id))
         return loci, new_ids, groups
 
     def _claimed_position(self, lid: str, ra: np.ndarray, dec: np.ndarray, lid_of: list[str]) -> dict:

@@ -85,13 +85,33 @@ def test_normalised_values_reach_the_store(tmp_path, shared_data):
     assert trig.mjd == pytest.approx(cand["jd"] - 2400000.5, abs=1e-9)
     assert (trig.ra, trig.dec, trig.mag, trig.magerr) == (cand["ra"], cand["dec"], cand["magpsf"], cand["sigmapsf"])
     assert trig.properties["ztf_rb"] == cand["rb"]
-    assert (locus.ra, locus.dec) == (cand["ra"], cand["dec"])
     prv = raw["prv_candidates"] or []
+    # the locus stands at the mean of its detections: the trigger and the history rows with a position
+    pts = [(cand["ra"], cand["dec"])] + [(p["ra"], p["dec"]) for p in prv if p.get("ra") is not None]
+    assert len(pts) > 1
+    assert _sep_arcsec((locus.ra, locus.dec), _mean_position(pts)) < 1e-6
+    assert _sep_arcsec((locus.ra, locus.dec), (cand["ra"], cand["dec"])) > 0.01  # it did move
     assert locus.internal_properties["num_alerts"] == 1 + len(prv)
     assert locus.internal_properties["ztf_object_id"] == raw["objectId"]
     n_limits = sum(1 for p in prv if p["candid"] is None)
     assert sum(1 for a in locus.alerts if a.survey == 2) == n_limits
     assert store.cutouts(trig.alert_id)["science"] == raw["cutoutScience"]["stampData"]
+
+
+def _mean_position(points) -> tuple[float, float]:
+    """Mean direction of (ra, dec) points in degrees, by numpy: the reference for the locus position."""
+    import numpy as np
+
+    ra, dec = np.radians(np.array(points, dtype=float)).T
+    v = np.column_stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)]).sum(axis=0)
+    return float(np.degrees(np.arctan2(v[1], v[0])) % 360), float(np.degrees(np.arctan2(v[2], np.hypot(v[0], v[1]))))
+
+
+def _sep_arcsec(a, b) -> float:
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    return float(SkyCoord(a[0] * u.deg, a[1] * u.deg).separation(SkyCoord(b[0] * u.deg, b[1] * u.deg)).arcsec)
 
 
 def _reencode(path: Path, mutate) -> bytes:
