@@ -191,6 +191,7 @@ def build_pipeline(cfg: Config, store: Store, sink: Sink, *, index_writer: Index
         catalogs=catalogs,
         metrics=metrics,
         lsst_schema_version=cfg.kafka.schemaless_lsst_version,
+        ztf_schema_version=cfg.kafka.schemaless_ztf_version,
         schema_registry=schema_registry(cfg),
     )
 

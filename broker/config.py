@@ -51,6 +51,9 @@ class KafkaConfig:
     schema_registry_url: str = ""
     #: writer schema version (e.g. "7.1") of *schemaless* Rubin payloads; empty = none expected.
     schemaless_lsst_version: str = ""
+    #: writer schema version (one of schemas/ztf/, e.g. "3.2") of *schemaless* ZTF payloads; empty = none
+    #: expected. At most one of the two schemaless versions can be set.
+    schemaless_ztf_version: str = ""
     #: extra librdkafka settings (security.protocol, sasl.*, ...).
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -256,6 +259,13 @@ def validate(cfg: Config) -> Config:
     check(k.batch_size >= 1, "kafka.batch_size", k.batch_size, "must be at least 1")
     positive("kafka.poll_timeout_s", k.poll_timeout_s)
     check(bool(k.input_topics), "kafka.input_topics", k.input_topics, "must name at least one topic")
+    check(not (k.schemaless_lsst_version and k.schemaless_ztf_version), "kafka.schemaless_ztf_version",
+          k.schemaless_ztf_version, "a schemaless body has one writer schema: unset kafka.schemaless_lsst_version")
+    if k.schemaless_ztf_version:
+        from broker.ingest.surveys.ztf import schema_versions
+
+        check(k.schemaless_ztf_version in schema_versions(), "kafka.schemaless_ztf_version", k.schemaless_ztf_version,
+              f"must be a ZTF schema shipped in schemas/ztf ({', '.join(schema_versions())})")
     check(cfg.store.backend in ("sqlite", "cassandra"), "store.backend", cfg.store.backend,
           "must be 'sqlite' or 'cassandra'")
     check(cfg.store.consistency.upper() in _CONSISTENCY, "store.consistency", cfg.store.consistency,

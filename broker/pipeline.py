@@ -101,6 +101,7 @@ class Pipeline:
         catalogs: CatalogMatcher | None = None,
         metrics: Metrics | None = None,
         lsst_schema_version: str | None = None,
+        ztf_schema_version: str | None = None,
         schema_registry: Callable[[int], dict] | None = None,
     ):
         self.store = store
@@ -113,6 +114,7 @@ class Pipeline:
         self.catalogs = catalogs
         self.metrics = metrics or Metrics()
         self.lsst_schema_version = lsst_schema_version or None
+        self.ztf_schema_version = ztf_schema_version or None
         self.schema_registry = schema_registry
 
     # ------------------------------------------------------------------------------------
@@ -208,6 +210,7 @@ class Pipeline:
         for msg in messages:
             try:
                 packets = decode_message(msg.value, lsst_schema_version=self.lsst_schema_version,
+                                         ztf_schema_version=self.ztf_schema_version,
                                          registry=self.schema_registry)
                 for p in packets:
                     validate_packet(p)

@@ -48,13 +48,14 @@ from typing import Any
 import fastavro
 import numpy as np
 
-from broker import REPO_ROOT
 from broker.adapters.streams.files import STREAM_SUFFIX, write_stream_file
 from broker.ingest.framing import (
     container_from_bodies,
     encode_schemaless,
     zigzag,
 )
+from broker.ingest.surveys.ztf import SCHEMA_DIR
+from broker.ingest.surveys.ztf import ztf_schema as shipped_ztf_schema
 
 ZTF_SCHEMA_VERSION = "3.2"
 
@@ -71,16 +72,12 @@ DEMO_STREAM_VERSION = 2
 
 
 def ztf_schema_path(version: str = ZTF_SCHEMA_VERSION) -> Path:
-    return REPO_ROOT / "schemas" / "ztf" / version / "alert.avsc"
+    return SCHEMA_DIR / version / "alert.avsc"
 
 
-@lru_cache(maxsize=4)
 def ztf_schema(version: str = ZTF_SCHEMA_VERSION) -> dict:
     """The parsed ZTF alert schema committed under ``schemas/ztf/<version>/``."""
-    path = ztf_schema_path(version)
-    if not path.exists():
-        raise FileNotFoundError(f"no ZTF alert schema {version} at {path}")
-    return fastavro.parse_schema(json.loads(path.read_text()))
+    return shipped_ztf_schema(version)
 
 
 @lru_cache(maxsize=4)
