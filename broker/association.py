@@ -108,23 +108,6 @@ def nearest_in_blocks(q_ra, q_dec, blocks, cand_pix, cand_ra, cand_dec, radius):
 
 
 @njit(cache=True)
-def within_radius_of_any(q_ra, q_dec, blocks, cand_pix, cand_ra, cand_dec, radius):
-    """For each candidate (``cand_pix`` sorted): is some query within ``radius`` of it? Radians."""
-    hit = np.zeros(cand_ra.shape[0], dtype=np.bool_)
-    for i in range(q_ra.shape[0]):
-        for j in range(blocks.shape[1]):
-            p = blocks[i, j]
-            if p < 0:
-                continue
-            lo = np.searchsorted(cand_pix, p, side="left")
-            hi = np.searchsorted(cand_pix, p, side="right")
-            for k in range(lo, hi):
-                if not hit[k] and _angular_distance(q_ra[i], q_dec[i], cand_ra[k], cand_dec[k]) <= radius:
-                    hit[k] = True
-    return hit
-
-
-@njit(cache=True)
 def _associate_in_order(q_ra, q_dec, q_pix, q_obj, blocks, e_pix, e_ra, e_dec, e_w, e_sum, e_obj_locus, e_obj_code,
                         radius, object_radius, order):
     """The sequential association of one batch (all angles in radians); see :meth:`Associator.associate`.
@@ -322,8 +305,7 @@ class Associator:
         pix = pixels_of(ra, dec, self.order)
         return pix, neighbour_block(pix, self.order)
 
-    def reachable(self, ra: np.ndarray, dec: np.ndarray, existing: LocusPositions,
-                  blocks: np.ndarray | None = None) -> np.ndarray:
+    def reachable(self, ra: np.ndarray, dec: np.ndarray, existing: LocusPositions) -> np.ndarray:
         """Which ``existing`` loci lie within reach of at least one alert (the ones that can move).
 
         A locus no alert reaches at its stored position cannot move in this batch (it moves
@@ -333,15 +315,13 @@ class Associator:
         dec = np.asarray(dec, dtype=np.float64)
         if not existing.locus_ids or ra.size == 0:
             return np.zeros(len(existing.locus_ids), dtype=bool)
-        if blocks is None:
-            _, blocks = self.pixels(ra, dec)
-        order = np.argsort(existing.pixel, kind="stable")
-        hit = within_radius_of_any(np.radians(ra), np.radians(dec), blocks, existing.pixel[order],
-                                   np.radians(existing.ra[order]), np.radians(existing.dec[order]),
-                                   self.reach_arcsec * ARCSEC)
-        out = np.zeros(len(existing.locus_ids), dtype=bool)
-        out[order] = hit
-        return out
+        # the loci are the queries here, the alerts the candidates: the nearest alert of each locus
+        pix = pixels_of(ra, dec, self.order)
+        order = np.argsort(pix, kind="stable")
+        nearest, _ = nearest_in_blocks(np.radians(existing.ra), np.radians(existing.dec),
+                                       neighbour_block(existing.pixel, self.order), pix[order],
+                                       np.radians(ra[order]), np.radians(dec[order]), self.reach_arcsec * ARCSEC)
+        return nearest >= 0
 
     def associate(
         self, ra: np.ndarray, dec: np.ndarray, existing: LocusPositions, blocks: np.ndarray | None = None,

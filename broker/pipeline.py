@@ -276,7 +276,7 @@ class Pipeline:
         dec = np.array([d.packet.trigger.dec for d in decoded], dtype=np.float64)
         _, blocks = self.associator.pixels(ra, dec)
         existing = self.store.locus_positions(np.unique(blocks[blocks >= 0]))
-        reach = np.flatnonzero(self.associator.reachable(ra, dec, existing, blocks))
+        reach = np.flatnonzero(self.associator.reachable(ra, dec, existing))
         loci: dict[str, Locus] = self.store.load_loci(sorted({existing.locus_ids[k] for k in reach}))
         weight = np.full(len(existing.locus_ids), -1.0)
         sums = np.zeros((len(existing.locus_ids), 3))

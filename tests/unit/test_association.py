@@ -203,3 +203,16 @@ def test_survey_object_rule_reaches_past_the_radius_and_beats_a_nearer_locus():
                                           ).existing_index.tolist() == [-1, 1, -1]  # rule off: radius only
     with pytest.raises(ValueError, match="twice the radius"):
         Associator(1.0, 2.5)
+
+
+def test_reachable_loci_are_those_within_reach_of_some_alert():
+    rng = np.random.default_rng(4)
+    a = Associator(1.0, 2.0)
+    centre = (359.9999, -45.0)
+    loci = [_offset(*centre, rng.uniform(0, 20), rng.uniform(0, 360)) for _ in range(200)]
+    existing = _positions(loci, a.order)
+    alerts = [_offset(*centre, rng.uniform(0, 20), rng.uniform(0, 360)) for _ in range(60)]
+    ra, dec = np.array([p[0] for p in alerts]), np.array([p[1] for p in alerts])
+    got = a.reachable(ra, dec, existing)
+    want = np.array([min(_sep_arcsec(ra, dec, p[0], p[1])) <= 2.0 for p in loci])
+    assert got.tolist() == want.tolist() and 0 < want.sum() < len(loci)

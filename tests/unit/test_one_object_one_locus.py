@@ -22,7 +22,7 @@ from astropy.coordinates import SkyCoord
 from broker.adapters.storage.sqlite import SQLiteStore
 from broker.adapters.streams.files import FileSource, StreamFileSink, write_stream_file
 from broker.assemble import build_pipeline
-from broker.association import Associator
+from broker.association import Associator, pixels_of
 from broker.config import load_config
 from broker.ingest.decode import decode_message
 from broker.locus import counts_for_position
@@ -124,16 +124,34 @@ def _shared_packets(shared_data) -> list[bytes]:
     return out
 
 
+def _edge_shift(triggers) -> float:
+    """A dec shift (degrees, > 60″) putting the first trigger and the mean of all in different pixels."""
+    order = Associator.from_config(load_config(env={}).association).order
+    first = (triggers[0].ra, triggers[0].dec)
+    mean = _mean(triggers)
+    shifts = np.arange(60.0, 80.0, 0.005) / 3600
+    p0 = pixels_of(np.full(shifts.size, first[0]), first[1] + shifts, order)
+    p1 = pixels_of(np.full(shifts.size, mean[0]), mean[1] + shifts, order)
+    apart = np.flatnonzero(p0 != p1)
+    assert apart.size, "no pixel edge between the founder and the mean in 20″"
+    return float(shifts[apart[apart.size // 2]])
+
+
 @pytest.fixture(scope="module")
 def long_lived(tmp_path_factory, devkit_stream, shared_data):
     """A time-ordered stream of recurring real sources, and the source of every alert id in it."""
     devkit = [m.value for m in FileSource([devkit_stream])][:200]  # 2018-05 … 2019-03, outliers included
-    dec0 = decode_message(devkit[0])[0].trigger.dec
+    triggers = [decode_message(r)[0].trigger for r in devkit]
+    dec0 = triggers[0].dec
     sources: list[tuple[str, list[bytes]]] = [
         ("devkit", devkit),
         ("devkit+2.5\"", [jitter_packet(r, index=1, shift_deg=(0.0, 2.5 / 3600)) for r in devkit]),
         ("devkit+40\"+400d", [jitter_packet(r, index=2, shift_deg=(40 / 3600 / math.cos(math.radians(dec0)), 0.0),
                                             time_shift_days=400.0) for r in devkit]),
+        # a copy placed so that an association-pixel edge runs between its founding alert and where
+        # its mean ends: the locus moves to the next pixel on its way, its position row with it
+        ("devkit-across-an-edge", [jitter_packet(r, index=3, shift_deg=(0.0, _edge_shift(triggers)))
+                                   for r in devkit]),
     ]
     shared = _shared_packets(shared_data)
     for k, raw in enumerate(shared):  # each shared packet's source seen again 3 times, 3 days apart
@@ -169,10 +187,18 @@ def test_long_lived_sources_recur_in_one_locus_each(tmp_path, long_lived, shared
         shared_places = {plain_loci.get(i) for i in ids if label[i].startswith("shared")} - {None}
         assert len(names) == 1 or len(shared_places) == 1, (lid, names)  # one source (or one place seen twice)
         source_of_locus[lid] = names
-    for name in {"devkit", "devkit+2.5\"", "devkit+40\"+400d"}:
+    copies = ("devkit", "devkit+2.5\"", "devkit+40\"+400d", "devkit-across-an-edge")
+    for name in copies:
         assert sum(name in v for v in source_of_locus.values()) == 1, name  # each source in exactly one locus
     n_places = len(set(plain_loci.values()))
-    assert len(snap) == 3 + n_places  # recurring did not found one more locus anywhere
+    assert len(snap) == len(copies) + n_places  # recurring did not found one more locus anywhere
+    order = store.association_order
+    (edge,) = [lid for lid, v in source_of_locus.items() if v == {"devkit-across-an-edge"}]
+    founder = min((a for a in store.alerts_for_locus(edge) if counts_for_position(a)), key=lambda a: (a.mjd, a.alert_id))
+    now = snap[edge][:2]
+    p_found, p_now = pixels_of(np.array([founder.ra, now[0]]), np.array([founder.dec, now[1]]), order).tolist()
+    assert p_found != p_now  # it did move to another pixel
+    assert store.locus_positions([p_found]).locus_ids == [] and edge in store.locus_positions([p_now]).locus_ids
     # every locus stands at the mean of its detections
     for lid, locus in store.load_loci(list(snap)).items():
         assert _sep((locus.ra, locus.dec), _mean(locus.alerts)) < 1e-6, lid
