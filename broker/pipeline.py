@@ -151,6 +151,8 @@ class Pipeline:
         m.inc("loci_created", res.loci_created)
         m.inc("loci_updated", res.loci_updated)
         m.inc("duplicates", res.duplicates)
+        m.inc("empty_messages", res.empty)
+        m.inc("dead_letters_stored", res.dead_letters_new)
         self.filters.export_metrics(m)
         return res
 

@@ -17,9 +17,14 @@ from broker.adapters.streams.files import StreamFileSink
 from broker.assemble import build_pipeline
 from broker.association import Associator, neighbour_block, pixels_of
 from broker.config import load_config
-from tests.unit.test_one_object_one_locus import _pipeline, _run, _snapshot, devkit_stream, long_lived  # noqa: F401
+from tests.unit import test_one_object_one_locus as recurring
+from tests.unit.test_one_object_one_locus import _pipeline, _run, _snapshot
 
 pytestmark = pytest.mark.integration
+
+#: the stream of recurring real sources the unit test builds (its fixtures, shared)
+devkit_stream = recurring.devkit_stream
+long_lived = recurring.long_lived
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """One object, one locus — on ANTARES's own loci and on a replay of long-lived real sources.
 
-antare-devkit ships two real ANTARES loci. Replayed through the pipeline as the ZTF packets they came
+antares-devkit ships two real ANTARES loci. Replayed through the pipeline as the ZTF packets they came
 from (``broker/ops/devkit_ztf.py``), each must come back as one locus holding every one of
 ANTARES's alerts, at ANTARES's position (the mean of its detections). Then long-lived sources recur:
 the devkit source, a copy of it 2.5″ away and one 40″ away and months later, and every real packet
