@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
 
         cfg = load_config(env={})
         cfg.catalogs.root = str(tmp / "catalogs")
-        assoc = Associator(cfg.association.radius_arcsec)
+        assoc = Associator.from_config(cfg.association)
         store = SQLiteStore(tmp / "store.sqlite", assoc.order)
         writer = OutboxIndexWriter(SQLiteIndex(tmp / "index.sqlite"), tmp / "outbox.sqlite")
         pipe = build_pipeline(cfg, store, StreamFileSink(tmp / "out"), index_writer=writer, catalogs=open_catalogs(cfg),

@@ -27,6 +27,10 @@ DEFAULT_HOME = Path(os.environ.get("ALBIREO_HOME", Path.home() / ".cache" / "alb
 class AssociationConfig:
     #: alerts within this distance of a locus join it (ANTARES uses 1").
     radius_arcsec: float = 1.0
+    #: an alert of a survey object (ZTF objectId, Rubin diaObjectId) that a locus already holds joins
+    #: that locus within this distance, even past ``radius_arcsec`` (ZTF itself associates within 1.5");
+    #: 0 turns it off; at most 2 × radius_arcsec.
+    object_radius_arcsec: float = 2.0
 
 
 @dataclass
@@ -49,6 +53,9 @@ class KafkaConfig:
     schema_registry_url: str = ""
     #: writer schema version (e.g. "7.1") of *schemaless* Rubin payloads; empty = none expected.
     schemaless_lsst_version: str = ""
+    #: writer schema version (one of schemas/ztf/, e.g. "3.2") of *schemaless* ZTF payloads; empty = none
+    #: expected. At most one of the two schemaless versions can be set.
+    schemaless_ztf_version: str = ""
     #: extra librdkafka settings (security.protocol, sasl.*, ...).
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -301,12 +308,21 @@ def validate(cfg: Config) -> Config:
 
     r = cfg.association.radius_arcsec
     check(0 < r <= 60, "association.radius_arcsec", r, "must be > 0 and at most 60 arcsec")
+    o = cfg.association.object_radius_arcsec
+    check(0 <= o <= 2 * r, "association.object_radius_arcsec", o, "must be between 0 and 2 × association.radius_arcsec")
     k = cfg.kafka
     check(k.batch_size >= 1, "kafka.batch_size", k.batch_size, "must be at least 1")
     positive("kafka.poll_timeout_s", k.poll_timeout_s)
     check(1000 <= k.transaction_timeout_ms <= 900_000, "kafka.transaction_timeout_ms", k.transaction_timeout_ms,
           "must be between 1000 and 900000 (the broker's transaction.max.timeout.ms)")
     check(bool(k.input_topics), "kafka.input_topics", k.input_topics, "must name at least one topic")
+    check(not (k.schemaless_lsst_version and k.schemaless_ztf_version), "kafka.schemaless_ztf_version",
+          k.schemaless_ztf_version, "a schemaless body has one writer schema: unset kafka.schemaless_lsst_version")
+    if k.schemaless_ztf_version:
+        from broker.ingest.surveys.ztf import schema_versions
+
+        check(k.schemaless_ztf_version in schema_versions(), "kafka.schemaless_ztf_version", k.schemaless_ztf_version,
+              f"must be a ZTF schema shipped in schemas/ztf ({', '.join(schema_versions())})")
     check(cfg.store.backend in ("sqlite", "cassandra"), "store.backend", cfg.store.backend,
           "must be 'sqlite' or 'cassandra'")
     check(cfg.store.consistency.upper() in _CONSISTENCY, "store.consistency", cfg.store.consistency,

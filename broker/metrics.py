@@ -33,6 +33,8 @@ DESCRIPTIONS = {
     "duplicates": "Packets skipped because their trigger was already stored (replays)",
     "rejected": "Input messages rejected, by reason",
     "dead_letters": "Messages sent to the dead-letter stream, by reason",
+    "dead_letters_stored": "Dead letters new to the store (a replayed bad message is stored once)",
+    "empty_messages": "Container messages without any record (skipped)",
     "published": "Tagged locus messages published, by stream",
     "crossmatched": "Loci matched against the current catalog set",
     "filter_errors": "Filter runs that failed (all filters)",

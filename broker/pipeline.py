@@ -31,14 +31,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from broker.alert import Packet
-from broker.association import Associator
+from broker.association import Associator, LocusPositions
 from broker.emit import StreamRouter
 from broker.faults import FaultPlan
 from broker.filtering.runner import RunReport
 from broker.ingest.decode import decode_message
 from broker.ingest.framing import DecodeError
 from broker.ingest.validate import validate_packet
-from broker.locus import Locus, make_locus_id
+from broker.locus import Locus, make_locus_id, survey_object_key
 from broker.metrics import Metrics
 from broker.ports import CatalogMatcher, DeadLetter, FilterRunner, IndexWriter, Message, Output, Sink, Store
 
@@ -49,11 +49,19 @@ log = logging.getLogger("albireo.pipeline")
 class BatchResult:
     """What one batch did; the worker adds these up for its summary."""
 
+    #: messages read; each one is decoded into packets, or empty, or rejected (a dead letter).
     messages: int = 0
+    #: messages that held no alert (an Avro container with a header and zero records): skipped.
+    empty: int = 0
+    #: packets decoded; each one is new (ingested) or a duplicate of one already stored.
     packets: int = 0
+    #: alert rows this batch added to the store (triggers and history, each alert once).
     alerts_new: int = 0
     duplicates: int = 0
+    #: reason → messages dead-lettered for it.
     rejected: Counter = field(default_factory=Counter)
+    #: dead letters the store did not hold yet (a replayed bad message is rejected again, stored once).
+    dead_letters_new: int = 0
     loci_created: int = 0
     loci_updated: int = 0
     crossmatched: int = 0
@@ -64,8 +72,8 @@ class BatchResult:
     reemitted: int = 0
 
     def add(self, other: BatchResult) -> None:
-        for name in ("messages", "packets", "alerts_new", "duplicates", "loci_created", "loci_updated",
-                     "crossmatched", "filter_errors", "published", "reemitted"):
+        for name in ("messages", "empty", "packets", "alerts_new", "duplicates", "dead_letters_new", "loci_created",
+                     "loci_updated", "crossmatched", "filter_errors", "published", "reemitted"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.rejected.update(other.rejected)
         self.tags.update(other.tags)
@@ -96,6 +104,7 @@ class Pipeline:
         catalogs: CatalogMatcher | None = None,
         metrics: Metrics | None = None,
         lsst_schema_version: str | None = None,
+        ztf_schema_version: str | None = None,
         schema_registry: Callable[[int], dict] | None = None,
         exactly_once: bool = False,
         faults: FaultPlan | None = None,
@@ -113,7 +122,7 @@ class Pipeline:
         self.catalogs = catalogs
         self.metrics = metrics or Metrics()
         for name in ("messages", "alerts_ingested", "loci_created", "loci_updated", "duplicates", "crossmatched",
-                     "filter_errors", "batch_retries"):
+                     "filter_errors", "batch_retries", "empty_messages", "dead_letters_stored"):
             self.metrics.declare("counter", name)
         self.metrics.declare("counter", "rejected", "reason")
         self.metrics.declare("counter", "dead_letters", "reason")
@@ -122,6 +131,7 @@ class Pipeline:
         self.metrics.declare("histogram", "filter_seconds", "filter")
         self.metrics.declare("gauge", "consumer_lag", "partition", "topic")
         self.lsst_schema_version = lsst_schema_version or None
+        self.ztf_schema_version = ztf_schema_version or None
         self.schema_registry = schema_registry
         #: re-emit the recorded outputs of a stored packet that is read again (transactional sinks).
         self.exactly_once = exactly_once
@@ -167,8 +177,7 @@ class Pipeline:
                 self.store.record_outputs(_by_origin(self._outputs, [d.message.origin for d in decoded]))
             cutouts = {d.packet.trigger.alert_id: d.packet.cutouts for d in decoded if d.packet.cutouts}
             self.store.save_batch(touched, new_alerts, cutouts)
-            for letter in letters:
-                self.store.record_dead_letter(letter)
+            res.dead_letters_new += sum(bool(self.store.record_dead_letter(letter)) for letter in letters)
         self._fault("after_store")
         if self.index_writer is not None:
             with m.time("index"):
@@ -180,6 +189,8 @@ class Pipeline:
         m.inc("loci_created", res.loci_created)
         m.inc("loci_updated", res.loci_updated)
         m.inc("duplicates", res.duplicates)
+        m.inc("empty_messages", res.empty)
+        m.inc("dead_letters_stored", res.dead_letters_new)
         self.filters.export_metrics(m)
         return res
 
@@ -194,26 +205,35 @@ class Pipeline:
         up to it. A batch rarely holds two packets of one locus (they come minutes
         apart), so this is usually a single round over the whole batch; a replayed
         history takes one round per packet of the busiest locus.
+
+        Every alert is added to one locus only, so that each locus's ``num_alerts`` counts the
+        rows the store holds for it: a trigger goes to the locus it was associated with (and
+        never as a copy from another packet's history), a history alert to the first locus that
+        takes it in this batch (neighbouring loci's packets share history rows).
         """
         new_alerts = []
+        all_triggers = {p.trigger.alert_id for packets in groups.values() for p in packets}
+        owner: dict[str, str] = {}
         n_rounds = max((len(g) for g in groups.values()), default=0)
         for r in range(n_rounds):
             active = []
-            triggers: dict[str, str] = {}
+            round_trigger: dict[str, str] = {}  # locus → the trigger of its packet in this round
             with self.metrics.time("associate"):
                 for lid, packets in groups.items():
                     if r < len(packets):
                         p = packets[r]
                         locus = loci[lid]
-                        new_alerts.extend(locus.add_alerts([*p.history, p.trigger]))
+                        history = [h for h in p.history
+                                   if h.alert_id not in all_triggers and owner.setdefault(h.alert_id, lid) == lid]
+                        new_alerts.extend(locus.add_alerts([p.trigger, *history]))
                         active.append(locus)
-                        triggers[lid] = p.trigger.alert_id
+                        round_trigger[lid] = p.trigger.alert_id
             with self.metrics.time("filters"):
                 report = self.filters.run(active)
             res.filter_errors += len(report.errors)
             self.metrics.inc("filter_errors", len(report.errors))
             with self.metrics.time("emit"):
-                self._queue_tags(loci, report, triggers, res)
+                self._queue_tags(loci, report, round_trigger, res)
         return new_alerts
 
     def dead_letter(self, messages: list[Message], reason: str, text: str) -> BatchResult:
@@ -226,8 +246,7 @@ class Pipeline:
             self.sink.publish(self.dead_letter_topic, None, letter.payload, letter.headers)
             self.metrics.inc("dead_letters", reason=letter.reason)
         self.sink.flush()
-        for letter in letters:
-            self.store.record_dead_letter(letter)
+        res.dead_letters_new = sum(bool(self.store.record_dead_letter(letter)) for letter in letters)
         return res
 
     # ------------------------------------------------------------------------------------
@@ -237,6 +256,7 @@ class Pipeline:
         for msg in messages:
             try:
                 packets = decode_message(msg.value, lsst_schema_version=self.lsst_schema_version,
+                                         ztf_schema_version=self.ztf_schema_version,
                                          registry=self.schema_registry)
                 for p in packets:
                     validate_packet(p)
@@ -247,6 +267,9 @@ class Pipeline:
             except Exception as exc:  # a decoder bug must not stop the stream either
                 letters.append(self._letter(msg, "internal_error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
                 res.rejected["internal_error"] += 1
+                continue
+            if not packets:  # an empty container: nothing to ingest and nothing wrong with it
+                res.empty += 1
                 continue
             for p in packets:
                 out.append(_Decoded(msg, p))
@@ -265,6 +288,7 @@ class Pipeline:
             payload=msg.value,
             received_at=time.time(),
             headers={"albireo.reason": reason, "albireo.error": text[:1000], "albireo.origin": msg.origin,
+                     "albireo.letter_key": DeadLetter.key_for(msg.origin, msg.value),
                      **({"albireo.source_ts": str(msg.timestamp_ms)} if msg.timestamp_ms is not None else {})},
         )
 
@@ -292,18 +316,37 @@ class Pipeline:
         return out
 
     def _associate(self, decoded: list[_Decoded]) -> tuple[dict[str, Locus], list[str], dict[str, list[Packet]]]:
-        """Find (or found) the locus of every packet; load the touched loci in one read.
+        """Find (or found) the locus of every packet, in observation order; load the loci in one read.
 
-        Returns the loci by id, the ids of loci founded here, and each touched
-        locus's packets in observation order.
+        A locus stands at the mean of its detections, so it moves as alerts join it; the loci an
+        alert of the batch can reach are loaded first, because their detections are what the
+        running mean moves from (see :meth:`Associator.associate`).
+
+        Returns the touched loci by id, the ids of loci founded here, and each touched locus's
+        packets in observation order.
         """
         if not decoded:
             return {}, [], {}
+        decoded = sorted(decoded, key=lambda d: (d.packet.trigger.mjd, d.packet.trigger.alert_id))
         ra = np.array([d.packet.trigger.ra for d in decoded], dtype=np.float64)
         dec = np.array([d.packet.trigger.dec for d in decoded], dtype=np.float64)
         _, blocks = self.associator.pixels(ra, dec)
         existing = self.store.locus_positions(np.unique(blocks[blocks >= 0]))
-        assoc = self.associator.associate(ra, dec, existing, blocks)
+        reach = np.flatnonzero(self.associator.reachable(ra, dec, existing))
+        loci: dict[str, Locus] = self.store.load_loci(sorted({existing.locus_ids[k] for k in reach}))
+        weight = np.full(len(existing.locus_ids), -1.0)
+        sums = np.zeros((len(existing.locus_ids), 3))
+        objects: list[frozenset[str]] = [frozenset()] * len(existing.locus_ids)
+        for k in reach:
+            locus = loci.get(existing.locus_ids[k])
+            if locus is None:  # claimed by a worker that has not stored it yet: no detection behind it
+                weight[k] = 0.0
+            else:
+                weight[k], sums[k] = locus.position_sums()
+                objects[k] = locus.survey_objects()
+        existing = LocusPositions(existing.locus_ids, existing.ra, existing.dec, existing.pixel, weight, sums, objects)
+        assoc = self.associator.associate(ra, dec, existing, blocks,
+                                          objects=[survey_object_key(d.packet.trigger) for d in decoded])
 
         # Founders claim their place: if another worker founded a locus there
         # meanwhile, the store names it and these alerts join it instead.
@@ -321,19 +364,24 @@ class Pipeline:
             ei = assoc.existing_index[i]
             lid_of.append(existing.locus_ids[ei] if ei >= 0 else winners.get(founder_ids[assoc.new_group[i]],
                                                                              founder_ids[assoc.new_group[i]]))
-        loci: dict[str, Locus] = self.store.load_loci(sorted(set(lid_of)))
+        touched = list(dict.fromkeys(lid_of))
+        missing = [lid for lid in touched if lid not in loci]
+        if missing:  # a claim named a locus another worker founded and stored meanwhile
+            loci.update(self.store.load_loci(missing))
+        loci = {lid: loci[lid] for lid in touched if lid in loci}
         positions = dict(zip(existing.locus_ids, zip(existing.ra, existing.dec, strict=True), strict=True))
         for g, f in enumerate(assoc.new_founders):
             positions.setdefault(founder_ids[g], (ra[f], dec[f]))
         new_ids = []
-        for lid in dict.fromkeys(lid_of):
+        for lid in touched:
             if lid not in loci:
                 # Founded here, or claimed (position row written) by a worker that has not
-                # stored its locus yet, or by an earlier attempt of this batch: start it.
+                # stored its locus yet, or by an earlier attempt of this batch: start it where
+                # its position row is; its first detection moves it onto itself.
                 if lid not in positions:
                     positions.update(self._claimed_position(lid, ra, dec, lid_of))
-                r, d = positions[lid]
-                loci[lid] = Locus(locus_id=lid, ra=float(r), dec=float(d))
+                r, d = (float(x) for x in positions[lid])
+                loci[lid] = Locus(locus_id=lid, ra=r, dec=d, stored_position=(r, d))
                 new_ids.append(lid)
 
         # History alerts already stored (in whichever locus) stay where they are.
@@ -345,8 +393,6 @@ class Pipeline:
             if stored:
                 p = Packet(p.trigger, [h for h in p.history if h.alert_id not in stored], p.schema, p.cutouts)
             groups.setdefault(lid, []).append(p)
-        for packets in groups.values():
-            packets.sort(key=lambda p: (p.trigger.mjd, p.trigger.alert_id))
         return loci, new_ids, groups
 
     def _claimed_position(self, lid: str, ra: np.ndarray, dec: np.ndarray, lid_of: list[str]) -> dict:

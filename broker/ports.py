@@ -169,7 +169,12 @@ class TransactionalSink(Sink):
 # =========================================================================== the store
 @dataclass
 class DeadLetter:
-    """A message that could not be processed, kept whole with the reason."""
+    """A message that could not be processed, kept whole with the reason.
+
+    ``source`` is where the message came from (``topic[partition]@offset`` or ``file[0]@index``);
+    with the payload it names the letter (:attr:`key`), so the same message rejected again (a
+    replay, a re-ingested file) is stored once.
+    """
 
     source: str
     reason: str
@@ -177,6 +182,20 @@ class DeadLetter:
     payload: bytes
     received_at: float
     headers: dict[str, str]
+
+    @staticmethod
+    def key_for(source: str, payload: bytes) -> str:
+        """SHA-256 of the origin and the bytes: one message, one key, whatever the attempt."""
+        import hashlib
+
+        h = hashlib.sha256(source.encode("utf-8", "surrogateescape"))
+        h.update(b"\0")
+        h.update(payload)
+        return h.hexdigest()
+
+    @property
+    def key(self) -> str:
+        return self.key_for(self.source, self.payload)
 
 
 class Store(abc.ABC):
@@ -187,7 +206,13 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def locus_positions(self, pixels: Iterable[int]) -> LocusPositions:
-        """Every locus whose association pixel is in ``pixels``."""
+        """Every locus whose association pixel is in ``pixels``, once each, at its current position.
+
+        A locus's position is the mean of its detections and moves as alerts join it; its
+        association pixel is that of its current position (``save_batch`` moves it), so the
+        3×3 block around an alert's pixel always holds every locus within the radius.
+        A claimed locus not stored yet is at its claimed position.
+        """
 
     @abc.abstractmethod
     def load_loci(self, locus_ids: Iterable[str], with_alerts: bool = True) -> dict[str, Locus]:
@@ -201,7 +226,9 @@ class Store(abc.ABC):
     def save_batch(
         self, loci: list[Locus], new_alerts: list[Alert], cutouts: dict[str, dict[str, bytes]] | None = None
     ) -> None:
-        """Upsert ``loci`` (properties, tags, catalog matches, provenance), then insert ``new_alerts``."""
+        """Upsert ``loci`` (position and its pixel, properties, tags, catalog matches, provenance), then
+        insert ``new_alerts``. A locus whose position crossed into another association pixel moves
+        there (``Locus.stored_position`` says where its row was)."""
 
     @abc.abstractmethod
     def alerts_for_locus(self, locus_id: str) -> list[Alert]:
@@ -212,8 +239,8 @@ class Store(abc.ABC):
         """Stamp name → FITS bytes for one alert (empty when it had none)."""
 
     @abc.abstractmethod
-    def record_dead_letter(self, letter: DeadLetter) -> None:
-        """Keep a rejected message (used when no dead-letter topic exists, e.g. embedded mode)."""
+    def record_dead_letter(self, letter: DeadLetter) -> bool:
+        """Keep a rejected message, once per :attr:`DeadLetter.key`; True if it was not kept yet."""
 
     @abc.abstractmethod
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
@@ -231,9 +258,11 @@ class Store(abc.ABC):
         ``candidates`` are ``(locus_id, ra, dec)`` of loci the caller wants to found (its own
         association found nothing within ``radius_arcsec``). Under a lock covering every
         candidate's 3×3 association-pixel block, each candidate is re-checked against the stored
-        and already claimed loci: if one lies within the radius, that locus wins; otherwise the
-        candidate's position row is written and it wins. Returns candidate id → winning locus id
-        (itself when it won). Replaying a claim returns the same answer.
+        and already claimed loci: if one lies within the radius, the nearest wins; otherwise the
+        candidate's position row is written and it wins. Candidates of one call do not compete:
+        the caller's association already kept them apart (loci move, so two founded in one
+        batch may have founders closer than the radius). Returns candidate id → winning locus
+        id (itself when it won). Replaying a claim returns the same answer.
         """
 
     @abc.abstractmethod

@@ -41,12 +41,15 @@ class RunSummary:
         return self.result.packets / self.seconds if self.seconds > 0 else 0.0
 
     def render(self) -> str:
+        """The run in lines that add up: messages = with alerts + empty + rejected; packets = new +
+        duplicates; the alerts, loci and dead letters stored are what the store gained."""
         r = self.result
+        decoded = r.messages - r.empty - r.rejected_total
         lines = [
-            f"messages read      {r.messages}",
-            f"packets accepted   {r.packets}  (alerts stored: {r.alerts_new}, incl. history)",
-            f"duplicates skipped {r.duplicates}",
-            f"rejected           {r.rejected_total}"
+            f"messages read      {r.messages}  ({decoded} with alerts, {r.empty} empty, {r.rejected_total} rejected)",
+            f"packets decoded    {r.packets}  ({r.packets - r.duplicates} new, {r.duplicates} duplicates skipped)",
+            f"alerts stored      {r.alerts_new}  (triggers and their history, each alert once)",
+            f"rejected           {r.rejected_total}  ({r.dead_letters_new} new dead letters stored)"
             + ("".join(f"\n  - {reason}: {n}" for reason, n in sorted(r.rejected.items())) if r.rejected else ""),
             f"loci created       {r.loci_created}",
             f"loci updated       {r.loci_updated}",

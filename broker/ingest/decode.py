@@ -9,9 +9,14 @@ The framing is sniffed from the first bytes, because one Albireo deployment read
 * ``0xC3 0x01`` → Avro single-object encoding: 8-byte schema fingerprint
 * anything else → schemaless body, only if a schema version is configured
 
-The writer schema's full name then picks the normaliser: ``ztf.alert`` or
-``lsst.vM_m.alert``. Everything that goes wrong raises :class:`DecodeError` with a ``reason``
-the worker counts and dead-letters by.
+The record's own fields then pick the normaliser (:func:`normalizer_for`): a ``candidate`` and
+an ``objectId`` make a ZTF alert, a ``diaSource`` a Rubin one, whatever the writer schema is
+called — tools that re-serialise real alerts rename it (a Spark job writes ``topLevelRecord``,
+other brokers' archives their own names) and add columns, which are kept as properties. The
+schema name (``ztf.alert``, ``lsst.vM_m.alert``) is only a hint for a record that looks like
+both. A container with a header and no record holds no alert: it decodes to no packet (the
+pipeline counts it as empty; it is no dead letter). Everything that goes wrong raises
+:class:`DecodeError` with a ``reason`` the worker counts and dead-letters by.
 """
 
 from __future__ import annotations
@@ -35,8 +40,8 @@ from broker.ingest.framing import (
     schema_full_name,
 )
 from broker.ingest.registries import LsstSchemaRegistry, SingleObjectRegistry, parse_version, schema_id_for
-from broker.ingest.surveys.lsst import normalize_lsst
-from broker.ingest.surveys.ztf import normalize_ztf
+from broker.ingest.surveys.lsst import looks_like_lsst, normalize_lsst
+from broker.ingest.surveys.ztf import looks_like_ztf, normalize_ztf, ztf_schema
 
 __all__ = ["DecodeError", "decode_message", "normalizer_for", "default_registry"]
 
@@ -62,18 +67,28 @@ def default_registry() -> LsstSchemaRegistry:
     return _default_registry
 
 
-def normalizer_for(schema_name: str) -> Callable[[dict, str], Packet]:
-    """The normaliser for a writer schema's full name, or DecodeError('unknown_schema')."""
-    if schema_name == "ztf.alert":
-        return normalize_ztf
+def normalizer_for(schema_name: str, record: dict | None = None) -> Callable[[dict, str], Packet]:
+    """The normaliser for a decoded record: by its fields, the writer schema's name only a hint.
+
+    Without ``record`` the name alone decides (``ztf.alert``, ``lsst.vM_m.alert``). A record
+    that is neither survey's raises DecodeError('unknown_schema') naming the fields it has.
+    """
     m = _LSST_NAME.match(schema_name)
-    if m:
-        major, minor = int(m.group(1)), int(m.group(2))
-        if schema_id_for(major, minor) not in default_registry().known_ids:
-            raise DecodeError("unknown_schema_version",
-                              f"LSST alert schema v{major}.{minor} is not one lsst-alert-packet ships")
+    if record is None:
+        if schema_name == "ztf.alert":
+            return normalize_ztf
+        if m:
+            return normalize_lsst
+        raise DecodeError("unknown_schema", f"no normaliser for schema {schema_name!r}")
+    ztf, lsst = looks_like_ztf(record), looks_like_lsst(record)
+    if ztf and lsst:  # both shapes in one record: let the name say which
+        return normalize_lsst if m else normalize_ztf
+    if ztf:
+        return normalize_ztf
+    if lsst:
         return normalize_lsst
-    raise DecodeError("unknown_schema", f"no normaliser for schema {schema_name!r}")
+    raise DecodeError("unknown_schema", f"schema {schema_name!r}: a record with fields {sorted(record)[:12]} is "
+                      "neither a ZTF alert (candidate + objectId) nor a Rubin one (diaSource)")
 
 
 def decode_message(
@@ -82,19 +97,23 @@ def decode_message(
     hint: str | None = None,
     registry: SchemaLookup | None = None,
     lsst_schema_version: str | tuple[int, int] | None = None,
+    ztf_schema_version: str | None = None,
     single_object_registry: Callable[[int], dict] | None = None,
     cache: SchemaCache = SCHEMA_CACHE,
 ) -> list[Packet]:
-    """Decode one message (any supported framing) into normalised packets.
+    """Decode one message (any supported framing) into normalised packets (none for an empty container).
 
     ``hint`` forces a framing (``container``/``ztf``, ``confluent``, ``single_object``,
     ``schemaless``) instead of sniffing; ``registry`` resolves Confluent schema ids (default:
-    the local Rubin registry); ``lsst_schema_version`` (``"7.1"``) is the writer schema of
-    schemaless bodies.
+    the local Rubin registry); ``lsst_schema_version`` (``"7.1"``) or ``ztf_schema_version``
+    (``"3.2"``, one of ``schemas/ztf/``) is the writer schema of schemaless bodies — at most one.
     """
     if not raw:
         raise DecodeError("empty", "zero-byte message")
-    framing = hint if hint is not None else _sniff(raw, lsst_schema_version)
+    if lsst_schema_version and ztf_schema_version:
+        raise DecodeError("bad_config", "schemaless bodies can have one writer schema: set the Rubin or the "
+                          "ZTF schemaless version, not both")
+    framing = hint if hint is not None else _sniff(raw, lsst_schema_version or ztf_schema_version)
     if framing in ("container", "ztf"):
         entry, records = read_container(raw, cache)
         name = entry.name
@@ -105,20 +124,21 @@ def decode_message(
         parsed, record = decode_single_object(raw, single_object_registry or SINGLE_OBJECT_SCHEMAS)
         name, records = schema_full_name(parsed), [record]
     elif framing == "schemaless":
-        if lsst_schema_version is None:
+        if ztf_schema_version:
+            parsed = ztf_schema(ztf_schema_version)
+        elif lsst_schema_version:
+            major, minor = parse_version(lsst_schema_version)
+            parsed = (registry or default_registry())(schema_id_for(major, minor))
+        else:
             raise DecodeError("bad_magic", "no container/Confluent/single-object magic and no schema version "
                               f"configured for schemaless bodies (starts {bytes(raw[:4]).hex()})")
-        major, minor = parse_version(lsst_schema_version)
-        lookup = registry or default_registry()
-        parsed = lookup(schema_id_for(major, minor))
         name = schema_full_name(parsed)
         records = [decode_schemaless(raw, parsed, name=name)]
     else:
         raise DecodeError("bad_hint", f"unknown framing hint {hint!r} (expected one of {sorted(_HINTS)})")
 
-    normalize = normalizer_for(name)
     try:
-        return [normalize(rec, name) for rec in records]
+        return [normalizer_for(name, rec)(rec, name) for rec in records]
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise DecodeError("bad_record", f"{name} record lacks or mistypes a required field: "
                           f"{type(exc).__name__}: {exc}") from exc

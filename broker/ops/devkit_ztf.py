@@ -23,7 +23,11 @@ How the devkit fields are filled (``devkit_ztf_packets``):
 * ``objectId``: the alert's own ``ztf_object_id`` when ANTARES stored one (1,343 of 3,552);
   otherwise the object of the nearest alert in time whose object is known (own property or
   the object embedded in an upper-limit id), ties going to the object with the most detections
-  that name it. ``schemavsn`` is ``3.2``, ``publisher`` ZTF's own string, cutouts null.
+  that name it. Then every upper limit must reach the stream, as it reached ANTARES: ZTF sends an
+  upper limit only in a later packet (≤ 30 days) of the object its id names, so where no such
+  packet was named yet, a detection of unknown object in that window takes the upper limit's
+  object (see ``_deliver_upper_limits``). All 3,959 alerts of the locus are then in the stream.
+  ``schemavsn`` is ``3.2``, ``publisher`` ZTF's own string, cutouts null.
 * Dropped: ``drb``/``drbversion`` (379 alerts; not in schema 3.2) and ANTARES's own ``ant_*``.
 """
 
@@ -44,13 +48,14 @@ from typing import Any
 import fastavro
 import numpy as np
 
-from broker import REPO_ROOT
 from broker.adapters.streams.files import STREAM_SUFFIX, write_stream_file
 from broker.ingest.framing import (
     container_from_bodies,
     encode_schemaless,
     zigzag,
 )
+from broker.ingest.surveys.ztf import SCHEMA_DIR
+from broker.ingest.surveys.ztf import ztf_schema as shipped_ztf_schema
 
 ZTF_SCHEMA_VERSION = "3.2"
 
@@ -63,20 +68,16 @@ HISTORY_DAYS = 30.0
 
 
 #: bump when the demo stream's content changes, so a cached file is rebuilt.
-DEMO_STREAM_VERSION = 1
+DEMO_STREAM_VERSION = 2
 
 
 def ztf_schema_path(version: str = ZTF_SCHEMA_VERSION) -> Path:
-    return REPO_ROOT / "schemas" / "ztf" / version / "alert.avsc"
+    return SCHEMA_DIR / version / "alert.avsc"
 
 
-@lru_cache(maxsize=4)
 def ztf_schema(version: str = ZTF_SCHEMA_VERSION) -> dict:
     """The parsed ZTF alert schema committed under ``schemas/ztf/<version>/``."""
-    path = ztf_schema_path(version)
-    if not path.exists():
-        raise FileNotFoundError(f"no ZTF alert schema {version} at {path}")
-    return fastavro.parse_schema(json.loads(path.read_text()))
+    return shipped_ztf_schema(version)
 
 
 @lru_cache(maxsize=4)
@@ -153,7 +154,61 @@ def assign_object_ids(alerts: list[dict]) -> list[str | None]:
             a, b = np.searchsorted(kmjd, t - 1e-9), np.searchsorted(kmjd, t + 1e-9, side="right")
             near.update(known[idx[j]] for j in range(a, b))
         out[i] = max(sorted(near), key=lambda o: named_detections.get(o, 0))
-    return out
+    free = [i for i, a in enumerate(alerts) if a["id"].startswith("ztf_candidate:") and known[i] is None]
+    return _deliver_upper_limits(alerts, mjd, out, free)
+
+
+def _delivers(mjd: np.ndarray, det: int, ul: int) -> bool:
+    """Does the packet of detection ``det`` carry upper limit ``ul`` in its history (time-wise)?"""
+    return mjd[det] - HISTORY_DAYS < mjd[ul] < mjd[det]
+
+
+def _deliver_upper_limits(alerts: list[dict], mjd: np.ndarray, oids: list[str | None],
+                          free: list[int]) -> list[str | None]:
+    """Re-name detections of unknown object so that every upper limit reaches the stream.
+
+    ZTF sends an upper limit only in the history of a later packet (within 30 days) of the object
+    it names, and ANTARES holds every one of them, so such a packet existed. The nearest-in-time
+    rule alone leaves some unsent (the named object had no packet of its own in the window). For
+    each such upper limit, in time order, the latest detection in its window whose object the
+    devkit does not record takes the upper limit's object — unless that would leave one of its
+    old object's upper limits unsent. Deterministic: the same locus gives the same names.
+    """
+    oids = list(oids)
+    uls = [i for i, a in enumerate(alerts) if a["id"].startswith("ztf_upper_limit:")]
+    free_sorted = sorted(free, key=lambda i: mjd[i])
+    fmjd = mjd[free_sorted]
+
+    det_idx = [i for i, a in enumerate(alerts) if a["id"].startswith("ztf_candidate:")]
+    dmjd = mjd[det_idx]
+
+    def sent(ul: int) -> bool:
+        lo, hi = np.searchsorted(dmjd, mjd[ul], side="right"), np.searchsorted(dmjd, mjd[ul] + HISTORY_DAYS)
+        return any(oids[det_idx[j]] == oids[ul] for j in range(lo, hi))
+
+    def sole_carrier_of(d: int) -> bool:
+        """Is ``d`` the only packet that sends one of its own object's upper limits?"""
+        lo, hi = np.searchsorted(mjd, mjd[d] - HISTORY_DAYS, side="right"), np.searchsorted(mjd, mjd[d])
+        for u in range(lo, hi):
+            if alerts[u]["id"].startswith("ztf_upper_limit:") and oids[u] == oids[d] and _delivers(mjd, d, u):
+                lo2 = np.searchsorted(dmjd, mjd[u], side="right")
+                hi2 = np.searchsorted(dmjd, mjd[u] + HISTORY_DAYS)
+                if sum(oids[det_idx[j]] == oids[u] for j in range(lo2, hi2)) == 1:
+                    return True
+        return False
+
+    for ul in sorted(uls, key=lambda i: mjd[i]):
+        if sent(ul):
+            continue
+        lo = int(np.searchsorted(fmjd, mjd[ul], side="right"))
+        hi = int(np.searchsorted(fmjd, mjd[ul] + HISTORY_DAYS))
+        for j in range(hi - 1, lo - 1, -1):
+            d = free_sorted[j]
+            if not _delivers(mjd, d, ul) or sole_carrier_of(d):
+                continue
+            oids[d] = oids[ul]
+            break
+    return oids
 
 
 def _row(props: dict[str, Any], fields: list[dict]) -> dict[str, Any]:

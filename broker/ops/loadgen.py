@@ -155,10 +155,13 @@ def _object_key(record: dict) -> str | None:
     return None
 
 
-def _jitter(raw: bytes, rng: np.random.Generator, index: int, max_shift_deg: float,
-            time_shift_days: float) -> tuple[bytes, str | None]:
+def _jitter(raw: bytes, rng: np.random.Generator | None, index: int, max_shift_deg: float,
+            time_shift_days: float, shift_deg: tuple[float, float] | None = None) -> tuple[bytes, str | None]:
     framing, ctx, records = _decode_any(raw)
-    dra, ddec = rng.uniform(-max_shift_deg, max_shift_deg, size=2) if max_shift_deg > 0 else (0.0, 0.0)
+    if shift_deg is not None:
+        dra, ddec = shift_deg
+    else:
+        dra, ddec = rng.uniform(-max_shift_deg, max_shift_deg, size=2) if max_shift_deg > 0 else (0.0, 0.0)
     for rec in records:
         _jitter_record(rec, float(dra), float(ddec), float(time_shift_days), index)
     if framing == "container":
@@ -170,18 +173,19 @@ def _jitter(raw: bytes, rng: np.random.Generator, index: int, max_shift_deg: flo
     return out, (_object_key(records[0]) if records else None)
 
 
-def jitter_packet(raw: bytes, *, rng: np.random.Generator, index: int, max_shift_deg: float,
-                  time_shift_days: float) -> bytes:
+def jitter_packet(raw: bytes, *, rng: np.random.Generator | None = None, index: int, max_shift_deg: float = 0.0,
+                  time_shift_days: float = 0.0, shift_deg: tuple[float, float] | None = None) -> bytes:
     """A copy of a real packet that is a different object: ids unique per ``index``, moved, re-timed.
 
-    One random (dRA, dDec) drawn from ``rng`` (uniform in ±``max_shift_deg``) moves the trigger
-    and every history row alike, so the copy stays one locus; RA wraps into [0, 360) and dec
-    reflects at the poles. Every JD/MJD field moves by ``time_shift_days``. Ids (``candid``,
+    One (dRA, dDec) — ``shift_deg`` when given (the same for every packet of one copied source, so a
+    long-lived source is copied whole), else drawn from ``rng`` uniform in ±``max_shift_deg`` —
+    moves the trigger and every history row alike, so the copy stays one locus; RA wraps into
+    [0, 360) and dec reflects at the poles. Every JD/MJD field moves by ``time_shift_days``. Ids (``candid``,
     ``diaSourceId``, ``objectId``/``diaObjectId`` ...) go through a per-``index`` bijection, so a
     history row keeps pointing at the copy of its own detection. The bytes are re-encoded with the
     input's own framing and writer schema; every other value is the real one.
     """
-    return _jitter(raw, rng, index, max_shift_deg, time_shift_days)[0]
+    return _jitter(raw, rng, index, max_shift_deg, time_shift_days, shift_deg)[0]
 
 
 @dataclass

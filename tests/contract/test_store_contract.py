@@ -29,7 +29,7 @@ def test_round_trip_keeps_every_field(store, locus_factory):
     got = store.load_loci([a.locus_id, b.locus_id, "ALB-missing"])
     assert set(got) == {a.locus_id, b.locus_id}
     la = got[a.locus_id]
-    assert (la.ra, la.dec) == (150.1, 2.2)
+    assert (la.ra, la.dec) == (a.ra, a.dec)  # the mean of its detections, stored as is
     assert la.user_tags == {"high_snr"}
     assert la.user_properties == {"snr_max": 42.5, "class": "SN Ia"}
     assert la.internal_properties["num_alerts"] == 5
@@ -126,16 +126,68 @@ def test_claims_pick_one_winner(store, locus_factory):
     _save(store, [stored])
     half = 0.5 / 3600
     got = store.claim_new_loci([
-        ("ALBnear", 80.0, -20.0 + half),         # within 1" of a stored locus → that locus
-        ("ALBfresh", 81.0, -20.0),               # nothing there → itself
-        ("ALBtwin", 81.0 + half / 2, -20.0),     # within 1" of an earlier candidate → that candidate
-    ], RADIUS_ARCSEC)
-    assert got == {"ALBnear": stored.locus_id, "ALBfresh": "ALBfresh", "ALBtwin": "ALBfresh"}
+        ("ALBnear", stored.ra, stored.dec + half),  # within 1" of a stored locus → that locus
+        ("ALBfresh", 81.0, -20.0),                  # nothing there → itself
+        ("ALBtwin", 81.0 + half / 2, -20.0),        # near a candidate of the same call: the caller's
+    ], RADIUS_ARCSEC)                               # association kept them apart, so itself too
+    assert got == {"ALBnear": stored.locus_id, "ALBfresh": "ALBfresh", "ALBtwin": "ALBtwin"}
     # A later claim sees the earlier one; replaying returns the same answer.
     assert store.claim_new_loci([("ALBlate", 81.0, -20.0 - half)], RADIUS_ARCSEC) == {"ALBlate": "ALBfresh"}
+    # the nearest of two claimed loci wins
+    assert store.claim_new_loci([("ALBmid", 81.0 + half / 2.5, -20.0)], RADIUS_ARCSEC) == {"ALBmid": "ALBtwin"}
     assert store.claim_new_loci([("ALBfresh", 81.0, -20.0)], RADIUS_ARCSEC) == {"ALBfresh": "ALBfresh"}
     pix = pixels_of(np.array([81.0]), np.array([-20.0]), ORDER)
-    assert store.locus_positions(pix.tolist()).locus_ids == ["ALBfresh"]
+    assert sorted(store.locus_positions(pix.tolist()).locus_ids) == ["ALBfresh", "ALBtwin"]
+
+
+def _edge_crossing(store_order: int) -> tuple[float, float, float]:
+    """(ra, dec0, dec1): two points 0.6" apart in dec on either side of an association-pixel edge."""
+    ra, step = 150.0, 0.6 / 3600
+    dec = np.arange(2.0, 2.01, 0.1 / 3600)
+    pix = pixels_of(np.full(dec.size, ra), dec, store_order)
+    k = int(np.flatnonzero(np.diff(pix))[0])
+    return ra, float(dec[k] - step / 2), float(dec[k] + step / 2)
+
+
+def test_a_locus_that_moves_changes_pixel(store, locus_factory):
+    """A locus's mean crosses into the next association pixel: it is found there, once, and no longer
+    in the old one (also for a locus that was only claimed before)."""
+    from broker.alert import Alert
+    from broker.locus import Locus
+
+    ra, dec0, dec1 = _edge_crossing(ORDER)
+    p0, p1 = pixels_of(np.array([ra, ra]), np.array([dec0, dec1]), ORDER).tolist()
+    assert p0 != p1
+    lid = "ALBmover"
+    assert store.claim_new_loci([(lid, ra, dec0)], RADIUS_ARCSEC) == {lid: lid}
+    locus = Locus(lid, ra, dec0, stored_position=(ra, dec0))
+    first = Alert("ztf_candidate:1", 1, 60000.0, ra, dec0, "g", 18.0, 0.1, 20.0, {}, "ZTF24move", False)
+    store.save_batch([locus], locus.add_alerts([first]))
+    assert store.locus_positions([p0]).locus_ids == [lid]
+    # three more detections at dec1 pull the mean across the edge
+    more = [Alert(f"ztf_candidate:{k}", 1, 60000.0 + k, ra, dec1, "g", 18.0, 0.1, 20.0, {}, "ZTF24move", False)
+            for k in (2, 3, 4)]
+    loaded = store.load_loci([lid])[lid]
+    added = loaded.add_alerts(more)
+    assert pixels_of(np.array([loaded.ra]), np.array([loaded.dec]), ORDER).tolist() == [p1]
+    store.save_batch([loaded], added)
+    assert store.locus_positions([p0]).locus_ids == []
+    moved = store.locus_positions([p0, p1])
+    assert moved.locus_ids == [lid] and moved.pixel.tolist() == [p1]
+    assert (moved.ra[0], moved.dec[0]) == (loaded.ra, loaded.dec)
+    again = store.load_loci([lid])[lid]
+    assert (again.ra, again.dec) == (loaded.ra, loaded.dec) and again.internal_properties["num_alerts"] == 4
+
+
+def test_dead_letters_are_kept_once_per_message(store):
+    letter = DeadLetter("ztf-alerts[0]@17", "bad_magic", "not avro", b"\x01garbage", time.time(), {"x": "1"})
+    assert store.record_dead_letter(letter) is True
+    again = DeadLetter(letter.source, letter.reason, letter.message, letter.payload, letter.received_at + 60, {})
+    assert store.record_dead_letter(again) is False  # the same message rejected again: a replay
+    other = DeadLetter("ztf-alerts[0]@18", "bad_magic", "not avro", b"\x01garbage", time.time(), {})
+    assert store.record_dead_letter(other) is True  # the same bytes at another offset: another message
+    assert store.counts()["dead_letters"] == 2
+    assert sorted(d.source for d in store.dead_letters()) == ["ztf-alerts[0]@17", "ztf-alerts[0]@18"]
 
 
 def test_claim_radius_must_match_store_order(store):

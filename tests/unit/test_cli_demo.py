@@ -16,7 +16,7 @@ def test_demo_summary_on_real_packets(tmp_path, shared_data, lsst_samples):
     assert out.exit_code == 0, out.output
     text = out.output
     messages = int(re.search(r"messages read\s+(\d+)", text).group(1))
-    accepted = int(re.search(r"packets accepted\s+(\d+)", text).group(1))
+    accepted = int(re.search(r"packets decoded\s+(\d+)", text).group(1))
     rejected = int(re.search(r"rejected\s+(\d+)", text).group(1))
     assert messages == 54 and rejected == 1 and accepted == 53
     assert "bad_magic: 1" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import math
 
 import fastavro
@@ -55,10 +56,46 @@ def test_sample_versions_cover_v3_to_v11(lsst_samples):
     assert len(lsst_samples) >= 15
 
 
+#: the samples whose time fields hold 1480360995.0 (Unix seconds) where their schema says MJD.
+SECONDS_SAMPLES = {"3.0", "4.0", "5.0", "6.0", "6.1", "7.0", "7.1", "7.2", "7.3", "7.4"}
+_TIME_FIELDS = ("midpointMjdTai", "midPointTai")
+
+
+def _with_mjd_times(rec: dict, mjd: float = 60902.993305483615) -> dict:
+    """A copy of a real sample whose alert times are in the schema's own unit (MJD): only they change.
+
+    ``mjd`` defaults to the time the v8.0+ samples carry; history rows go 1, 2, ... days earlier.
+    """
+    rec = copy.deepcopy(rec)
+    for name in _TIME_FIELDS:
+        if name in rec["diaSource"]:
+            rec["diaSource"][name] = mjd
+    for key in ("prvDiaSources", "prvDiaForcedSources", "prvDiaNondetectionLimits"):
+        for k, row in enumerate(rec.get(key) or (), start=1):
+            for name in _TIME_FIELDS:
+                if name in row:
+                    row[name] = mjd - k
+    return rec
+
+
+def _container_like(path, rec) -> bytes:
+    with open(path, "rb") as fh:
+        schema = fastavro.reader(fh).writer_schema
+    return write_container([rec], schema)
+
+
 def test_every_sample_normalises_like_the_raw_record(lsst_samples):
     for version, path in lsst_samples.items():
         rec = _raw(path)
-        (packet,) = decode_message(path.read_bytes(), cache=SchemaCache())
+        if version in SECONDS_SAMPLES:
+            with pytest.raises(DecodeError) as exc:
+                decode_message(path.read_bytes(), cache=SchemaCache())
+            assert exc.value.reason == "implausible_time"
+            rec = _with_mjd_times(rec)
+            raw = _container_like(path, rec)
+        else:
+            raw = path.read_bytes()
+        (packet,) = decode_message(raw, cache=SchemaCache())
         src = rec["diaSource"]
         major, minor = version.split(".")
         assert packet.schema == f"lsst.v{major}_{minor}.alert"
@@ -78,9 +115,14 @@ def test_every_sample_normalises_like_the_raw_record(lsst_samples):
         props = t.properties
         assert props["lsst_object_id"] == str(expected_obj)
         for key, value in src.items():
+            if isinstance(value, datetime.datetime):  # an Avro timestamp: kept as an MJD (checked below)
+                assert isinstance(props["lsst_" + key], float)
+                continue
             assert props.get("lsst_" + key) == value if value is not None else "lsst_" + key not in props
         for key, value in (rec.get("diaObject") or {}).items():
-            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            if isinstance(value, datetime.datetime):
+                assert isinstance(props["lsst_diaobject_" + key], float)
+            elif value is not None and not (isinstance(value, float) and math.isnan(value)):
                 assert props["lsst_diaobject_" + key] == value
         prv = rec.get("prvDiaSources") or []
         assert [h.alert_id for h in packet.history] == [f"lsst_diasource:{p['diaSourceId']}" for p in prv]
@@ -89,9 +131,51 @@ def test_every_sample_normalises_like_the_raw_record(lsst_samples):
         validate_packet(packet)
 
 
+def test_times_follow_each_schemas_documented_unit(lsst_samples, registry):
+    """Every version's alert times are MJD TAI days (its docs); timestamps become MJDs; no unit slips in."""
+    from astropy.time import Time
+
+    for version, path in lsst_samples.items():
+        rec = _raw(path)
+        doc_unit = _time_doc(registry, version)
+        assert doc_unit is None or "Modified Julian Date" in doc_unit, (version, doc_unit)
+        if version in SECONDS_SAMPLES:
+            assert _get(rec["diaSource"], *_TIME_FIELDS) == 1480360995.0  # the value the issue was about
+            rec = _with_mjd_times(rec)
+        (packet,) = decode_message(_container_like(path, rec), cache=SchemaCache())
+        assert packet.trigger.mjd == _get(rec["diaSource"], *_TIME_FIELDS)
+        for h, row in zip(packet.history, rec.get("prvDiaSources") or (), strict=False):
+            assert h.mjd == _get(row, *_TIME_FIELDS)
+        stamp = rec["diaSource"].get("time_processed")
+        if isinstance(stamp, datetime.datetime):  # v8.0: an Avro timestamp-micros
+            assert packet.trigger.properties["lsst_time_processed"] == pytest.approx(Time(stamp).utc.mjd, abs=1e-9)
+    # and every way a time can be in the wrong unit is refused, for the trigger and for history
+    rec = _raw(lsst_samples["11.1"])
+    good = rec["diaSource"]["midpointMjdTai"]
+    for wrong in (good * 86400.0, good * 86400e3, good + 2400000.5, float("nan"), -1.0):
+        bad = copy.deepcopy(rec)
+        bad["diaSource"]["midpointMjdTai"] = wrong
+        with pytest.raises(DecodeError) as exc:
+            decode_message(_container_like(lsst_samples["11.1"], bad), cache=SchemaCache())
+        assert exc.value.reason == "implausible_time", wrong
+    bad = copy.deepcopy(rec)
+    bad["prvDiaSources"][0]["midpointMjdTai"] = good * 86400.0
+    with pytest.raises(DecodeError, match="history"):
+        decode_message(_container_like(lsst_samples["11.1"], bad), cache=SchemaCache())
+
+
+def _time_doc(registry, version: str) -> str | None:
+    """The ``doc`` of the diaSource time field in the schema lsst-alert-packet ships for ``version``."""
+    major, minor = (int(x) for x in version.split("."))
+    for f in _named_fields(registry(schema_id_for(major, minor)), ".diaSource"):
+        if f["name"] in _TIME_FIELDS:
+            return f.get("doc")
+    raise LookupError(version)
+
+
 @pytest.mark.parametrize("version", ["3.0", "5.0", "6.0", "7.4", "9.0", "11.1"])
 def test_forced_sources_and_nondetection_limits(lsst_samples, registry, version):
-    rec = _raw(lsst_samples[version])
+    rec = _with_mjd_times(_raw(lsst_samples[version]))
     major, minor = (int(x) for x in version.split("."))
     parsed = registry(schema_id_for(major, minor))
     fs_fields = _named_fields(parsed, ".diaForcedSource")
@@ -142,18 +226,21 @@ def test_solar_system_source_uses_ss_object_id(lsst_samples, registry):
 
 
 def test_cutouts_are_kept(lsst_samples, registry):
-    rec = copy.deepcopy(_raw(lsst_samples["7.4"]))
+    rec = _with_mjd_times(_raw(lsst_samples["7.4"]))
     rec["cutoutDifference"] = b"\x1f\x8bdiff"
     rec["cutoutTemplate"] = b"tmpl"
     (packet,) = decode_message(encode_schemaless(rec, registry(704)), lsst_schema_version="7.4", registry=registry)
     assert packet.cutouts == {"difference": b"\x1f\x8bdiff", "template": b"tmpl"}
 
 
-def test_unknown_lsst_version_in_container(lsst_samples):
+def test_unknown_lsst_version_in_container_is_read_by_its_fields(lsst_samples):
+    """A container embeds its writer schema, so a version lsst-alert-packet does not ship yet is still
+    read: by its fields (the survey is recognised by structure, the name is a hint)."""
     rec = _raw(lsst_samples["11.1"])
     with open(lsst_samples["11.1"], "rb") as fh:
         schema = fastavro.reader(fh).writer_schema
+    (want,) = decode_message(lsst_samples["11.1"].read_bytes(), cache=SchemaCache())
     schema = {**schema, "name": "lsst.v99_0.alert"}
-    with pytest.raises(DecodeError) as exc:
-        decode_message(write_container([rec], schema), cache=SchemaCache())
-    assert exc.value.reason == "unknown_schema_version"
+    (packet,) = decode_message(write_container([rec], schema), cache=SchemaCache())
+    assert packet.schema == "lsst.v99_0.alert"
+    assert packet.trigger.alert_id == want.trigger.alert_id and packet.trigger.properties == want.trigger.properties

@@ -67,6 +67,7 @@ def test_every_shared_packet_normalises_like_the_raw_record(shared_data):
         assert props["ant_mag"] == cand["magpsf"] and props["ant_survey"] == 1
 
         prv = rec.get("prv_candidates") or []
+        prv = [p for p in prv if p.get("candid") is None or p["candid"] != cand["candid"]]  # pre-1.0: see below
         detections = [p for p in prv if p.get("candid") is not None]
         limits = [p for p in prv if "candid" in p and p["candid"] is None]
         forced = [p for p in prv if "candid" not in p]
@@ -95,7 +96,7 @@ def test_every_shared_packet_normalises_like_the_raw_record(shared_data):
 
 def test_upper_limit_counts_on_known_packets(shared_data):
     cases = {"ztf-avro-alert/472263571115095000.avro": (62, 11, 0),
-             "ztf-avro-alert/87704463155000.avro": (1, 17, 0),
+             "ztf-avro-alert/87704463155000.avro": (0, 17, 0),  # its one prv detection is the trigger
              "ztf-avro-alert/forcedphot_test_1660293514215020000.avro": (0, 0, 18),
              "fink-datasim/697252845715010000.avro": (1, 23, 0)}
     for name, (n_det, n_ul, n_fp) in cases.items():
@@ -103,6 +104,37 @@ def test_upper_limit_counts_on_known_packets(shared_data):
         got = [sum(h.alert_id.startswith(p) for h in packet.history)
                for p in ("ztf_candidate:", "ztf_upper_limit:", "ztf_fp:")]
         assert got == [n_det, n_ul, n_fp], name
+
+
+def test_pre_1_0_packets_do_not_store_their_trigger_as_history(shared_data, tmp_path):
+    """Pre-1.0 packets repeat the trigger as the last prv_candidates row: it stays the trigger, once."""
+    from broker.adapters.storage.sqlite import SQLiteStore
+    from broker.adapters.streams.files import FileSource, StreamFileSink
+    from broker.assemble import build_pipeline
+    from broker.association import Associator
+    from broker.config import load_config
+
+    repeating = []
+    for path in _ztf_files(shared_data):
+        if path.name == "87704463155002.avro":
+            continue
+        rec = _raw_record(path)
+        cand = rec["candidate"]
+        if any(p.get("candid") == cand["candid"] for p in rec.get("prv_candidates") or ()):
+            repeating.append((path, f"ztf_candidate:{cand['candid']}"))
+    assert len(repeating) >= 4  # 87704463155000/1 and 1726958725155000/1/2
+    cfg = load_config(env={})
+    cfg.catalogs.enabled = False
+    assoc = Associator.from_config(cfg.association)
+    store = SQLiteStore(tmp_path / "s.sqlite", assoc.order)
+    pipe = build_pipeline(cfg, store, StreamFileSink(tmp_path / "out"), associator=assoc)
+    pipe.process(FileSource([p for p, _ in repeating]).poll_batch(100, 0))
+    for path, trigger_id in repeating:
+        (packet,) = decode_message(path.read_bytes())
+        assert trigger_id not in {h.alert_id for h in packet.history}, path.name
+        (row,) = [a for lid in [store.load_loci([x.locus_id for b in store.iter_loci() for x in b])]
+                  for x in lid.values() for a in x.alerts if a.alert_id == trigger_id]
+        assert row.is_history is False, path.name
 
 
 def test_forced_photometry_points(shared_data):

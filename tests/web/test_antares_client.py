@@ -90,3 +90,33 @@ def test_antares_client_against_albireo(server, store, host_objects):
     assert out["search"] == sorted(i for i, x in loci.items() if x.internal_properties["num_alerts"] >= 20)
     assert out["by_tag"] == sorted(i for i, x in loci.items() if tag in x.user_tags)
     assert out["catalog_search"] == ["openngc"]
+
+
+TIMESERIES_SCRIPT = textwrap.dedent('''
+    import json, sys
+    from antares_client import search
+
+    out = {}
+    for lid in json.loads(sys.argv[1]):
+        loc = search.get_by_id(lid)
+        ts = loc.timeseries  # astropy Time from ant_mjd: ErfaError on a time in the wrong unit
+        out[lid] = sorted(float(t) for t in ts["ant_mjd"])
+    print(json.dumps(out))
+''')
+
+
+def test_antares_client_builds_every_rubin_timeseries(server, store):
+    """Every stored Rubin locus has times antares-client turns into a TimeSeries: the samples whose
+    times are seconds (v3.0–v7.4) were dead-lettered, not stored as MJD 1.48e9."""
+    rubin = {x.locus_id: x for b in store.iter_loci() for x in b if any(a.survey == 4 for a in x.alerts)}
+    assert rubin, "the demo stored no Rubin locus"
+    env = dict(os.environ, ANTARES_API_BASE_URL=f"{server}v2/")
+    proc = subprocess.run([sys.executable, "-c", TIMESERIES_SCRIPT, json.dumps(sorted(rubin))], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    for lid, locus in rubin.items():
+        assert got[lid] == pytest.approx(sorted(a.mjd for a in locus.alerts), abs=1e-9)
+        assert all(40587 <= t <= 88069 for t in got[lid])
+    letters = [d for d in store.dead_letters(limit=1000) if d.reason == "implausible_time"]
+    assert len(letters) == 10 and all("1480360995" in d.message for d in letters)

@@ -10,6 +10,8 @@ Tables follow the queries (Cassandra has no joins; each read is one partition or
   ordered slice; ``alerts`` — by alert id, the "already processed?" check;
 * ``catalog_matches`` (locus, catalog), ``filter_revisions`` (filter, revision), ``cutouts``,
   ``dead_letters`` (partition = UTC day, newest first);
+* ``dead_letter_keys`` — one row per rejected message (:attr:`DeadLetter.key`): a message
+  rejected again (a replay) is not stored a second time;
 * ``region_locks`` — one lightweight-transaction row per region, see :meth:`claim_new_loci`;
 * ``schema_version`` — migrations applied, in order, once.
 
@@ -72,6 +74,9 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         """CREATE TABLE IF NOT EXISTS filter_revisions (
             filter text, revision text, code text, registered_at double, PRIMARY KEY ((filter), revision))""",
         """CREATE TABLE IF NOT EXISTS region_locks (region bigint PRIMARY KEY, owner text)""",
+    ]),
+    (2, "dead letters keyed by message", [
+        """CREATE TABLE IF NOT EXISTS dead_letter_keys (letter_key text PRIMARY KEY, day text, id timeuuid)""",
     ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -151,6 +156,9 @@ class CassandraStore(Store):
         self._ins_locus = p("INSERT INTO loci (locus_id, ra, dec, pixel, record, newest_mjd) VALUES (?,?,?,?,?,?)")
         self._ins_pixel = p("INSERT INTO loci_by_pixel (region, pixel, locus_id, ra, dec) VALUES (?,?,?,?,?)")
         self._ins_pixel.consistency_level = self._quorum
+        self._del_pixel = p("DELETE FROM loci_by_pixel WHERE region=? AND pixel=? AND locus_id=?")
+        self._sel_letter_key = p("SELECT letter_key FROM dead_letter_keys WHERE letter_key=?")
+        self._ins_letter_key = p("INSERT INTO dead_letter_keys (letter_key, day, id) VALUES (?,?,?)")
         self._ins_alert_by_locus = p(f"INSERT INTO alerts_by_locus ({', '.join(_ALERT_COLS)}) "
                                      f"VALUES ({','.join('?' * len(_ALERT_COLS))})")
         self._ins_alert = p("INSERT INTO alerts (alert_id, locus_id, mjd) VALUES (?,?,?)")
@@ -270,14 +278,18 @@ class CassandraStore(Store):
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Newest first, walking back one UTC day at a time (at most a year)."""
         out: list[DeadLetter] = []
+        seen: set[str] = set()
         day = time.time()
         for _ in range(366):
             if len(out) >= limit:
                 break
             key = time.strftime("%Y-%m-%d", time.gmtime(day))
-            for r in self._retry(lambda k=key: self._session.execute(self._sel_dead, (k, limit - len(out)))):
-                out.append(DeadLetter(r.source, r.reason, r.message, bytes(r.payload or b""), r.received_at,
-                                      loads(r.headers) or {}))
+            for r in self._retry(lambda k=key: self._session.execute(self._sel_dead, (k, limit - len(out) + 10))):
+                letter = DeadLetter(r.source, r.reason, r.message, bytes(r.payload or b""), r.received_at,
+                                    loads(r.headers) or {})
+                if letter.key not in seen:
+                    seen.add(letter.key)
+                    out.append(letter)
             day -= 86400
         return out[:limit]
 
@@ -286,7 +298,7 @@ class CassandraStore(Store):
         from cassandra.query import SimpleStatement
 
         out = {}
-        for name, table in (("loci", "loci"), ("alerts", "alerts"), ("dead_letters", "dead_letters")):
+        for name, table in (("loci", "loci"), ("alerts", "alerts"), ("dead_letters", "dead_letter_keys")):
             stmt = SimpleStatement(f"SELECT COUNT(*) FROM {table}", fetch_size=5000)
             out[name] = int(self._retry(lambda s=stmt: self._session.execute(s, timeout=120)).one()[0])
         return out
@@ -304,11 +316,19 @@ class CassandraStore(Store):
         else:
             pix = np.empty(0, dtype=np.int64)
         regions = self._regions(pix)
-        locus_rows, pixel_rows, catalog_rows = [], [], []
-        for x, p, reg in zip(loci, pix.tolist(), regions.tolist(), strict=True):
+        moved = [i for i, x in enumerate(loci) if x.stored_position is not None]
+        old_pix = np.full(len(loci), -1, dtype=np.int64)
+        if moved:
+            old_pix[moved] = pixels_of(np.array([loci[i].stored_position[0] for i in moved]),
+                                       np.array([loci[i].stored_position[1] for i in moved]), self.association_order)
+        locus_rows, pixel_rows, catalog_rows, moves = [], [], [], []
+        for x, p, reg, old in zip(loci, pix.tolist(), regions.tolist(), old_pix.tolist(), strict=True):
             locus_rows.append((x.locus_id, x.ra, x.dec, p, dumps(locus_record(x)),
                                x.internal_properties.get("newest_alert_observation_time")))
-            pixel_rows.append((reg, p, x.locus_id, x.ra, x.dec))
+            if old >= 0 and old != p:
+                moves.append(((reg, p, x.locus_id, x.ra, x.dec), (int(old) >> self.region_shift, int(old), x.locus_id)))
+            else:
+                pixel_rows.append((reg, p, x.locus_id, x.ra, x.dec))
             for cat, matches in x.catalog_objects.items():
                 catalog_rows.append((x.locus_id, cat, x.catalog_version, dumps(matches)))
         by_locus, by_id = [], []
@@ -328,6 +348,14 @@ class CassandraStore(Store):
         # ~100 rows instead of one each. On a cluster that costs the coordinator a fan-out, which
         # is still far cheaper than the per-request overhead that bounds throughput here.
         phase1 += self._small_batches(self._ins_pixel, pixel_rows)
+        # A locus whose mean crossed into another association pixel: its new row and the removal
+        # of the old one go as one logged batch (both or neither), so association never sees the
+        # locus twice or not at all. Rare: a mean moves by a fraction of an arcsecond, pixels are ~6".
+        for new_row, old_key in moves:
+            batch = BatchStatement(batch_type=BatchType.LOGGED, consistency_level=self._quorum)
+            batch.add(self._ins_pixel, new_row)
+            batch.add(self._del_pixel, old_key)
+            phase1.append((batch, None))
         phase1 += [(self._ins_catalog, r) for r in catalog_rows]
         phase1 += [(self._ins_cutout, r) for r in cut_rows]
         per_locus: dict[str, list[tuple]] = {}
@@ -341,6 +369,8 @@ class CassandraStore(Store):
                 phase1.append((batch, None))
         self._concurrent_mixed(phase1)
         self._concurrent_mixed(self._small_batches(self._ins_alert, by_id))
+        for x in loci:
+            x.stored_position = (x.ra, x.dec)
 
     def _small_batches(self, stmt: Any, rows: list[tuple], size: int = 100,
                        max_bytes: int = 32_000) -> list[tuple[Any, Any]]:
@@ -412,13 +442,25 @@ class CassandraStore(Store):
                            for r in sorted(rows, key=lambda r: r.seq) if r.seq is not None and r.seq < n]
         return out
 
-    def record_dead_letter(self, letter: DeadLetter) -> None:
+    def record_dead_letter(self, letter: DeadLetter) -> bool:
+        """Once per :attr:`DeadLetter.key`: the day row first, then the key row that marks it kept.
+
+        A crash between the two leaves a day row without its key; the replay writes another, and
+        :meth:`dead_letters` shows one of them (they are deduplicated by key). Dead letters are
+        rare, so the extra read per letter costs nothing that matters.
+        """
         from cassandra.util import uuid_from_time
 
+        key = letter.key
+        if list(self._retry(lambda: self._session.execute(self._sel_letter_key, (key,)))):
+            return False
         day = time.strftime("%Y-%m-%d", time.gmtime(letter.received_at))
-        params = (day, uuid_from_time(letter.received_at), letter.received_at, letter.source, letter.reason,
-                  letter.message, letter.payload, dumps(letter.headers))
+        uid = uuid_from_time(letter.received_at)
+        params = (day, uid, letter.received_at, letter.source, letter.reason, letter.message, letter.payload,
+                  dumps(letter.headers))
         self._retry(lambda: self._session.execute(self._ins_dead, params))
+        self._retry(lambda: self._session.execute(self._ins_letter_key, (key, day, uid)))
+        return True
 
     def save_filter_revision(self, filter_name: str, revision: str, code: str, registered_at: float) -> None:
         params = (filter_name, revision, code, registered_at)

@@ -15,37 +15,32 @@ def resolve_claims(
     """The decision step of :meth:`Store.claim_new_loci`, shared by every adapter.
 
     Returns (candidate id → winner id, indices of the candidates that win and must be written).
-    A candidate loses to the nearest known locus within the radius, else to an earlier candidate
-    of the same call within the radius.
+    A candidate loses to the nearest stored or claimed locus within the radius (ties: the
+    smaller id); otherwise it wins. Candidates of one call never compete with one another.
     """
     import numpy as np
 
-    from broker.association import Associator, neighbour_block, pixels_of
+    from broker.association import ARCSEC, Associator, nearest_in_blocks, neighbour_block, pixels_of
 
     if not candidates:
         return {}, []
-    assoc = Associator(radius_arcsec)
-    if assoc.order != order:
-        raise ValueError(f"claim radius {radius_arcsec}\" needs association order {assoc.order}, "
-                         f"the store is at order {order}")
+    if Associator(radius_arcsec).order != order:
+        raise ValueError(f"claim radius {radius_arcsec}\" needs association order "
+                         f"{Associator(radius_arcsec).order}, the store is at order {order}")
     ra = np.array([c[1] for c in candidates], dtype=float)
     dec = np.array([c[2] for c in candidates], dtype=float)
-    blocks = neighbour_block(pixels_of(ra, dec, order), order)
-    if not existing.locus_ids:
-        # Associator.associate indexes into ``existing``; give it one row no block can reach (pixel -2).
-        existing = LocusPositions([""], np.zeros(1), np.zeros(1), np.full(1, -2, dtype=np.int64))
-    result = assoc.associate(ra, dec, existing, blocks)
-    winners: dict[str, str] = {}
-    to_write: list[int] = []
-    for i, (lid, _, _) in enumerate(candidates):
-        e = int(result.existing_index[i])
-        if e >= 0:
-            winners[lid] = existing.locus_ids[e]
-        else:
-            founder = result.new_founders[int(result.new_group[i])]
-            winners[lid] = candidates[founder][0]
-            if founder == i:
-                to_write.append(i)
+    winners: dict[str, str] = {c[0]: c[0] for c in candidates}
+    if existing.locus_ids:
+        blocks = neighbour_block(pixels_of(ra, dec, order), order)
+        ids = np.array(existing.locus_ids, dtype=object)
+        by = np.lexsort((ids, existing.pixel))  # pixel order for the kernel, id order within a pixel
+        best, _ = nearest_in_blocks(np.radians(ra), np.radians(dec), blocks, existing.pixel[by],
+                                    np.radians(existing.ra[by]), np.radians(existing.dec[by]), radius_arcsec * ARCSEC)
+        for i, b in enumerate(best.tolist()):
+            if b >= 0:
+                winners[candidates[i][0]] = existing.locus_ids[int(by[b])]
+    known = set(existing.locus_ids)  # a replayed claim: its row is there already
+    to_write = [i for i, c in enumerate(candidates) if winners[c[0]] == c[0] and c[0] not in known]
     return winners, to_write
 
 

@@ -22,7 +22,12 @@ from broker.jsonutil import dumps, loads
 from broker.locus import Locus, locus_from_record, locus_record
 from broker.ports import DeadLetter, Output, Store
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: version → what upgrading a store from the version before takes (run in order, once).
+_MIGRATIONS = {
+    2: ["ALTER TABLE dead_letters ADD COLUMN letter_key TEXT"],
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -64,9 +69,12 @@ CREATE INDEX IF NOT EXISTS locus_claims_pixel ON locus_claims(pixel);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     received_at REAL NOT NULL, source TEXT, reason TEXT, message TEXT,
-    payload BLOB, headers TEXT
+    payload BLOB, headers TEXT, letter_key TEXT
 );
 """
+
+#: created after the migrations (the column they index may be new).
+_INDEXES = "CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_key ON dead_letters(letter_key);"
 
 _ALERT_COLUMNS = (
     "alert_id, locus_id, mjd, survey, ra, dec, passband, mag, magerr, maglim, object_id, is_history, properties"
@@ -95,8 +103,24 @@ class SQLiteStore(Store):
         row = self._db.execute("SELECT version FROM schema_version").fetchone()
         if row is None:
             self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-        elif row[0] != SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path}: store schema v{row[0]}, this code reads v{SCHEMA_VERSION}")
+        elif row[0] > SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path}: store schema v{row[0]} is newer than this code (v{SCHEMA_VERSION})")
+        elif row[0] < SCHEMA_VERSION:
+            self._migrate(row[0])
+        self._db.executescript(_INDEXES)
+
+    def _migrate(self, version: int) -> None:
+        """Bring a store written by older code up to :data:`SCHEMA_VERSION`, one step at a time."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                for stmt in _MIGRATIONS[v]:
+                    self._db.execute(stmt)
+            self._db.execute("UPDATE schema_version SET version=?", (SCHEMA_VERSION,))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     # -- reads ---------------------------------------------------------------------------
     def locus_positions(self, pixels: Iterable[int]) -> LocusPositions:
@@ -107,10 +131,12 @@ class SQLiteStore(Store):
         with self._lock:
             for chunk in _chunks(pix, 900):
                 marks = ",".join("?" * len(chunk))
-                q = (f"SELECT locus_id, ra, dec, pixel FROM loci WHERE pixel IN ({marks}) UNION "
-                     f"SELECT locus_id, ra, dec, pixel FROM locus_claims WHERE pixel IN ({marks}) "
-                     "AND locus_id NOT IN (SELECT locus_id FROM loci WHERE pixel IN ({marks}))")
-                for lid, r, d, p in self._db.execute(q.replace("{marks}", marks), chunk * 3):
+                # A claim row stands for its locus only until the locus itself is stored (which
+                # may then have moved to a pixel outside ``pixels``).
+                q = (f"SELECT locus_id, ra, dec, pixel FROM loci WHERE pixel IN ({marks}) UNION ALL "
+                     f"SELECT locus_id, ra, dec, pixel FROM locus_claims c WHERE pixel IN ({marks}) "
+                     "AND NOT EXISTS (SELECT 1 FROM loci l WHERE l.locus_id = c.locus_id)")
+                for lid, r, d, p in self._db.execute(q, chunk * 2):
                     ids.append(lid)
                     ra.append(r)
                     dec.append(d)
@@ -231,6 +257,7 @@ class SQLiteStore(Store):
             try:
                 self._db.executemany(
                     "INSERT INTO loci VALUES (?,?,?,?,?,?,?) ON CONFLICT(locus_id) DO UPDATE SET "
+                    "pixel=excluded.pixel, ra=excluded.ra, dec=excluded.dec, "
                     "record=excluded.record, newest_mjd=excluded.newest_mjd, updated_at=excluded.updated_at",
                     locus_rows,
                 )
@@ -298,12 +325,15 @@ class SQLiteStore(Store):
                     out.setdefault(origin, []).append(Output(topic, key, value, loads(headers), origin))
         return out
 
-    def record_dead_letter(self, letter: DeadLetter) -> None:
+    def record_dead_letter(self, letter: DeadLetter) -> bool:
         with self._lock:
-            self._db.execute(
-                "INSERT INTO dead_letters (received_at, source, reason, message, payload, headers) VALUES (?,?,?,?,?,?)",
-                (letter.received_at, letter.source, letter.reason, letter.message, letter.payload, dumps(letter.headers)),
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO dead_letters (received_at, source, reason, message, payload, headers, letter_key) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (letter.received_at, letter.source, letter.reason, letter.message, letter.payload,
+                 dumps(letter.headers), letter.key),
             )
+            return cur.rowcount == 1
 
     # -- filter registry -----------------------------------------------------------------
     def _filter_table(self) -> None:

@@ -15,15 +15,21 @@ pipeline detection. Its magnitude follows ZTF's forced-photometry guide: ``magzp
 no magnitude and ``ant_survey`` 2 with ``diffmaglim`` as the limit.
 
 Field names changed over the schema's history (pre-1.0 packets have ``alertId`` and no
-``objectId``); every lookup is ``.get`` so a missing field is absent, never a crash.
+``objectId``, and repeat the trigger as the last row of ``prv_candidates``: that row is the
+trigger, not history, and is dropped); every lookup is ``.get`` so a missing field is absent,
+never a crash.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from functools import lru_cache
 from typing import Any
 
+from broker import REPO_ROOT
 from broker.alert import SURVEY_ZTF_DETECTION, SURVEY_ZTF_UPPER_LIMIT, Alert, Packet
+from broker.ingest.framing import DecodeError
 
 #: ZTF filter id → ANTARES passband spelling (``R`` is upper case in ANTARES loci).
 PASSBANDS = {1: "g", 2: "R", 3: "i"}
@@ -34,6 +40,13 @@ FP_SNR_DETECTION = 3.0
 _FP_BAD = -99999.0
 _NAN = math.nan
 _CUTOUTS = (("cutoutScience", "science"), ("cutoutTemplate", "template"), ("cutoutDifference", "difference"))
+
+#: where the ZTF writer schemas we ship live: ``<version>/alert.avsc`` (see its README).
+SCHEMA_DIR = REPO_ROOT / "schemas" / "ztf"
+#: the top-level fields of a ZTF alert; any other column (a re-serialising tool's, e.g. a Spark
+#: job's or another broker's) is kept on the trigger as ``ztf_<column>``.
+TOP_LEVEL_FIELDS = frozenset({"schemavsn", "publisher", "objectId", "alertId", "candid", "candidate",
+                              "prv_candidates", "fp_hists", "cutoutScience", "cutoutTemplate", "cutoutDifference"})
 
 #: row key tuple → the same keys prefixed ``ztf_``, memoised: every row of one schema version has
 #: the same keys in the same order, so each packet costs one tuple lookup per row, not per field.
@@ -122,6 +135,46 @@ def _forced(row: dict[str, Any], object_id: str | None) -> Alert:
     )
 
 
+def schema_versions() -> list[str]:
+    """The ZTF writer-schema versions shipped under ``schemas/ztf/``, oldest first."""
+    found = [p.parent.name for p in SCHEMA_DIR.glob("*/alert.avsc")]
+    return sorted(found, key=lambda v: tuple(int(x) for x in v.split(".")))
+
+
+@lru_cache(maxsize=8)
+def ztf_schema(version: str) -> dict:
+    """The parsed ZTF alert schema ``version`` (e.g. ``"3.2"``) shipped under ``schemas/ztf/``."""
+    import fastavro
+
+    path = SCHEMA_DIR / str(version) / "alert.avsc"
+    if not path.is_file():
+        raise DecodeError("unknown_schema_version", f"no ZTF alert schema {version!r} shipped "
+                          f"(schemas/ztf has {', '.join(schema_versions())})")
+    return fastavro.parse_schema(json.loads(path.read_text()))
+
+
+def looks_like_ztf(record: dict[str, Any]) -> bool:
+    """A ZTF alert by its fields, whatever its schema is named: a ``candidate`` record with a time
+    and a position, and an object id (``objectId``, or pre-1.0 ``alertId``)."""
+    cand = record.get("candidate")
+    return (isinstance(cand, dict) and "jd" in cand and "ra" in cand and "dec" in cand
+            and ("objectId" in record or "alertId" in record))
+
+
+def _extra_columns(record: dict[str, Any], props: dict[str, Any]) -> None:
+    """Keep a re-serialising tool's extra top-level columns: scalars as ``ztf_<col>``, a record's
+    scalars as ``ztf_<col>_<field>``; lists and bytes are left out (no property type holds them)."""
+    for key, value in record.items():
+        if key in TOP_LEVEL_FIELDS or value is None:
+            continue
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if isinstance(v, (str, int, float, bool)):
+                    props.setdefault(f"ztf_{key}_{k}", v)
+        elif isinstance(value, (str, int, float, bool)):
+            props.setdefault(f"ztf_{key}", value)
+
+
 def normalize_ztf(record: dict[str, Any], schema: str) -> Packet:
     """Turn one decoded ZTF alert record into a :class:`Packet` (trigger + history + cutouts)."""
     cand = record["candidate"]
@@ -133,10 +186,13 @@ def normalize_ztf(record: dict[str, Any], schema: str) -> Packet:
     trigger = _detection(cand, object_id, is_history=False)
     if record.get("schemavsn") is not None:
         trigger.properties["ztf_schemavsn"] = record["schemavsn"]
+    _extra_columns(record, trigger.properties)
 
     history: list[Alert] = []
     for row in record.get("prv_candidates") or ():
         if "candid" in row:
+            if row["candid"] is not None and row["candid"] == cand.get("candid"):
+                continue  # pre-1.0 packets repeat the trigger in its own history: it is the trigger
             if row["candid"] is not None:
                 history.append(_detection(row, object_id, is_history=True))
             else:
