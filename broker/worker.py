@@ -55,7 +55,9 @@ class RunSummary:
             f"loci updated       {r.loci_updated}",
             f"loci cross-matched {r.crossmatched}",
             f"filter errors      {r.filter_errors}",
-            "tags per stream    " + (", ".join(f"{t}={n}" for t, n in sorted(r.tags.items())) or "(none)"),
+            "tags per stream    " + (", ".join(f"{t}={n}" for t, n in sorted(r.tags.items())) or "(none)")
+            + (f"\n  (+{r.reemitted} outputs of stored packets re-emitted: their transaction had not committed)"
+               if r.reemitted else ""),
             f"throughput         {self.alerts_per_s:,.0f} packets/s over {self.seconds:.2f}s "
             f"({self.batches} batches)",
         ]

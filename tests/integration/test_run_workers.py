@@ -96,7 +96,7 @@ def test_two_workers_share_the_partitions_and_store_each_packet_once(tmp_path, s
     read = [int(m) for m in re.findall(r"messages read\s+(\d+)", out)]
     assert len(read) == 2 and all(r > 0 for r in read) and sum(read) == n, out
     rejected = sum(int(m) for m in re.findall(r"rejected\s+(\d+)", out))
-    accepted = sum(int(m) for m in re.findall(r"packets accepted\s+(\d+)", out))
+    accepted = sum(int(m) for m in re.findall(r"packets decoded\s+(\d+)", out))
     assert accepted + rejected == n and rejected >= undecodable
     import sqlite3
 
