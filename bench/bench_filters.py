@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         np.random.seed(1)
         for f in filters:
             f.stats.total_s = 0.0
-        runner = InProcessRunner(filters, max_errors=0)
+        runner = InProcessRunner(filters, max_error_rate=0, max_mean_s=0)
         with contextlib.redirect_stdout(io.StringIO()):
             logging.disable(logging.WARNING)
             t0 = time.perf_counter()
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                               code=inspect.getsource(importlib.import_module(get_filters_path()[f.name])))
                  for f in filters if f.name != "RandomTaggerFilter"]
         logging.disable(logging.WARNING)  # the devkit's CrashFilter & co. log their (expected) errors every run
-        with SandboxPool(specs, SandboxLimits(timeout_s=300, memory_mb=8192), ErrorPolicy(max_errors=0)) as pool:
+        with SandboxPool(specs, SandboxLimits(timeout_s=300, memory_mb=8192), ErrorPolicy(max_error_rate=0, max_mean_s=0)) as pool:
             pool.run([locus_from_devkit(copy.deepcopy(d))])  # warm-up: the child's first imports, as a worker pays once
             sb_times = []
             for _ in range(args.repeat):

@@ -184,9 +184,13 @@ def read_only_roots(extra: list[str] | tuple[str, ...] = ()) -> list[str]:
     """The directories a filter process needs to read: the interpreter, the packages, our code."""
     import sys
 
-    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    roots = set(prefixes)
+    # sys.path entries inside the interpreter's prefixes (stdlib, site-packages) and nothing else: a
+    # working directory or a test runner's root on sys.path must not carry the worker's files along
     for p in sys.path:
-        if p and os.path.isdir(p):
+        if p and os.path.isdir(p) and any(os.path.realpath(p).startswith(os.path.realpath(x) + "/")
+                                           for x in prefixes):
             roots.add(p)
     import broker
 

@@ -67,6 +67,23 @@ def pack(obj: Any) -> bytes:
     return _HEAD.pack(len(body)) + body
 
 
+def _plain(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"a {type(obj).__name__} is not plain data")
+
+
+def pack_plain(obj: Any) -> bytes:
+    """A frame of plain data only (what a child sends back): anything else raises ``TypeError``.
+
+    No ``str()`` of unknown objects: a value's own methods must not decide what the parent receives.
+    """
+    body = msgpack.packb(obj, default=_plain, use_bin_type=True)
+    return _HEAD.pack(len(body)) + body
+
+
 def decode_trusted(body: bytes) -> Any:
     """Decode a frame from the parent (the child's side): extension types allowed."""
     return msgpack.unpackb(body, raw=False, ext_hook=_ext_hook, strict_map_key=False)

@@ -248,7 +248,7 @@ def _filter_child(sock: socket.socket, cfg: dict[str, Any], facts: dict[str, Any
 def _reply(sock: socket.socket, msg: dict[str, Any]) -> None:
     from broker.filtering import wire
 
-    sock.sendall(wire.pack(msg))
+    sock.sendall(wire.pack_plain(msg))
 
 
 CONSTRAINTS = ("REQUIRED_LOCUS_PROPERTIES", "REQUIRED_TAGS", "REQUIRED_ALERT_PROPERTIES", "TRIGGERING_SURVEY",
@@ -278,8 +278,13 @@ def _serve_filter(sock: socket.socket, load: dict[str, Any], facts: dict[str, An
         _reply(sock, {"t": "loaded", "ok": False, "message": str(exc), "missing": exc.missing, "facts": facts})
         return
     constraints = {k: getattr(inst, k, None) for k in CONSTRAINTS}
-    _reply(sock, {"t": "loaded", "ok": True, "tags": declared_tags(getattr(inst, "OUTPUT_LOCUS_TAGS", [])),
-                  "constraints": constraints, "facts": facts})
+    try:
+        _reply(sock, {"t": "loaded", "ok": True, "tags": declared_tags(getattr(inst, "OUTPUT_LOCUS_TAGS", [])),
+                      "constraints": constraints, "facts": facts})
+    except TypeError as exc:
+        _reply(sock, {"t": "loaded", "ok": False, "message": f"REQUIRED_* or OUTPUT_LOCUS_TAGS: {exc}",
+                      "missing": None, "facts": facts})
+        return
     timeout_s = float(load["limits"].get("timeout_s") or 0) or None
     while True:
         body = wire.read_frame_blocking(sock)
@@ -310,9 +315,9 @@ def _serve_filter(sock: socket.socket, load: dict[str, Any], facts: dict[str, An
         result = {"t": "result", "seq": msg["seq"], "status": status, "dt": dt, "tags": tags, "props": props,
                   "error": error}
         try:
-            frame = wire.pack(result)
-        except Exception as exc:  # a value msgpack cannot carry: the filter's error
-            frame = wire.pack(dict(result, props=[], status="error", error={
+            frame = wire.pack_plain(result)
+        except Exception as exc:  # a value that is not plain data: the filter's error
+            frame = wire.pack_plain(dict(result, props=[], status="error", error={
                 "exception": type(exc).__name__, "message": f"a property value cannot be sent: {exc}",
                 "traceback": ""}))
         sock.sendall(frame)

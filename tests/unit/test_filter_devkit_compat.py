@@ -162,7 +162,7 @@ def run_ours(lf: LoadedFilter, d):
     random.seed(12345)
     np.random.seed(12345)
     lf.enabled = True
-    runner = InProcessRunner([lf], max_errors=0)
+    runner = InProcessRunner([lf], max_error_rate=0, max_mean_s=0)
     with _quiet(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = runner.run([locus])
@@ -214,11 +214,11 @@ def test_sandboxed_devkit_filters_match_in_process_results(filters, test_loci):
     ours = [locus_from_devkit(copy.deepcopy(d)) for d in loci_in]
     reference = [locus_from_devkit(copy.deepcopy(d)) for d in loci_in]
     inproc = InProcessRunner([LoadedFilter(n, "devkit", ok[n][1].instance, i) for i, n in enumerate(names)],
-                          max_errors=0)
+                          max_error_rate=0, max_mean_s=0)
     with _quiet(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref_report = inproc.run(reference)
-    with SandboxPool(specs, SandboxLimits(timeout_s=120, memory_mb=8192), ErrorPolicy(max_errors=0)) as pool:
+    with SandboxPool(specs, SandboxLimits(timeout_s=120, memory_mb=8192), ErrorPolicy(max_error_rate=0, max_mean_s=0)) as pool:
         assert not pool.load_errors
         report = pool.run(ours)
     assert report.tags_by_locus == ref_report.tags_by_locus
