@@ -414,6 +414,12 @@ class InProcessRunner:
         if declared is None:
             declared = self._declared[id(f)] = declared_tag_set(f)
         tags, props, problems = screen_effects(sorted(set_tags or ()), set_props, declared)
+        for k in [k for k, p in locus.provenance.items() if not isinstance(p, Provenance)]:
+            problems.append(f"provenance entry {str(k)[:100]!r} is not a provenance record")
+            if k in prov_before and isinstance(prov_before[k], Provenance):
+                locus.provenance[k] = prov_before[k]
+            else:
+                del locus.provenance[k]
         if problems:  # undo what may not stay (what the filter set validly stays, as after an exception)
             refused_tags = (set_tags or set()) - set(tags)
             locus.user_tags -= refused_tags - tags_before
