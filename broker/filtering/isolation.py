@@ -164,6 +164,22 @@ def sandbox_user(create: bool = True) -> tuple[int, int] | None:
     return pw.pw_uid, pw.pw_gid
 
 
+def world_readable(path: str) -> bool:
+    """Whether any user may read ``path`` (every directory on the way traversable by others)."""
+    p = os.path.realpath(path)
+    while True:
+        try:
+            mode = os.stat(p).st_mode
+        except OSError:
+            return False
+        if not mode & 0o001:
+            return False
+        parent = os.path.dirname(p)
+        if parent == p:
+            return True
+        p = parent
+
+
 def become(uid: int, gid: int) -> None:
     """Drop root for good: no supplementary groups, real/effective/saved ids all the sandbox user's."""
     os.setgroups([])
@@ -275,6 +291,9 @@ def build_root(roots: list[str], hide: list[str] | tuple[str, ...] = ()) -> dict
         _bind("/dev/" + name, f"{new}/dev/{name}", False, device=True)
     for d in ("/proc", "/tmp", "/dev/shm", "/.old"):
         os.makedirs(new + d, exist_ok=True)
+    # the sandbox's own /proc (this pid namespace's), mounted while the host's is still visible: a user
+    # namespace may mount a proc only where a full one is already mounted; each child covers it with its own
+    mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.chdir(new)
     pivot_root(".", ".old")
     os.chdir("/")

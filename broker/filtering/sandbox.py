@@ -99,8 +99,9 @@ class SandboxLimits:
     tmp_mb: int = 256
     #: ``RLIMIT_NPROC``: tasks (threads) of the sandbox user, a backstop behind seccomp's "no fork".
     threads: int = 512
-    #: False: no OS boundary at all (only tests of the degraded path turn it off).
-    isolate: bool = True
+    #: ``auto``: a dedicated user as root, a user namespace otherwise; ``userns``: a user namespace even as
+    #: root; ``none``: no namespaces (what a kernel refusing them gives; tests of the degraded path).
+    mode: str = "auto"
 
     @classmethod
     def from_config(cls, filters: Any, timeout_s: float | None = None) -> SandboxLimits:
@@ -129,8 +130,10 @@ def _death_message(exitcode: int | None) -> str:
 def _sandbox_config(limits: SandboxLimits) -> dict[str, Any]:
     from broker.filtering import isolation as iso
 
-    cfg: dict[str, Any] = {"isolate": limits.isolate, "roots": iso.read_only_roots(), "hide": _hidden_paths()}
-    if limits.isolate and os.geteuid() == 0:
+    roots = iso.read_only_roots()
+    cfg: dict[str, Any] = {"mode": limits.mode, "roots": roots, "hide": _hidden_paths(),
+                           "world_readable": all(iso.world_readable(r) for r in roots)}
+    if limits.mode != "userns" and os.geteuid() == 0:
         user = iso.sandbox_user()
         if user is not None:
             cfg["uid"], cfg["gid"] = user
@@ -677,6 +680,8 @@ def sandbox_status(limits: SandboxLimits | None = None) -> dict[str, Any]:
         facts = dict(pool.isolation)
         errors = dict(pool.load_errors)
     summary = isolation_summary(facts)
+    if facts.get("mode") == "root":
+        summary.pop("user_namespace")  # as root, a real unprivileged uid is the stronger boundary
     return {"holds": summary, "degraded": [k for k, v in summary.items() if not v] + list(facts.get("degraded", [])),
             "mode": facts.get("mode"), "user": facts.get("user"), "seccomp": (facts.get("child") or {}).get("seccomp"),
             "start_s": started, "load_errors": errors, "root": os.geteuid() == 0}

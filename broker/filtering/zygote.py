@@ -47,10 +47,11 @@ def main(argv: list[str]) -> None:
     ctl = socket.socket(fileno=cfg["ctl_fd"])
     facts: dict[str, Any] = {"mode": "none", "namespaces": [], "root": False, "user": None, "degraded": []}
     mode = "none"
-    if cfg.get("isolate", True):
+    wanted = cfg.get("mode", "auto")
+    if wanted != "none":
         flags = iso.CLONE_NEWNS | iso.CLONE_NEWPID | iso.CLONE_NEWNET | iso.CLONE_NEWIPC | iso.CLONE_NEWUTS
         try:
-            if os.geteuid() == 0:
+            if os.geteuid() == 0 and wanted == "auto":
                 iso.unshare(flags)
                 mode = "root"
             else:
@@ -79,7 +80,8 @@ def main(argv: list[str]) -> None:
             facts["degraded"].append(f"no private root: {exc}")
     else:
         own_pid_ns = -1
-    if cfg.get("uid") is not None and mode != "userns" and os.geteuid() == 0:
+    if cfg.get("uid") is not None and mode != "userns" and os.geteuid() == 0 and (
+            facts["root"] or cfg.get("world_readable")):
         facts["user"] = {"uid": cfg["uid"], "gid": cfg["gid"], "name": iso.SANDBOX_USER}
     elif mode == "userns":
         facts["user"] = {"uid": os.getuid(), "name": "user namespace (capabilities dropped)"}
@@ -198,7 +200,8 @@ def _enter_sandbox(limits: dict[str, Any], cfg: dict[str, Any], facts: dict[str,
     else:
         tmpdir = tempfile.mkdtemp(prefix="albireo-filter-")
     if mode == "root" or (mode == "none" and os.geteuid() == 0):
-        if cfg.get("uid") is not None and (facts.get("root") or mode == "none"):
+        # without a private root, the sandbox user can only run where the interpreter is readable by all
+        if cfg.get("uid") is not None and (facts.get("root") or cfg.get("world_readable")):
             if mode == "none":
                 os.chown(tmpdir, cfg["uid"], cfg["gid"])
             iso.become(cfg["uid"], cfg["gid"])

@@ -258,7 +258,8 @@ def test_killing_the_worker_is_impossible(attacked):
 def test_ctypes_open_fork_and_connect_are_refused_by_the_kernel(attacked, host):
     out = attacked["outcome"]["Ctypes"]
     assert "('open secret', -1, 2)" in out, out  # ENOENT: not in the filter's root
-    assert "('create in code dir', -1, 30)" in out, out  # EROFS: the code is mounted read-only
+    # EROFS (mounted read-only) or EACCES (not the sandbox user's): the kernel refuses either way
+    assert "('create in code dir', -1, 30)" in out or "('create in code dir', -1, 13)" in out, out
     assert "('forks', 0, 1)" in out, out  # seccomp: EPERM
     assert out.count("connect refused") == 2, out
     assert "('inet socket', -1, 1)" in out, out
@@ -314,7 +315,7 @@ def test_isolation_holds_and_is_reported(attacked):
     status = sandbox_status(SandboxLimits(timeout_s=2))
     assert status["holds"]["process_per_filter"] and status["holds"]["seccomp"], status
     if os.geteuid() == 0:  # as in CI: every boundary
-        assert not [d for d in status["degraded"] if d != "user_namespace"], status
+        assert not status["degraded"], status
         assert facts["user"]["name"] == "albireo-sandbox"
         assert {"mount", "pid", "network"} <= set(facts["namespaces"])
 
@@ -332,3 +333,46 @@ def test_the_sandbox_user_owns_nothing_of_the_worker(attacked):
 def test_probe_load_of_a_harmless_filter_still_works(tmp_path):
     assert reg.probe_load(FilterSpec("Good", "r", GOOD, 0), SandboxLimits(timeout_s=2)) is None
 
+
+
+def _run_mode(host, mode: str, names: tuple[str, ...]):
+    os.environ["ALBIREO_WEB__TOKEN"] = SECRET
+    try:
+        codes = _escape_filters(host)
+        filters = [spec(n, codes[n], i) for i, n in enumerate(names)] + [spec("Good", GOOD, 100)]
+        loci = _loci(1)
+        with SandboxPool(filters, SandboxLimits(timeout_s=2.0, grace_s=1.0, mode=mode),
+                         ErrorPolicy(max_error_rate=0)) as pool:
+            report = pool.run(loci)
+            facts = dict(pool.isolation)
+    finally:
+        os.environ.pop("ALBIREO_WEB__TOKEN", None)
+    assert "good" in report.tags_by_locus[loci[0].locus_id]
+    return {n: loci[0].user_properties.get(f"{n}_outcome", "") for n in names}, facts
+
+
+def test_the_user_namespace_path_contains_the_same_escapes(host):
+    """What a worker that is not root gets (forced here as root): a user namespace, no capabilities."""
+    out, facts = _run_mode(host, "userns", ("Sqlite", "Ctypes", "Environ", "Killer"))
+    assert facts["mode"] == "userns" and "user" in facts["namespaces"] and facts["root"], facts
+    assert facts["child"]["seccomp"] and facts["child"]["pid_namespace"], facts
+    assert out["Sqlite"].count("refused") == 4, out["Sqlite"]
+    assert "('open secret', -1, 2)" in out["Ctypes"] and "('forks', 0, 1)" in out["Ctypes"], out["Ctypes"]
+    assert out["Ctypes"].count("connect refused") == 2, out["Ctypes"]
+    assert SECRET not in out["Environ"] and "('pids', [1])" in out["Environ"], out["Environ"]
+    assert "('ppid', 0)" in out["Killer"], out["Killer"]
+    with sqlite3.connect(host["db"]) as con:
+        assert con.execute("select count(*) from loci").fetchone() == (1,)
+
+
+def test_without_namespaces_the_degradation_is_reported_and_the_rest_still_holds(host):
+    """A kernel refusing namespaces: filters still run, data-only, seccomp and a clean environment hold,
+    and ``albireo filter sandbox`` says what is missing."""
+    out, facts = _run_mode(host, "none", ("ForkExec", "Environ"))
+    assert facts["mode"] == "none" and not facts["namespaces"] and not facts["root"]
+    assert out["ForkExec"].startswith("('refused', 'PermissionError', 1"), out  # seccomp still refuses processes
+    assert not (host["tmp"] / "forked").exists()
+    assert "('env', False)" in out["Environ"], out["Environ"]  # no secret in the environment
+    status = sandbox_status(SandboxLimits(timeout_s=2.0, mode="none"))
+    assert {"mount_namespace", "pid_namespace", "network_namespace"} <= set(status["degraded"]), status
+    assert status["holds"]["seccomp"] and status["holds"]["data_only_wire"]
