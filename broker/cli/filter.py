@@ -291,9 +291,9 @@ def sandbox(config_path: str | None, as_json: bool) -> None:
         for mechanism, on in st["holds"].items():
             click.echo(f"{'yes' if on else 'NO ':3s}  {mechanism}")
         user = st.get("user") or {}
-        click.echo(f"mode {st['mode']}, filters run as {user.get('name', 'the worker user')}"
-                   f"{' (uid %s)' % user['uid'] if 'uid' in user else ''}, seccomp via {st['seccomp'] or 'none'}; "
-                   f"sandbox started in {st['start_s']:.2f}s")
+        uid = f" (uid {user['uid']})" if "uid" in user else ""
+        click.echo(f"mode {st['mode']}, filters run as {user.get('name', 'the worker user')}{uid}, "
+                   f"seccomp via {st['seccomp'] or 'none'}; sandbox started in {st['start_s']:.2f}s")
         for d in st["degraded"]:
             click.echo(f"  degraded: {d}", err=True)
     if st["load_errors"]:

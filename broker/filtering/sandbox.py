@@ -470,7 +470,9 @@ class _Batch:
                     self._drop_stage(k, c)
                     continue
                 if (c is None or c.dead) and (self.queues[k] or (c is not None and c.inflight)):
+                    t0 = time.monotonic()
                     c = self.pool._respawn(f)
+                    self._pause(time.monotonic() - t0)  # waiting for it was nobody else's time
                     if c is None:  # it no longer loads: disabled by _load_failed
                         self._drop_stage(k, None)
                         continue
@@ -498,6 +500,13 @@ class _Batch:
                 elif time.monotonic() > c.head_since + lim.timeout_s + lim.grace_s:
                     self._charge(k, c, "FilterTimeout", f"exceeded its time budget of {lim.timeout_s:g}s (no "
                                  f"answer within {lim.timeout_s + lim.grace_s:g}s; process killed)", timeout=True)
+
+    def _pause(self, seconds: float) -> None:
+        """The worker was busy (starting a child) for ``seconds``: the other children's clocks stop too."""
+        for f in self.chain:
+            c = self.pool.children.get(f.name)
+            if c is not None and c.inflight:
+                c.head_since += seconds
 
     # -- moving loci along ------------------------------------------------------------------
     def _enter(self, i: int, k: int) -> None:
@@ -558,8 +567,8 @@ class _Batch:
             self._charge(k, c, "FilterProtocolError", f"the filter process sent an invalid frame: {exc}")
             return
         for body in frames:
-            if c.dead:
-                return
+            if c.dead or not c.f.enabled:
+                return  # disabled by the result just applied: what follows is not counted
             try:
                 self._result(k, c, wire.decode_untrusted(body))
             except wire.WireError as exc:
