@@ -11,10 +11,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from broker.assemble import build_filters, build_pipeline
 
 from broker.adapters.storage.sqlite import SQLiteStore
 from broker.adapters.streams.kafka import KafkaSink, KafkaSource
+from broker.assemble import build_filters, build_pipeline
 from broker.association import Associator
 from broker.config import load_config
 from broker.emit import decode_locus_message

@@ -147,7 +147,9 @@ def _escape_filters(host) -> dict[str, str]:
             "    except OSError as exc:\n"
             "        out.append((p, 'refused', exc.errno))\n"
             "out.append(('pids', sorted(int(d) for d in os.listdir('/proc') if d.isdigit())))\n"
-            "out.append(('uid', os.getuid()))", "Environ"), "import os", tag="environ"),
+            "out.append(('uid', os.getuid()))\n"
+            "out.append(('nproc', resource.getrlimit(resource.RLIMIT_NPROC)))", "Environ"), "import os, resource",
+            tag="environ"),
         # 8. shared state: patch builtins and every other filter's _run; forge a result for another locus
         "Patcher": filter_code("Patcher", _report(
             "import builtins\n"
@@ -274,6 +276,7 @@ def test_the_worker_environment_and_processes_are_out_of_sight(attacked):
     out = attacked["outcome"]["Environ"]
     assert SECRET not in out and "True" not in out, out
     assert "('env', False)" in out and "('pids', [1])" in out, out  # alone in its pid namespace
+    assert f"('nproc', ({SandboxLimits.threads}, {SandboxLimits.threads}))" in out, out  # a bound on tasks
     if os.geteuid() == 0:
         import pwd
 

@@ -208,3 +208,13 @@ def test_the_file_sink_refuses_a_bad_topic_as_a_permanent_error(tmp_path, topic)
         sink.publish(topic, None, b"x")
     assert not is_transient(info.value)  # dead-lettered with a reason, never retried forever
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("key,value", [("MAX_ERROR_RATE", "2"), ("MIN_RUNS", "0"), ("MAX_MEAN_S", "99"),
+                                       ("TMP_MB", "0")])
+def test_the_filters_section_is_validated_with_the_setting_named(key, value):
+    from broker.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as info:
+        load_config(env={f"ALBIREO_FILTERS__{key}": value})
+    assert f"filters.{key.lower()}" in str(info.value)
