@@ -289,7 +289,9 @@ def build_root(roots: list[str], hide: list[str] | tuple[str, ...] = ()) -> dict
     os.makedirs(new + "/dev", exist_ok=True)
     for name in DEV_FILES:
         _bind("/dev/" + name, f"{new}/dev/{name}", False, device=True)
-    for d in ("/proc", "/tmp", "/dev/shm", "/.old"):
+    # a filter's private tmp is /tmp, unless the interpreter itself lives there (a checkout in /tmp)
+    tmp = "/tmp" if not any(r == "/tmp" or r.startswith("/tmp/") for r in roots) else "/albireo-tmp"
+    for d in ("/proc", tmp, "/dev/shm", "/.old"):
         os.makedirs(new + d, exist_ok=True)
     # the sandbox's own /proc (this pid namespace's), mounted while the host's is still visible: a user
     # namespace may mount a proc only where a full one is already mounted; each child covers it with its own
@@ -300,13 +302,13 @@ def build_root(roots: list[str], hide: list[str] | tuple[str, ...] = ()) -> dict
     umount2("/.old", MNT_DETACH)
     os.rmdir("/.old")
     mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "size=16m,mode=0755")
-    return {"root": "private", "read_only": roots}
+    return {"root": "private", "read_only": roots, "tmp": tmp}
 
 
-def private_tmp(size_mb: int) -> None:
-    """A fresh tmpfs at /tmp (and /dev/shm) for one filter, bounded; it vanishes with the process."""
+def private_tmp(size_mb: int, path: str = "/tmp") -> None:
+    """A fresh tmpfs at ``path`` (and /dev/shm) for one filter, bounded; it vanishes with the process."""
     opts = f"size={max(1, int(size_mb))}m,mode=1777"
-    mount("albireo-tmp", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts)
+    mount("albireo-tmp", path, "tmpfs", MS_NOSUID | MS_NODEV, opts)
     mount("albireo-shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=1m,mode=1777")
 
 

@@ -660,7 +660,7 @@ def isolation_summary(facts: dict[str, Any]) -> dict[str, bool]:
     """Mechanism → whether it holds, from a pool's :attr:`SandboxPool.isolation` facts."""
     child = facts.get("child") or {}
     ns = set(facts.get("namespaces") or [])
-    return {
+    out = {
         "process_per_filter": True,
         "data_only_wire": True,
         "unprivileged_user": bool(facts.get("user")),
@@ -674,6 +674,9 @@ def isolation_summary(facts: dict[str, Any]) -> dict[str, bool]:
         "minimal_environment": True,
         "audit_hook": True,
     }
+    if facts.get("mode") == "root":
+        del out["user_namespace"]  # as root, a real unprivileged uid is the stronger boundary (and none is made)
+    return out
 
 
 def sandbox_status(limits: SandboxLimits | None = None) -> dict[str, Any]:
@@ -689,8 +692,6 @@ def sandbox_status(limits: SandboxLimits | None = None) -> dict[str, Any]:
         facts = dict(pool.isolation)
         errors = dict(pool.load_errors)
     summary = isolation_summary(facts)
-    if facts.get("mode") == "root":
-        summary.pop("user_namespace")  # as root, a real unprivileged uid is the stronger boundary
     return {"holds": summary, "degraded": [k for k, v in summary.items() if not v] + list(facts.get("degraded", [])),
             "mode": facts.get("mode"), "user": facts.get("user"), "seccomp": (facts.get("child") or {}).get("seccomp"),
             "start_s": started, "load_errors": errors, "root": os.geteuid() == 0}

@@ -74,7 +74,7 @@ def main(argv: list[str]) -> None:
         iso.prctl(iso.PR_SET_PDEATHSIG, signal.SIGKILL)
         own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY)
         try:
-            iso.build_root(cfg["roots"], cfg.get("hide", []))
+            facts["tmp"] = iso.build_root(cfg["roots"], cfg.get("hide", []))["tmp"]
             facts["root"] = True
         except OSError as exc:
             facts["degraded"].append(f"no private root: {exc}")
@@ -192,10 +192,10 @@ def _enter_sandbox(limits: dict[str, Any], cfg: dict[str, Any], facts: dict[str,
     import tempfile
 
     os.setsid()
-    tmpdir = "/tmp"
+    tmpdir = facts.get("tmp") or "/tmp"
     if mode != "none" and facts.get("root"):
         iso.unshare(iso.CLONE_NEWNS | iso.CLONE_NEWNET | iso.CLONE_NEWIPC | iso.CLONE_NEWUTS)
-        iso.private_tmp(int(limits.get("tmp_mb", 256)))
+        iso.private_tmp(int(limits.get("tmp_mb", 256)), tmpdir)
         facts["proc"] = iso.private_proc()
     else:
         tmpdir = tempfile.mkdtemp(prefix="albireo-filter-")
