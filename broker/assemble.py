@@ -171,9 +171,9 @@ def build_filters(cfg: Config, store: Store | None = None) -> FilterRunner:
             except Exception as exc:  # the registry being down must not stop the stream
                 log.error("could not record that filter %s was disabled: %s", lf.name, exc)
 
-    policy = ErrorPolicy(f.max_errors, f.error_window_s, on_disable=on_disable,
-                         on_error=notifier.on_error if notifier is not None else None)
-    limits = SandboxLimits.from_config(f, processes=f.sandbox_processes)
+    policy = ErrorPolicy.from_config(f, on_disable=on_disable,
+                                     on_error=notifier.on_error if notifier is not None else None)
+    limits = SandboxLimits.from_config(f)
     return PlatformRunner(load_builtin_filters(f.builtin), revisions=revisions if f.registry else None,
                           limits=limits, policy=policy, refresh_s=f.refresh_s, slow_s=f.timeout_s)
 

@@ -90,16 +90,22 @@ class FiltersConfig:
     )
     #: per-filter time budget for one locus, seconds.
     timeout_s: float = 5.0
-    #: disable a filter after this many errors within ``error_window_s``.
-    max_errors: int = 50
-    error_window_s: float = 600.0
+    #: disable a filter when this fraction of its recent runs failed (0: never); judged over
+    #: the last ``error_window_runs`` runs once at least ``min_runs`` ran (a rate: a burst of odd
+    #: packets cannot switch a filter off for everyone).
+    max_error_rate: float = 0.5
+    error_window_runs: int = 1000
+    min_runs: int = 200
+    #: aggregate time budget: disable a filter whose mean time per locus over that window exceeds
+    #: this many seconds (0: no aggregate budget).
+    max_mean_s: float = 1.0
     webhook_url: str = ""
     #: how often workers re-read the registry's enabled revisions (no restart needed), seconds.
     refresh_s: float = 30.0
     #: address-space limit of each sandboxed filter process, MiB.
     memory_mb: int = 4096
-    #: sandbox child processes running user filters.
-    sandbox_processes: int = 1
+    #: size of each sandboxed filter's private /tmp (and its largest file), MiB.
+    tmp_mb: int = 256
     #: run the registry's enabled user filters (off: built-ins only).
     registry: bool = True
 
@@ -332,11 +338,16 @@ def validate(cfg: Config) -> Config:
           "must be 'sqlite' or 'elasticsearch'")
     f = cfg.filters
     positive("filters.timeout_s", f.timeout_s)
-    check(f.max_errors >= 0, "filters.max_errors", f.max_errors, "must be >= 0 (0: never disable)")
-    positive("filters.error_window_s", f.error_window_s)
+    check(0 <= f.max_error_rate <= 1, "filters.max_error_rate", f.max_error_rate,
+          "must be a fraction between 0 (never disable) and 1")
+    check(f.error_window_runs >= 1, "filters.error_window_runs", f.error_window_runs, "must be at least 1")
+    check(1 <= f.min_runs <= f.error_window_runs, "filters.min_runs", f.min_runs,
+          "must be at least 1 and at most filters.error_window_runs")
+    check(f.max_mean_s == 0 or 0 < f.max_mean_s <= f.timeout_s, "filters.max_mean_s", f.max_mean_s,
+          "must be 0 (no aggregate budget) or > 0 and at most filters.timeout_s")
     check(f.refresh_s >= 0, "filters.refresh_s", f.refresh_s, "must be >= 0")
     check(f.memory_mb == 0 or f.memory_mb >= 64, "filters.memory_mb", f.memory_mb, "must be 0 (no limit) or >= 64")
-    check(f.sandbox_processes >= 1, "filters.sandbox_processes", f.sandbox_processes, "must be at least 1")
+    check(1 <= f.tmp_mb <= 65536, "filters.tmp_mb", f.tmp_mb, "must be between 1 and 65536 MiB")
     port("service.metrics_port", cfg.service.metrics_port)
     check(cfg.service.log_level.upper() in _LOG_LEVELS, "service.log_level", cfg.service.log_level,
           f"must be one of {', '.join(_LOG_LEVELS)}")

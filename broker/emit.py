@@ -60,7 +60,22 @@ def _scalar(v: Any) -> Any:
         return _scalar(v.item())
     if isinstance(v, bytes):
         return None
-    return dumps(v)
+    try:
+        return dumps(v)
+    except Exception:  # a value no JSON can carry (a filter's mistake): its type, never a failed batch
+        return f"<unserialisable {type(v).__name__}>"
+
+
+def _provenance(locus: Locus) -> dict[str, dict[str, str]]:
+    """The provenance map, skipping entries that are not provenance records (they cannot fail the emit)."""
+    out = {}
+    for k, p in locus.provenance.items():
+        try:
+            out[str(k)] = {"filter": str(p.filter), "revision": str(p.revision),
+                           "pipeline_version": str(p.pipeline_version)}
+        except AttributeError:
+            continue
+    return out
 
 
 def _opt(x: Any) -> float | None:
@@ -110,11 +125,8 @@ def locus_message(locus: Locus, stream: str) -> dict[str, Any]:
         "dec": float(locus.dec),
         "stream": stream,
         "tags": sorted(locus.user_tags),
-        "properties": {k: _scalar(v) for k, v in locus.properties.items()},
-        "provenance": {
-            k: {"filter": p.filter, "revision": p.revision, "pipeline_version": p.pipeline_version}
-            for k, p in locus.provenance.items()
-        },
+        "properties": {str(k): _scalar(v) for k, v in locus.properties.items()},
+        "provenance": _provenance(locus),
         "catalog_matches": matches,
         "alert": _alert_record(locus.alerts[-1], True),
         "lightcurve": [_alert_record(a, False) for a in locus.alerts],

@@ -9,6 +9,8 @@ galaxy matches, names the host and tags the locus. Solar-system objects
 
 from __future__ import annotations
 
+import math
+
 from broker.filtering.contract import BaseFilter
 
 CATALOG = "openngc"
@@ -31,8 +33,18 @@ class InNearbyGalaxy(BaseFilter):
         rows = [r for r in locus.catalog_objects.get(CATALOG, []) if str(r.get("type", "G")) in GALAXY_TYPES]
         if not rows:
             return
-        host = min(rows, key=lambda r: r.get("match_distance_arcsec", float("inf")))
-        locus.set_property("host_name", str(host.get("name", "")))
-        if host.get("match_distance_arcsec") is not None:
-            locus.set_property("host_distance_arcsec", float(host["match_distance_arcsec"]))
+        host = min(rows, key=lambda r: _distance(r.get("match_distance_arcsec")))
+        locus.set_property("host_name", str(host.get("name", ""))[:200])
+        d = _distance(host.get("match_distance_arcsec"))
+        if math.isfinite(d):
+            locus.set_property("host_distance_arcsec", d)
         locus.tag("in_nearby_galaxy")
+
+
+def _distance(x) -> float:
+    """A match distance as a finite float, inf for anything else (so it sorts last and is not reported)."""
+    try:
+        d = float(x)
+    except (TypeError, ValueError):
+        return math.inf
+    return d if math.isfinite(d) and d >= 0 else math.inf

@@ -271,3 +271,30 @@ def backfill(name: str, since: str | None, until: str | None, revision: str | No
         for tag, ids in sorted(rep["tag_examples"].items()):
             click.echo(f"  would tag {tag}: {', '.join(ids[:10])}" + (" ..." if len(ids) > 10 else ""))
     _fail_if_broken(rep)
+
+
+@filter_group.command("sandbox")
+@_config_opt
+@_json_opt
+def sandbox(config_path: str | None, as_json: bool) -> None:
+    """Start a probe filter in the sandbox and say which isolation holds on this machine.
+
+    Every mechanism (unprivileged user, namespaces, private root, seccomp, rlimits) is listed with
+    whether the kernel allowed it; a worker not running as root, or a kernel refusing namespaces,
+    gets fewer, and this is where it shows. Exits 1 if the probe filter could not run at all.
+    """
+    from broker.filtering.sandbox import sandbox_status
+
+    cfg = load(config_path)
+    st = sandbox_status(_limits(cfg))
+    if not _emit(st, as_json):
+        for mechanism, on in st["holds"].items():
+            click.echo(f"{'yes' if on else 'NO ':3s}  {mechanism}")
+        user = st.get("user") or {}
+        uid = f" (uid {user['uid']})" if "uid" in user else ""
+        click.echo(f"mode {st['mode']}, filters run as {user.get('name', 'the worker user')}{uid}, "
+                   f"seccomp via {st['seccomp'] or 'none'}; sandbox started in {st['start_s']:.2f}s")
+        for d in st["degraded"]:
+            click.echo(f"  degraded: {d}", err=True)
+    if st["load_errors"]:
+        raise click.ClickException(f"the probe filter could not run: {st['load_errors']}")

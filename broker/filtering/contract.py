@@ -16,6 +16,8 @@ import abc
 import hashlib
 import inspect
 import linecache
+import math
+import re
 import sys
 import types
 from typing import Any
@@ -148,3 +150,110 @@ def find_filter_classes(module: Any) -> list[type]:
         ):
             out.append(obj)
     return out
+
+
+# ---- what a filter may return ---------------------------------------------------------------
+#: a tag names a stream (``<output_prefix><tag>``: a Kafka topic, a file name): Kafka's topic characters, bounded.
+TAG_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+MAX_PROPERTY_NAME = 128
+MAX_PROPERTY_STRING = 4096
+MAX_TAGS_PER_CALL = 64
+MAX_PROPERTIES_PER_CALL = 1024
+_INT64 = 2**63
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def declared_tags(declaration: Any) -> list[str]:
+    """The tag names an ``OUTPUT_LOCUS_TAGS`` value declares (dicts with ``name``, or plain strings)."""
+    if not isinstance(declaration, (list, tuple)):
+        return []
+    out = []
+    for t in declaration[:MAX_TAGS_PER_CALL * 4]:
+        name = t.get("name") if isinstance(t, dict) else t
+        if isinstance(name, str):
+            out.append(name)
+    return out
+
+
+def tag_problem(tag: Any, declared: frozenset[str] | set[str]) -> str | None:
+    """Why a filter may not set ``tag`` (None: it may)."""
+    if not isinstance(tag, str):
+        return f"tag {tag!r} is not a string"
+    if not TAG_PATTERN.fullmatch(tag):
+        return (f"tag {tag[:120]!r} is not a valid stream name (1-100 characters: letters, digits, '.', '_', "
+                "'-')")
+    if tag not in declared:
+        return f"tag {tag!r} is not declared in OUTPUT_LOCUS_TAGS"
+    return None
+
+
+def property_problem(key: Any, value: Any) -> str | None:
+    """Why a filter may not set property ``key`` to ``value`` (None: it may).
+
+    Names are bounded, printable and not the broker's own (``num_alerts``...); values are JSON
+    scalars: strings of at most ``MAX_PROPERTY_STRING`` characters, 64-bit integers, booleans, and
+    finite floats that Elasticsearch can hold.
+    """
+    from broker.locus import ES_FLOAT_MAX, INTERNAL_PROPERTIES
+
+    if not isinstance(key, str) or not key:
+        return f"property name {key!r} is not a non-empty string"
+    if len(key) > MAX_PROPERTY_NAME or _CONTROL.search(key) or key[0] in "_." or key != key.strip():
+        return f"property name {key[:140]!r} is not allowed (at most {MAX_PROPERTY_NAME} printable characters, " \
+               "not starting with '_' or '.')"
+    if key in INTERNAL_PROPERTIES:
+        return f"property {key!r} is computed by the broker; filters may not set it"
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return None if -_INT64 <= value < _INT64 else f"property {key!r}: integer {value} does not fit 64 bits"
+    if isinstance(value, float):
+        if not math.isfinite(value) or abs(value) > ES_FLOAT_MAX:
+            return f"property {key!r}: {value!r} is not a finite float within ±{ES_FLOAT_MAX:.3g}"
+        return None
+    if isinstance(value, str):
+        if len(value) > MAX_PROPERTY_STRING:
+            return f"property {key!r}: a string of {len(value)} characters (at most {MAX_PROPERTY_STRING})"
+        return None
+    return f"property {key!r}: a {type(value).__name__} is not a string, integer, float or boolean"
+
+
+def screen_effects(tags: Any, props: Any, declared: frozenset[str] | set[str]) -> tuple[list[str], list[tuple[str, Any]], list[str]]:
+    """Split what one filter call set into what may be applied and what may not (with the reasons).
+
+    A tag that is invalid or not declared in ``OUTPUT_LOCUS_TAGS``, and a property whose name or
+    value breaks :func:`property_problem`, are dropped; the caller charges the filter with one
+    ``FilterOutputRejected`` error listing them. The valid effects of the same call are kept (as the
+    effects set before an exception are).
+    """
+    problems: list[str] = []
+    ok_tags: list[str] = []
+    ok_props: list[tuple[str, Any]] = []
+    if not isinstance(tags, list):
+        problems.append("tags are not a list")
+        tags = []
+    if not isinstance(props, list):
+        problems.append("properties are not a list")
+        props = []
+    if len(tags) > MAX_TAGS_PER_CALL:
+        problems.append(f"{len(tags)} tags in one call (at most {MAX_TAGS_PER_CALL})")
+        tags = tags[:MAX_TAGS_PER_CALL]
+    if len(props) > MAX_PROPERTIES_PER_CALL:
+        problems.append(f"{len(props)} properties in one call (at most {MAX_PROPERTIES_PER_CALL})")
+        props = props[:MAX_PROPERTIES_PER_CALL]
+    for t in tags:
+        why = tag_problem(t, declared)
+        if why:
+            problems.append(why)
+        elif t not in ok_tags:
+            ok_tags.append(t)
+    for item in props:
+        if not (isinstance(item, (list, tuple)) and len(item) == 2):
+            problems.append("a property entry is not a (name, value) pair")
+            continue
+        why = property_problem(item[0], item[1])
+        if why:
+            problems.append(why)
+        else:
+            ok_props.append((item[0], item[1]))
+    return ok_tags, ok_props, problems

@@ -18,7 +18,7 @@ from broker.filtering.runner import (
     RunReport,
     export_filter_metrics,
 )
-from broker.filtering.sandbox import FilterSpec, SandboxLimits, SandboxPool
+from broker.filtering.sandbox import FilterSpec, SandboxLimits, SandboxPool, isolation_summary
 from broker.locus import Locus
 from broker.metrics import Metrics
 
@@ -126,8 +126,13 @@ class PlatformRunner:
         return groups
 
     def export_metrics(self, metrics: Metrics) -> None:
-        """Per-filter gauges (runs, skipped, errors, timeouts, crashes, tagged, enabled) for ``/metrics``."""
+        """Per-filter gauges (runs, skipped, errors, timeouts, crashes, tagged, enabled) for ``/metrics``,
+        and ``sandbox_isolation{mechanism=...}`` (1: holds, 0: the kernel refused it) while user filters run."""
         export_filter_metrics([*self.filters, *self.retired.values()], metrics)
+        if self.pool is not None and self.pool.isolation:
+            for mechanism, on in isolation_summary(self.pool.isolation).items():
+                metrics.set("sandbox_isolation", int(on), mechanism=mechanism)
+            metrics.set("sandbox_respawns_total", self.pool.respawns)
 
     def close(self) -> None:
         if self.pool is not None:

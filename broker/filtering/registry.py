@@ -249,7 +249,7 @@ def _pool_for(spec: FilterSpec, limits: SandboxLimits | None):
     f = loaded_from_spec(spec)
     # A test or a backfill reports every error and ignores the error-rate limit, but stops a filter
     # that fails STOP_AFTER_FAILURES times in a row: a hanging filter costs three budgets, not one per locus.
-    return f, SandboxPool([f], limits or SandboxLimits(), ErrorPolicy(max_errors=0,
+    return f, SandboxPool([f], limits or SandboxLimits(), ErrorPolicy(max_error_rate=0, max_mean_s=0,
                                                                          max_consecutive=STOP_AFTER_FAILURES))
 
 

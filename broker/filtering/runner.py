@@ -23,7 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import broker
-from broker.filtering.contract import find_filter_classes, satisfies_constraints, source_hash
+from broker.filtering.contract import (
+    declared_tags,
+    find_filter_classes,
+    satisfies_constraints,
+    screen_effects,
+    source_hash,
+)
 from broker.locus import Locus, Provenance
 from broker.metrics import BUCKETS, Metrics
 
@@ -107,6 +113,8 @@ class LoadedFilter:
     output_locus_tags: list = field(default_factory=list)
     #: failed runs (errors, timeouts, crashes) since the last run that did not fail.
     consecutive_failures: int = 0
+    #: the recent runs the :class:`ErrorPolicy` judges (created on the first run).
+    window: Any = None
 
     @property
     def output_tags(self) -> list[str]:
@@ -145,31 +153,97 @@ class RunReport:
         self.skipped += other.skipped
 
 
-class ErrorPolicy:
-    """Records filter errors and disables a filter after ``max_errors`` within ``error_window_s``.
+class RunWindow:
+    """The last ``size`` runs of one filter: how many failed and how long they took (running sums)."""
 
-    ``max_consecutive`` (off by default) also stops a filter after that many failed runs in a row
-    (errors, timeouts, crashes): what ``albireo filter test`` uses, so that a filter that hangs
-    costs a few budgets, not one per locus. Shared by the in-process runner and the sandbox pool
-    so both count alike; ``on_error`` and ``on_disable`` hooks feed notifications (see
-    :mod:`broker.filtering.notify`).
+    __slots__ = ("durations", "failed", "failures", "size", "total_s")
+
+    def __init__(self, size: int):
+        self.size = max(1, int(size))
+        self.failed: deque = deque()
+        self.durations: deque = deque()
+        self.failures = 0
+        self.total_s = 0.0
+
+    def add(self, failed: bool, dt: float) -> None:
+        self.failed.append(failed)
+        self.durations.append(dt)
+        self.failures += failed
+        self.total_s += dt
+        while len(self.failed) > self.size:
+            self.failures -= self.failed.popleft()
+            self.total_s -= self.durations.popleft()
+
+    def __len__(self) -> int:
+        return len(self.failed)
+
+
+class ErrorPolicy:
+    """Judges every run of a filter, and disables one whose error *rate* or mean time is too high.
+
+    Over a sliding window of the last ``window_runs`` runs (once at least ``min_runs`` ran), a
+    filter is disabled when the fraction of failed runs (errors, timeouts, crashes, rejected output)
+    reaches ``max_error_rate``, or when its mean time per locus exceeds ``max_mean_s`` (an aggregate
+    budget: a filter just under the per-locus limit on every locus costs a core). A rate, not a
+    count, so that a burst of odd packets cannot switch a filter off for everyone. ``max_consecutive``
+    (off by default) also stops a filter after that many failed runs in a row: what ``albireo filter
+    test`` uses, so that a filter that hangs costs a few budgets, not one per locus. 0 turns a rule
+    off. Shared by the in-process runner and the sandbox pool so both count alike; ``on_error`` and
+    ``on_disable`` hooks feed notifications (see :mod:`broker.filtering.notify`).
     """
 
-    def __init__(self, max_errors: int = 50, error_window_s: float = 600.0, on_disable=None, on_error=None,
-                 metrics: Metrics | None = None, max_consecutive: int = 0):
-        self.max_errors = max_errors
-        self.error_window_s = error_window_s
+    def __init__(self, max_error_rate: float = 0.5, window_runs: int = 1000, min_runs: int = 200,
+                 max_mean_s: float = 0.0, on_disable=None, on_error=None, metrics: Metrics | None = None,
+                 max_consecutive: int = 0):
+        self.max_error_rate = max_error_rate
+        self.window_runs = window_runs
+        self.min_runs = min_runs
+        self.max_mean_s = max_mean_s
         self.on_disable = on_disable
         self.on_error = on_error
         self.metrics = metrics
         self.max_consecutive = max_consecutive
 
-    @staticmethod
-    def succeeded(f: LoadedFilter) -> None:
-        """A run that did not fail: the run of consecutive failures is broken."""
-        f.consecutive_failures = 0
+    @classmethod
+    def from_config(cls, filters: Any, **hooks: Any) -> ErrorPolicy:
+        """The policy ``[filters]`` sets (``max_error_rate``, ``error_window_runs``, ``min_runs``, ``max_mean_s``)."""
+        return cls(filters.max_error_rate, filters.error_window_runs, filters.min_runs, filters.max_mean_s, **hooks)
+
+    def observe(self, f: LoadedFilter, dt: float, errors: list[FilterError], report: RunReport) -> None:
+        """One run of ``f`` finished after ``dt`` seconds; ``errors`` empty when it did not fail."""
+        for err in errors:
+            self.record(f, err, report)
+        if f.window is None or f.window.size != self.window_runs:
+            f.window = RunWindow(self.window_runs)
+        f.window.add(bool(errors), dt)
+        f.consecutive_failures = f.consecutive_failures + 1 if errors else 0
+        if not f.enabled:
+            return
+        reason, last = self._verdict(f), errors[-1] if errors else None
+        if reason is None:
+            return
+        if last is None:  # too slow: the filter is charged with that, as with any error
+            last = FilterError(f.name, f.revision, "", "", "FilterTooSlow", reason, reason, time.time())
+            self.record(f, last, report)
+        self.disable(f, reason, last)
+
+    def _verdict(self, f: LoadedFilter) -> str | None:
+        if self.max_consecutive and f.consecutive_failures >= self.max_consecutive:
+            return f"stopped after {f.consecutive_failures} failed runs in a row"
+        w = f.window
+        n = len(w)
+        if n < max(1, min(self.min_runs, self.window_runs)):
+            return None
+        if self.max_error_rate and w.failures / n >= self.max_error_rate:
+            return (f"failed {w.failures} of its last {n} runs ({w.failures / n:.0%}; the limit is "
+                    f"{self.max_error_rate:.0%})")
+        if self.max_mean_s and w.total_s / n > self.max_mean_s:
+            return (f"took {w.total_s / n:.2f}s per locus on average over its last {n} runs (the aggregate "
+                    f"budget is {self.max_mean_s:g}s)")
+        return None
 
     def record(self, f: LoadedFilter, err: FilterError, report: RunReport) -> None:
+        """Count and report one error (the run's verdict is :meth:`observe`'s)."""
         f.stats.errors += 1
         f.recent_errors.append(err)
         report.errors.append(err)
@@ -181,24 +255,19 @@ class ErrorPolicy:
                            "alert_id": err.alert_id})
         if self.on_error:
             self._safely(self.on_error, f, err)
-        f.consecutive_failures += 1
-        now = err.at
-        recent = sum(1 for e in f.recent_errors if now - e.at <= self.error_window_s)
-        reason = None
-        if self.max_consecutive and f.consecutive_failures >= self.max_consecutive:
-            reason = f"stopped after {f.consecutive_failures} failed runs in a row"
-        elif self.max_errors and recent >= self.max_errors:
-            reason = f"{recent} errors within {self.error_window_s:.0f}s"
-        if reason and f.enabled:
-            f.enabled = False
-            f.disabled_reason = f"{reason}; last: {err.exception}: {err.message}"
-            log.error("filter %s disabled: %s", f.name, f.disabled_reason,
-                      extra={"filter": f.name, "revision": f.revision})
-            if self.on_disable:
-                self._safely(self.on_disable, f, err)
+
+    def disable(self, f: LoadedFilter, reason: str, err: FilterError | None = None) -> None:
+        if not f.enabled:
+            return
+        f.enabled = False
+        f.disabled_reason = f"{reason}; last: {err.exception}: {err.message}" if err else reason
+        log.error("filter %s disabled: %s", f.name, f.disabled_reason,
+                  extra={"filter": f.name, "revision": f.revision})
+        if self.on_disable:
+            self._safely(self.on_disable, f, err)
 
     @staticmethod
-    def _safely(hook, f: LoadedFilter, err: FilterError) -> None:
+    def _safely(hook, f: LoadedFilter, err: FilterError | None) -> None:
         try:
             hook(f, err)
         except Exception:  # a failing notification hook must not stop the stream; say so
@@ -244,38 +313,50 @@ def export_filter_metrics(filters: list[LoadedFilter], metrics: Metrics) -> None
             metrics.set(f"filter_stats_{name}", value, filter=f.name, revision=f.revision)
 
 
+def declared_tag_set(f: LoadedFilter) -> frozenset[str]:
+    """The tags ``f`` may set: those it declares in ``OUTPUT_LOCUS_TAGS``."""
+    return frozenset(declared_tags(f.output_locus_tags or getattr(f.instance, "OUTPUT_LOCUS_TAGS", [])))
+
+
+def rejected_output_error(f: LoadedFilter, locus: Locus, problems: list[str]) -> FilterError:
+    """The error a filter is charged with when (part of) what it set is refused."""
+    msg = f"{len(problems)} output(s) refused: " + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else "")
+    return make_error(f, locus, "FilterOutputRejected", msg, "\n".join(problems[:100]))
+
+
+def apply_effects(f: LoadedFilter, locus: Locus, tags: list[str], props: list[tuple[str, Any]],
+                  run_tags: set[str]) -> None:
+    """Apply screened effects of one call of ``f`` to ``locus``, with provenance the caller assigns."""
+    prov = Provenance(f.name, f.revision, broker.__version__, locus.alert.mjd if locus.alerts else None)
+    for key, value in props:
+        locus.user_properties[key] = value
+        locus.provenance[f"property:{key}"] = prov
+    for tag in tags:
+        locus.user_tags.add(tag)
+        locus.provenance.setdefault(tag, prov)
+        run_tags.add(tag)
+    if tags:
+        f.stats.tagged += 1
+
+
 class InProcessRunner:
     """Runs loaded filters in priority order over a batch of loci, in this process.
 
-    The in-process runner is for trusted, built-in filters (and, inside each sandbox
-    child, for the user filters it hosts); user filters run in the isolated pool
-    (:mod:`broker.sandbox`), which reuses this bookkeeping.
+    The in-process runner is for trusted, built-in filters; user filters run in the isolated pool
+    (:mod:`broker.filtering.sandbox`), which shares the bookkeeping. What a call sets is screened
+    as the sandbox screens it (:func:`~broker.filtering.contract.screen_effects`): an undeclared
+    tag or a value no consumer can carry is undone and charged to the filter, never to the data.
+    ``policy_options`` build the :class:`ErrorPolicy` when no ``policy`` is given.
     """
 
-    def __init__(
-        self,
-        filters: list[LoadedFilter],
-        slow_s: float = 5.0,
-        max_errors: int = 50,
-        error_window_s: float = 600.0,
-        on_disable=None,
-        enforce_budget: bool = False,
-        policy: ErrorPolicy | None = None,
-        metrics: Metrics | None = None,
-    ):
+    def __init__(self, filters: list[LoadedFilter], slow_s: float = 5.0, enforce_budget: bool = False,
+                 policy: ErrorPolicy | None = None, metrics: Metrics | None = None, **policy_options: Any):
         self.filters = sorted(filters, key=lambda f: f.priority)
         self.slow_s = slow_s
         self.enforce_budget = enforce_budget
         self.metrics = metrics
-        self.policy = policy or ErrorPolicy(max_errors, error_window_s, on_disable=on_disable, metrics=metrics)
-
-    @property
-    def max_errors(self) -> int:
-        return self.policy.max_errors
-
-    @property
-    def error_window_s(self) -> float:
-        return self.policy.error_window_s
+        self.policy = policy or ErrorPolicy(metrics=metrics, **policy_options)
+        self._declared: dict[int, frozenset[str]] = {}
 
     def export_metrics(self, metrics: Metrics) -> None:
         export_filter_metrics(self.filters, metrics)
@@ -301,15 +382,21 @@ class InProcessRunner:
         try:
             ok = satisfies_constraints(f.instance, locus)
         except Exception as exc:  # a missing ant_survey etc. is the filter's problem, not the worker's
-            self.policy.record(f, make_error(f, locus, type(exc).__name__, str(exc), traceback.format_exc()), report)
-            ok = False
+            err = make_error(f, locus, type(exc).__name__, str(exc), traceback.format_exc())
+            f.stats.observe(0.0)
+            report.runs += 1
+            self.policy.observe(f, 0.0, [err], report)
+            return "error"
         if not ok:
             f.stats.skipped += 1
             report.skipped += 1
             return "skipped"
-        locus._current = Provenance(f.name, f.revision, broker.__version__, locus.alert.mjd)
+        current = Provenance(f.name, f.revision, broker.__version__, locus.alert.mjd)
+        props_before, prov_before, tags_before = dict(locus.user_properties), dict(locus.provenance), set(locus.user_tags)
+        locus._current = current
         locus._run_tags = set()
         status = "ok"
+        errors: list[FilterError] = []
         t0 = time.perf_counter()
         try:
             with time_budget(self.slow_s if self.enforce_budget else None):
@@ -317,26 +404,57 @@ class InProcessRunner:
         except FilterTimeout as exc:
             status = "timeout"
             f.stats.timeouts += 1
-            self.policy.record(f, make_error(f, locus, "FilterTimeout", str(exc), traceback.format_exc()), report)
+            errors.append(make_error(f, locus, "FilterTimeout", str(exc), traceback.format_exc()))
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # SystemExit, Rust panics (pyo3 PanicException) included: the filter failed
             status = "error"
-            self.policy.record(f, make_error(f, locus, type(exc).__name__, str(exc), traceback.format_exc()), report)
+            errors.append(make_error(f, locus, type(exc).__name__, str(exc), traceback.format_exc()))
         finally:
             dt = time.perf_counter() - t0
             locus._current = None
             set_tags, locus._run_tags = locus._run_tags, None
+        set_props = [(k[9:], locus.user_properties.get(k[9:])) for k, p in locus.provenance.items()
+                     if p is current and k.startswith("property:")]
+        declared = self._declared.get(id(f))
+        if declared is None:
+            declared = self._declared[id(f)] = declared_tag_set(f)
+        tags, props, problems = screen_effects(sorted(set_tags or ()), set_props, declared)
+        for k in [k for k, p in locus.provenance.items() if not isinstance(p, Provenance)]:
+            problems.append(f"provenance entry {str(k)[:100]!r} is not a provenance record")
+            if k in prov_before and isinstance(prov_before[k], Provenance):
+                locus.provenance[k] = prov_before[k]
+            else:
+                del locus.provenance[k]
+        if problems:  # undo what may not stay (what the filter set validly stays, as after an exception)
+            refused_tags = (set_tags or set()) - set(tags)
+            locus.user_tags -= refused_tags - tags_before
+            allowed = {k for k, _ in props}
+            for k, _ in set_props:
+                if k not in allowed:
+                    if k in props_before:
+                        locus.user_properties[k] = props_before[k]
+                    else:
+                        locus.user_properties.pop(k, None)
+                    if f"property:{k}" in prov_before:
+                        locus.provenance[f"property:{k}"] = prov_before[f"property:{k}"]
+                    else:
+                        locus.provenance.pop(f"property:{k}", None)
+            for t in refused_tags:
+                if locus.provenance.get(t) is current:
+                    locus.provenance.pop(t)
+            errors.append(rejected_output_error(f, locus, problems))
+            if status == "ok":
+                status = "error"
         f.stats.observe(dt)
         report.runs += 1
-        if status == "ok":
-            self.policy.succeeded(f)
         if self.metrics is not None:
             self.metrics.observe("filter_seconds", dt, filter=f.name)
         if dt > self.slow_s:
             f.stats.slow += 1
             log.warning("filter %s took %.2fs on locus %s", f.name, dt, locus.locus_id)
-        if set_tags:
+        if tags:
             f.stats.tagged += 1
-            run_tags.update(set_tags)
+            run_tags.update(tags)
+        self.policy.observe(f, dt, errors, report)
         return status

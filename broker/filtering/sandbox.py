@@ -1,63 +1,78 @@
-"""User filters run here: child processes with limits, fed loci in batches.
+"""User filters run here: one isolated child process per filter revision, fed loci as data.
 
-Why a process and not a thread: a filter that segfaults, calls ``os._exit``, leaks
-memory or spins in C code can only be stopped, and the worker kept alive, if it
-runs in another process. Each child hosts every sandboxed filter (imports are paid
-once per child, not per call), receives a batch of loci in one pickle, rebuilds
-them as :class:`~broker.locus.Locus` and sends back, per locus, only the *effects*:
-tags and properties set (with provenance), errors with tracebacks, and timings.
-The parent applies those effects to its own loci, so a child can never change
-anything else (the child works on copies: a read-only view of the data).
+Why processes, and one per filter: a filter that segfaults, calls ``os._exit``, leaks memory or
+spins in C code can only be stopped, and the worker kept alive, if it runs in another process;
+and a filter that monkey-patches a builtin or another filter's ``_run`` can only be kept from
+hurting its neighbours if it has none in its interpreter. The children are forked from a zygote
+(:mod:`broker.filtering.zygote`) that has the common libraries imported, so a child starts in
+milliseconds plus its filter's own imports, and shares those pages.
 
-What is enforced, and how (see ``docs/writing-filters.md``):
+What crosses between the worker and a child is data only (:mod:`broker.filtering.wire`): loci as
+msgpack going in, and per locus a result coming back: the tags and properties the call set, its
+status, its duration and, if it failed, the exception's name, message and traceback. Nothing is
+unpickled. The worker reads every frame with a deadline, checks it against what this child was
+sent (the next locus in order, no other) and against what the filter may return
+(:func:`~broker.filtering.contract.screen_effects`: declared tags only, JSON scalars of bounded
+size), assigns the provenance itself, and charges the filter with every violation.
 
-* time: ``SIGALRM`` in the child interrupts a filter after ``timeout_s``; if the
-  call is stuck in C code, the parent kills the child after ``timeout_s + grace_s``;
-* memory: ``RLIMIT_AS`` (a big allocation raises ``MemoryError`` in the filter);
-  CPU: ``RLIMIT_CPU`` per child lifetime as a backstop;
-* network: a new network namespace (kernel-enforced, when the worker may create
-  one: root or CAP_SYS_ADMIN) *and* an audit hook refusing socket creation,
-  connection and name lookups;
-* files: the child runs in a private temporary directory and an audit hook refuses
-  opening files for writing (and deleting, renaming, ...) outside it, and starting
-  processes. Audit hooks stop accidents and ordinary code, not a determined
-  attacker using ``ctypes``: the kernel-enforced parts are the process boundary,
-  the rlimits and the network namespace.
+Filters run in priority order on each locus: a locus goes to a filter's child once every earlier
+filter's result for it was applied (so a filter sees what earlier ones set), and different children
+work on different loci at the same time.
 
-A child that dies (segfault, ``os._exit``, killed on timeout) is replaced; the
-filter that was running is charged with the error for that locus (the parent
-knows which one from a small shared-memory record the child updates around each
-call), and the rest of the batch is re-sent, without that filter for that locus.
+What is enforced, and how: see ``docs/writing-filters.md`` ("Isolation: what is enforced").
+
+* time: ``SIGALRM`` in the child interrupts a filter after ``timeout_s``; a child that does not
+  answer within ``timeout_s + grace_s`` (stuck in C code, ignoring the alarm, not reading) is
+  killed and the filter charged with a ``FilterTimeout`` for that locus;
+* memory, CPU, processes, files: rlimits, seccomp, a private read-only root (see
+  :mod:`broker.filtering.isolation`);
+* death (segfault, ``os._exit``): the filter is charged (``FilterCrashed``) for the locus it was
+  running, a new child takes over, the locus continues without that filter's result.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-import multiprocessing as mp
+import math
 import os
-import pickle
-import shutil
+import select
 import signal
+import socket
+import subprocess
 import sys
-import tempfile
 import time
+from collections import deque
 from dataclasses import dataclass
-from multiprocessing.connection import wait
 from typing import Any
 
-from broker.alert import Alert
-from broker.filtering.contract import FilterLoadError, find_filter_classes, instantiate, load_filter_module
-from broker.filtering.runner import ErrorPolicy, FilterError, InProcessRunner, LoadedFilter, RunReport
-from broker.locus import Locus, Provenance
+import msgpack
+
+from broker.filtering import wire
+from broker.filtering.contract import screen_effects, tag_problem
+from broker.filtering.guards import SandboxViolation
+from broker.filtering.runner import (
+    ErrorPolicy,
+    FilterError,
+    LoadedFilter,
+    RunReport,
+    apply_effects,
+    declared_tag_set,
+    rejected_output_error,
+)
+from broker.locus import Locus
 from broker.metrics import Metrics
 
 log = logging.getLogger("albireo.sandbox")
 
+__all__ = ["CHILD_ENV", "FilterSpec", "SandboxLimits", "SandboxPool", "SandboxViolation", "sandbox_status"]
 
-#: environment of the children: one thread per numeric library (RLIMIT_AS counts every thread's stack).
+#: the whole environment of the sandbox: nothing of the worker's (tokens, ``ALBIREO_*``, credentials).
+#: One thread per numeric library (``RLIMIT_AS`` counts every thread's stack, ``RLIMIT_NPROC`` every thread).
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-             "NUMBA_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+             "NUMBA_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", "PATH": "/usr/bin:/bin",
+             "LANG": "C.UTF-8", "HOME": "/tmp", "TMPDIR": "/tmp", "MPLBACKEND": "Agg"}
 
 
 @dataclass
@@ -76,241 +91,27 @@ class SandboxLimits:
     grace_s: float = 2.0
     memory_mb: int = 4096
     cpu_s: int = 3600
-    network: bool = False
-    processes: int = 1
+    #: loci sent ahead to one child (it works while the worker applies earlier results).
     batch_size: int = 64
-    #: seconds a child may take to start and load every filter.
+    #: seconds a child may take to start and load its filter.
     start_timeout_s: float = 120.0
+    #: size of each child's private /tmp (tmpfs), MiB; also its largest file.
+    tmp_mb: int = 256
+    #: ``RLIMIT_NPROC``: tasks (threads) of the sandbox user, a backstop behind seccomp's "no fork".
+    threads: int = 512
+    #: ``auto``: a dedicated user as root, a user namespace otherwise; ``userns``: a user namespace even as
+    #: root; ``none``: no namespaces (what a kernel refusing them gives; tests of the degraded path).
+    mode: str = "auto"
 
     @classmethod
-    def from_config(cls, filters: Any, timeout_s: float | None = None, processes: int = 1) -> SandboxLimits:
-        """The limits ``[filters]`` sets (``timeout_s``, ``memory_mb``); ``timeout_s`` overrides the budget."""
-        return cls(timeout_s=timeout_s or filters.timeout_s, memory_mb=filters.memory_mb, processes=processes)
+    def from_config(cls, filters: Any, timeout_s: float | None = None) -> SandboxLimits:
+        """The limits ``[filters]`` sets (``timeout_s``, ``memory_mb``, ``tmp_mb``); ``timeout_s`` overrides the budget."""
+        return cls(timeout_s=timeout_s or filters.timeout_s, memory_mb=filters.memory_mb,
+                   tmp_mb=getattr(filters, "tmp_mb", cls.tmp_mb))
 
-
-# ---- compact loci over the pipe ----------------------------------------------------------------
-def pack_locus(x: Locus) -> tuple:
-    """Everything a filter may read, as plain tuples/dicts (cheap to pickle; no cached light curves)."""
-    alerts = [(a.alert_id, a.survey, a.mjd, a.ra, a.dec, a.passband, a.mag, a.magerr, a.maglim, a.properties,
-               a.object_id, a.is_history, a.grav_wave_events) for a in x.alerts]
-    return (x.locus_id, x.ra, x.dec, alerts, x.internal_properties, x.user_properties, sorted(x.user_tags),
-            x.catalog_objects, x.grav_wave_events_metadata)
-
-
-def unpack_locus(t: tuple) -> Locus:
-    lid, ra, dec, rows, internal, user, tags, catalogs, gw = t
-    alerts = []
-    for aid, survey, mjd, ara, adec, pb, mag, magerr, maglim, props, oid, hist, gwe in rows:
-        a = Alert(aid, survey, mjd, ara, adec, pb, mag, magerr, maglim, dict(props), oid, hist, lid, gwe)
-        a.properties = props  # exactly what the parent holds (no defaults added by __post_init__)
-        alerts.append(a)
-    return Locus(locus_id=lid, ra=ra, dec=dec, alerts=alerts, internal_properties=internal,
-                 user_properties=user, user_tags=set(tags), catalog_objects=catalogs, grav_wave_events_metadata=gw)
-
-
-# ---- the child -----------------------------------------------------------------------------------
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-
-
-_PATH_EVENTS = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.truncate", "os.chmod", "os.chown",
-                "os.link", "os.symlink", "os.utime", "shutil.rmtree", "shutil.move", "shutil.copyfile"}
-
-
-_PROCESS_EVENTS = {"os.system", "subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
-                   "os.forkpty", "pty.spawn"}
-
-
-_NET_EVENTS = {"socket.__new__", "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg",
-               "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr", "socket.getnameinfo"}
-
-
-class SandboxViolation(PermissionError):
-    """An operation the sandbox forbids (network, writing outside the private tmp dir, processes)."""
-
-
-def _install_guards(tmpdir: str, allow_network: bool) -> None:
-    """Audit hook: no sockets, no writes outside ``tmpdir``, no new processes (cannot be removed later)."""
-    import socket
-
-    root = os.path.realpath(tmpdir) + os.sep
-    allowed_files = {"/dev/null"}
-
-    def inside(path: Any) -> bool:
-        if isinstance(path, int):
-            return True  # an already open descriptor
-        try:
-            p = os.path.realpath(os.fsdecode(path))
-        except (TypeError, ValueError):
-            return False
-        return p.startswith(root) or p == root[:-1] or p in allowed_files
-
-    def hook(event: str, args: tuple) -> None:
-        if event == "open":
-            path, mode, flags = (tuple(args) + (None, None, None))[:3]
-            writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-                isinstance(flags, int) and flags & _WRITE_FLAGS)
-            if writing and not inside(path):
-                raise SandboxViolation(f"filters may not write outside their temporary directory: {path!r}")
-        elif event in _PATH_EVENTS:
-            for p in args[:2]:
-                if isinstance(p, (str, bytes, os.PathLike)) and not inside(p):
-                    raise SandboxViolation(f"filters may not modify files outside their temporary directory "
-                                           f"({event} {p!r})")
-        elif event in _PROCESS_EVENTS:
-            raise SandboxViolation(f"filters may not start processes ({event})")
-        elif not allow_network and event in _NET_EVENTS:
-            if event == "socket.__new__" and len(args) > 1 and args[1] == socket.AF_UNIX:
-                return
-            raise SandboxViolation(f"filters have no network access ({event})")
-
-    sys.addaudithook(hook)
-
-
-def _new_network_namespace() -> bool:
-    """Move this process into an empty network namespace (loopback down): True if the kernel allowed it."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.unshare(0x40000000) == 0  # CLONE_NEWNET
-    except (OSError, AttributeError):
-        return False
-
-
-def _apply_limits(limits: SandboxLimits) -> None:
-    import resource
-
-    if limits.memory_mb:
-        b = int(limits.memory_mb) * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (b, b))
-    if limits.cpu_s:
-        resource.setrlimit(resource.RLIMIT_CPU, (int(limits.cpu_s), int(limits.cpu_s) + 5))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
-def _child_main(conn, state, stopped, specs: list[FilterSpec], limits: SandboxLimits, tmpdir: str) -> None:
-    """Entry point of a sandbox child: set limits and guards, load the filters, then serve batches."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
-    logging.disable(logging.CRITICAL)  # everything a child knows reaches the parent in its results
-    sys.dont_write_bytecode = True
-    os.chdir(tmpdir)
-    os.environ["TMPDIR"] = tmpdir
-    tempfile.tempdir = tmpdir
-    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - filters print; the pipe is the only output
-    netns = False if limits.network else _new_network_namespace()
-    _apply_limits(limits)
-    _install_guards(tmpdir, limits.network)
-
-    loaded: list[LoadedFilter] = []
-    load_errors: dict[str, dict[str, Any]] = {}
-    for spec in sorted(specs, key=lambda s: s.priority):
-        try:
-            module = load_filter_module(spec.code, f"albireo_user_{spec.name}_{spec.revision}",
-                                        f"<filter {spec.name}@{spec.revision}>")
-            classes = find_filter_classes(module)
-            if not classes:
-                raise FilterLoadError("no filter class found (a class with _run() and OUTPUT_LOCUS_TAGS)")
-            loaded.append(LoadedFilter(spec.name, spec.revision, instantiate(classes[0]), spec.priority,
-                                       isolation="sandbox"))
-        except FilterLoadError as exc:
-            load_errors[spec.name] = {"message": str(exc), "missing": exc.missing}
-    conn.send(("loaded", load_errors, {"network_namespace": netns, "pid": os.getpid()}))
-
-    policy = ErrorPolicy(max_errors=0)
-    runner = InProcessRunner(loaded, slow_s=limits.timeout_s, enforce_budget=True, policy=policy)
-    # the parent's index of each filter (its list is every spec in priority order, loaded or not)
-    index = {s.name: i for i, s in enumerate(sorted(specs, key=lambda s: s.priority))}
-    while True:
-        try:
-            msg = conn.recv()
-        except EOFError:
-            return
-        if msg[0] == "stop":
-            return
-        _, batch_id, items, names = msg
-        for idx, packed, skip in items:
-            locus = unpack_locus(packed)
-            run_tags: set[str] = set()
-            locus.provenance = {}
-            report = RunReport()
-            calls = []
-            for f in runner.filters:
-                if f.name not in names or f.name in skip or stopped[index[f.name]]:
-                    continue  # stopped: the parent disabled it while this batch was under way
-                state[0], state[1], state[2] = idx, index[f.name], time.monotonic()
-                n_err = len(report.errors)
-                t0 = time.perf_counter()
-                status = runner._run_one(f, locus, report, run_tags)
-                calls.append((f.name, status, time.perf_counter() - t0, len(report.errors) > n_err))
-                state[2] = 0.0
-            result = {
-                "tags": [(t, vars(locus.provenance[t]) if t in locus.provenance else None)
-                         for t in sorted(run_tags)],
-                # every set_property() call left a provenance entry (the child's copy starts with none)
-                "props": [(k[9:], locus.user_properties[k[9:]], vars(p)) for k, p in locus.provenance.items()
-                          if k.startswith("property:") and k[9:] in locus.user_properties],
-                "errors": [e.to_dict() for e in report.errors],
-                "calls": calls,
-            }
-            conn.send(("locus", idx, result))
-        conn.send(("done", batch_id))
-
-
-# ---- the parent ----------------------------------------------------------------------------------
-class _Child:
-    def __init__(self, ctx, specs: list[FilterSpec], limits: SandboxLimits):
-        self.tmpdir = tempfile.mkdtemp(prefix="albireo-filter-")
-        self.state = ctx.RawArray("d", 3)
-        #: per filter (priority order): 1 once the parent disabled it; the child skips it from then on.
-        self.stopped = ctx.RawArray("b", len(specs))
-        self.conn, child_conn = ctx.Pipe()
-        self.proc = ctx.Process(target=_child_main,
-                                args=(child_conn, self.state, self.stopped, specs, limits, self.tmpdir),
-                                daemon=True, name="albireo-filter-sandbox")
-        saved = {k: os.environ.get(k) for k in CHILD_ENV}
-        os.environ.update(CHILD_ENV)
-        try:
-            self.proc.start()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        child_conn.close()
-        #: (locus index, set of filter names to skip) not yet answered.
-        self.outstanding: dict[int, set[str]] = {}
-        self.busy = False
-        self.batch_id = 0
-        self.info: dict[str, Any] = {}
-
-    def wait_loaded(self, timeout_s: float) -> dict[str, dict[str, Any]]:
-        if not self.conn.poll(timeout_s):
-            self.kill()
-            raise RuntimeError(f"sandbox child did not start within {timeout_s:.0f}s")
-        try:
-            kind, errors, info = self.conn.recv()
-        except (EOFError, OSError) as exc:
-            raise RuntimeError(f"sandbox child died while loading filters (exit code {self.proc.exitcode})") from exc
-        self.info = info
-        return errors
-
-    def kill(self) -> None:
-        with contextlib.suppress(Exception):
-            self.proc.kill()
-        self.proc.join(5)
-        self.conn.close()
-        shutil.rmtree(self.tmpdir, ignore_errors=True)
-
-    def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self.conn.send(("stop",))
-        self.proc.join(2)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(2)
-        self.conn.close()
-        shutil.rmtree(self.tmpdir, ignore_errors=True)
+    def for_child(self) -> dict[str, Any]:
+        return {"timeout_s": self.timeout_s, "memory_mb": self.memory_mb, "cpu_s": self.cpu_s,
+                "tmp_mb": self.tmp_mb, "threads": self.threads}
 
 
 def _death_message(exitcode: int | None) -> str:
@@ -320,11 +121,198 @@ def _death_message(exitcode: int | None) -> str:
         except ValueError:
             name = f"signal {-exitcode}"
         return f"the filter process died from {name}"
+    if exitcode is None:
+        return "the filter process died"
     return f"the filter process exited with code {exitcode}"
 
 
+# ---- the zygote, seen from the worker ------------------------------------------------------------
+def _sandbox_config(limits: SandboxLimits) -> dict[str, Any]:
+    from broker.filtering import isolation as iso
+
+    roots = iso.read_only_roots()
+    cfg: dict[str, Any] = {"mode": limits.mode, "roots": roots, "hide": _hidden_paths(),
+                           "world_readable": all(iso.world_readable(r) for r in roots)}
+    if limits.mode != "userns" and os.geteuid() == 0:
+        user = iso.sandbox_user()
+        if user is not None:
+            cfg["uid"], cfg["gid"] = user
+    return cfg
+
+
+def _hidden_paths() -> list[str]:
+    """The worker's data (store, index, outbox, portal data, service homes) if a read-only root holds them."""
+    try:
+        from broker.config import load_config
+
+        cfg = load_config(env=dict(os.environ))
+    except Exception:  # no readable configuration: the defaults are outside every root anyway
+        return []
+    paths = [cfg.store.path, cfg.search.path, cfg.search.outbox_path, cfg.web.data_dir, cfg.catalogs.root,
+             cfg.services.home]
+    return sorted({os.path.realpath(p) for p in paths if p and p != ":memory:"})
+
+
+class _Zygote:
+    """The sandbox's process factory (a child of the worker); speaks data-only messages on a socket."""
+
+    def __init__(self, limits: SandboxLimits):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        cfg = _sandbox_config(limits)
+        cfg["ctl_fd"] = theirs.fileno()
+        self.proc = subprocess.Popen([sys.executable, "-I", "-m", "broker.filtering.zygote", json.dumps(cfg)],
+                                     env=dict(CHILD_ENV), pass_fds=(theirs.fileno(),), start_new_session=True,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True)
+        theirs.close()
+        self.ctl = ours
+        self.facts: dict[str, Any] = {}
+        self.exits: dict[int, int] = {}
+        self.pids: dict[int, int] = {}
+
+    def _recv(self, timeout_s: float) -> dict[str, Any] | None:
+        ready, _, _ = select.select([self.ctl], [], [], max(0.0, timeout_s))
+        if not ready:
+            return None
+        data = self.ctl.recv(1 << 16)
+        if not data:
+            raise RuntimeError(f"the sandbox zygote stopped (exit code {self.proc.poll()})")
+        msg = wire.decode_untrusted(data)
+        if not isinstance(msg, dict):
+            raise RuntimeError("the sandbox zygote sent something that is not a message")
+        if msg.get("op") == "exited":
+            self.exits[int(msg["id"])] = int(msg["status"])
+        elif msg.get("op") == "spawned":
+            self.pids[int(msg["id"])] = int(msg["pid"])
+        return msg
+
+    def wait(self, op: str, timeout_s: float, cid: int | None = None) -> dict[str, Any] | None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if cid is not None and op == "exited" and cid in self.exits:
+                return {"op": "exited", "id": cid, "status": self.exits[cid]}
+            msg = self._recv(deadline - time.monotonic())
+            if msg is None:
+                return None
+            if msg.get("op") == op and (cid is None or msg.get("id") == cid):
+                return msg
+
+    def pump(self) -> None:
+        """Read the exit notices that arrived (never blocks)."""
+        while self._recv(0.0) is not None:
+            pass
+
+    def spawn(self, cid: int, sock: socket.socket) -> None:
+        socket.send_fds(self.ctl, [msgpack.packb({"op": "spawn", "id": cid})], [sock.fileno()])
+
+    def kill(self, cid: int) -> None:
+        with contextlib.suppress(OSError):
+            self.ctl.send(msgpack.packb({"op": "kill", "id": cid}))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.ctl.send(msgpack.packb({"op": "stop"}))
+        try:
+            self.proc.wait(3)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(3)
+        self.ctl.close()
+
+
+class _Child:
+    """One filter's process, seen from the worker."""
+
+    _ids = 0
+
+    def __init__(self, zygote: _Zygote, f: LoadedFilter, limits: SandboxLimits):
+        _Child._ids += 1
+        self.id = _Child._ids
+        self.zygote = zygote
+        self.f = f
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        zygote.spawn(self.id, theirs)
+        theirs.close()
+        ours.setblocking(False)
+        self.sock = ours
+        self.reader = wire.FrameReader(ours)
+        self.writer = wire.FrameWriter(ours)
+        self.writer.queue(wire.pack({"t": "load", "name": f.name, "revision": f.revision, "code": f.code,
+                                     "limits": limits.for_child()}))
+        self.started = time.monotonic()
+        self.loaded: dict[str, Any] | None = None
+        #: (sequence number, locus index, time queued) sent and not yet answered, in order.
+        self.inflight: deque = deque()
+        self.head_since = 0.0
+        self.seq = 0
+        self.dead = False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def kill(self) -> None:
+        if not self.dead:
+            self.dead = True
+            self.zygote.kill(self.id)
+            self.sock.close()
+
+    def stop(self) -> None:
+        if not self.dead:
+            with contextlib.suppress(OSError):
+                self.sock.setblocking(True)
+                self.sock.settimeout(0.2)
+                self.sock.sendall(wire.pack({"t": "stop"}))
+            self.kill()
+
+    def exit_status(self, timeout_s: float = 2.0) -> int | None:
+        msg = self.zygote.wait("exited", timeout_s, cid=self.id)
+        return None if msg is None else msg["status"]
+
+
+def _validate_loaded(msg: Any) -> dict[str, Any]:
+    """The child's load report, checked: declared tags and constraints are data of the expected shape."""
+    if not isinstance(msg, dict) or msg.get("t") != "loaded":
+        raise wire.WireError("the first message is not a load report")
+    if not msg.get("ok"):
+        message = msg.get("message")
+        missing = msg.get("missing")
+        return {"ok": False, "message": str(message)[:2000] if message else "failed to load",
+                "missing": missing if isinstance(missing, str) else None}
+    tags = msg.get("tags")
+    if not isinstance(tags, list) or len(tags) > 1000:
+        raise wire.WireError("declared tags are not a list")
+    bad = [t for t in tags if tag_problem(t, {t} if isinstance(t, str) else set())]
+    c = msg.get("constraints")
+    if not isinstance(c, dict):
+        raise wire.WireError("constraints are not a mapping")
+    cons = _Constraints()
+    for key in ("REQUIRED_LOCUS_PROPERTIES", "REQUIRED_TAGS", "REQUIRED_ALERT_PROPERTIES"):
+        v = c.get(key) or []
+        if not (isinstance(v, list) and len(v) <= 1000 and all(isinstance(x, str) for x in v)):
+            raise wire.WireError(f"{key} is not a list of strings")
+        setattr(cons, key, v)
+    trig = c.get("TRIGGERING_SURVEY") or "all"
+    gw = c.get("REQUIRED_GRAV_WAVE_PROB_REGION")
+    if not isinstance(trig, str) or (gw is not None and not (isinstance(gw, (int, float)) and math.isfinite(gw))):
+        raise wire.WireError("TRIGGERING_SURVEY or REQUIRED_GRAV_WAVE_PROB_REGION malformed")
+    cons.TRIGGERING_SURVEY, cons.REQUIRED_GRAV_WAVE_PROB_REGION = trig, gw
+    facts = msg.get("facts") if isinstance(msg.get("facts"), dict) else {}
+    return {"ok": True, "tags": [t for t in tags if t not in bad], "bad_tags": bad, "constraints": cons,
+            "facts": facts}
+
+
+class _Constraints:
+    """A filter's ``REQUIRED_*`` attributes as its child reported them: what the worker checks before sending."""
+
+    REQUIRED_LOCUS_PROPERTIES: list[str] = []
+    REQUIRED_TAGS: list[str] = []
+    REQUIRED_ALERT_PROPERTIES: list[str] = []
+    TRIGGERING_SURVEY = "all"
+    REQUIRED_GRAV_WAVE_PROB_REGION = None
+
+
+# ---- the pool ------------------------------------------------------------------------------------
 class SandboxPool:
-    """Child processes hosting the sandboxed filters; :meth:`run` applies their effects to the loci."""
+    """One isolated child per filter; :meth:`run` applies their checked effects to the loci."""
 
     def __init__(self, filters: list[LoadedFilter], limits: SandboxLimits | None = None,
                  policy: ErrorPolicy | None = None, metrics: Metrics | None = None):
@@ -333,39 +321,98 @@ class SandboxPool:
         self.limits = limits or SandboxLimits()
         self.policy = policy or ErrorPolicy()
         self.metrics = metrics
-        self.specs = [FilterSpec(f.name, f.revision, f.code, f.priority) for f in self.filters]
-        self._ctx = mp.get_context("spawn")
-        self.children: list[_Child] = []
+        self.zygote: _Zygote | None = None
+        self.children: dict[str, _Child] = {}
+        self.constraints: dict[str, _Constraints] = {}
         self.load_errors: dict[str, dict[str, Any]] = {}
         self.respawns = 0
+        #: what isolation holds (from the zygote and the first child): mechanism → detail.
+        self.isolation: dict[str, Any] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> SandboxPool:
         import atexit
 
-        atexit.register(self.close)  # children and their tmp dirs go with the worker, however it stops
-        for _ in range(max(1, self.limits.processes)):
-            self.children.append(self._spawn(first=True))
+        atexit.register(self.close)  # children go with the worker, however it stops
+        self.zygote = _Zygote(self.limits)
+        ready = self.zygote.wait("ready", self.limits.start_timeout_s)
+        if ready is None:
+            self.close()
+            raise RuntimeError(f"the filter sandbox did not start within {self.limits.start_timeout_s:.0f}s")
+        self.isolation = dict(ready.get("facts") or {})
+        self._start_children(self.filters, first=True)
+        self._export_isolation()
         return self
 
-    def _spawn(self, first: bool = False) -> _Child:
-        child = _Child(self._ctx, self.specs, self.limits)
-        errors = child.wait_loaded(self.limits.start_timeout_s)
-        if first:
-            for name, err in errors.items():
-                if name in self.load_errors:
+    def _start_children(self, filters: list[LoadedFilter], first: bool = False) -> None:
+        """Start a child for each of ``filters`` and wait (with a deadline) until each has loaded."""
+        starting = {f.name: _Child(self.zygote, f, self.limits) for f in filters}
+        deadline = time.monotonic() + self.limits.start_timeout_s
+        waiting = dict(starting)
+        while waiting:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                for name, c in waiting.items():
+                    c.kill()
+                    self._load_failed(self.by_name[name], f"did not load within {self.limits.start_timeout_s:.0f}s")
+                break
+            socks = list(waiting.values())
+            r, w, _ = select.select(socks, [c for c in socks if c.writer.pending], [], min(left, 0.5))
+            for c in w:
+                c.writer.flush()
+            for c in r:
+                name = c.f.name
+                try:
+                    c.reader.fill()
+                    frames = c.reader.frames()
+                    if not frames and not c.reader.eof:
+                        continue
+                    if not frames:
+                        status = c.exit_status()
+                        raise wire.WireError(f"{_death_message(status)} while loading")
+                    report = _validate_loaded(wire.decode_untrusted(frames[0]))
+                except wire.WireError as exc:
+                    c.kill()
+                    del waiting[name]
+                    self._load_failed(self.by_name[name], str(exc))
                     continue
-                self.load_errors[name] = err
+                del waiting[name]
+                if not report["ok"]:
+                    c.kill()
+                    self._load_failed(self.by_name[name], report["message"], report["missing"])
+                    continue
+                c.loaded = report
                 f = self.by_name[name]
-                f.enabled = False
-                f.disabled_reason = f"failed to load: {err['message']}"
-                log.error("filter %s@%s cannot run: %s", f.name, f.revision, err["message"])
-        return child
+                f.output_locus_tags = list(report["tags"])
+                self.constraints[name] = report["constraints"]
+                self.children[name] = c
+                if report["bad_tags"]:
+                    log.warning("filter %s declares tags no stream can carry, refused: %s", name, report["bad_tags"])
+                if first and not self.isolation.get("child"):
+                    self.isolation["child"] = report["facts"]
+        if first:
+            self.zygote.pump()
+
+    def _load_failed(self, f: LoadedFilter, message: str, missing: str | None = None) -> None:
+        if f.name not in self.load_errors:
+            self.load_errors[f.name] = {"message": message, "missing": missing}
+        f.enabled = False
+        f.disabled_reason = f"failed to load: {message}"
+        log.error("filter %s@%s cannot run: %s", f.name, f.revision, message)
+
+    def _export_isolation(self) -> None:
+        if self.metrics is None:
+            return
+        for mechanism, on in isolation_summary(self.isolation).items():
+            self.metrics.set("sandbox_isolation", int(on), mechanism=mechanism)
 
     def close(self) -> None:
-        for c in self.children:
+        for c in self.children.values():
             c.stop()
-        self.children = []
+        self.children = {}
+        if self.zygote is not None:
+            self.zygote.close()
+            self.zygote = None
 
     def __enter__(self) -> SandboxPool:
         return self.start()
@@ -373,158 +420,278 @@ class SandboxPool:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    @property
-    def network_namespace(self) -> bool:
-        return bool(self.children) and all(c.info.get("network_namespace") for c in self.children)
-
     # -- running ----------------------------------------------------------------------------
     def run(self, loci: list[Locus], report: RunReport | None = None, names: set[str] | None = None) -> RunReport:
         """Run the enabled sandboxed filters (or those in ``names``) over ``loci``; effects applied in place."""
         report = report if report is not None else RunReport()
-        active = {f.name for f in self.filters if f.enabled and (names is None or f.name in names)}
-        if not active or not loci:
+        chain = [f for f in self.filters if f.enabled and (names is None or f.name in names)]
+        if not chain or not loci:
             return report
-        if not self.children:
+        if self.zygote is None:
             self.start()
+            chain = [f for f in chain if f.enabled]
         for x in loci:
             report.tags_by_locus.setdefault(x.locus_id, set())
-        bs = max(1, self.limits.batch_size)
-        queue = [list(range(i, min(i + bs, len(loci)))) for i in range(0, len(loci), bs)]
-        retries: dict[int, int] = {}
-        for c in self.children:
-            c.outstanding.clear()
-            c.busy = False
-        while queue or any(c.busy for c in self.children):
-            for c in self.children:
-                if not c.busy and queue:
-                    self._send(c, loci, {i: set() for i in queue.pop(0)}, active)
-            busy = [c for c in self.children if c.busy]
-            ready = wait([c.conn for c in busy], timeout=0.05)
-            for c in busy:
-                if c.conn in ready:
-                    self._drain(c, loci, report)
-            for i, c in enumerate(self.children):
-                if not c.busy:
-                    continue
-                started = c.state[2]
-                overrun = started > 0 and time.monotonic() - started > self.limits.timeout_s + self.limits.grace_s
-                if not overrun and not c.proc.is_alive():
-                    self._drain(c, loci, report)  # what it sent before dying still counts
-                    if not c.busy:
-                        continue
-                if overrun or not c.proc.is_alive():
-                    self.children[i] = self._replace(c, loci, report, active, retries, killed=overrun)
+        _Batch(self, chain, loci, report).run()
         return report
 
-    def _send(self, c: _Child, loci: list[Locus], items: dict[int, set[str]], active: set[str]) -> None:
-        c.batch_id += 1
-        c.outstanding = dict(items)
-        c.busy = True
-        c.state[2] = 0.0
-        payload = [(i, pack_locus(loci[i]), sorted(skip)) for i, skip in items.items()]
-        try:
-            c.conn.send(("run", c.batch_id, payload, active))
-        except (OSError, pickle.PicklingError, BrokenPipeError) as exc:
-            log.error("could not send a batch to the sandbox: %s", exc)
-
-    def _drain(self, c: _Child, loci: list[Locus], report: RunReport) -> None:
-        while c.busy and c.conn.poll():
-            try:
-                msg = c.conn.recv()
-            except (EOFError, OSError):
-                return  # died: handled by the liveness check
-            if msg[0] == "locus":
-                _, idx, result = msg
-                if idx in c.outstanding:
-                    del c.outstanding[idx]
-                    self._apply(loci[idx], result, report)
-            elif msg[0] == "done" and msg[1] == c.batch_id:
-                c.busy = False
-
-    def _replace(self, c: _Child, loci: list[Locus], report: RunReport, active: set[str],
-                 retries: dict[int, int], killed: bool) -> _Child:
-        """A child hung or died: charge the running filter, start a new child, re-send the rest."""
-        idx, fi, started = int(c.state[0]), int(c.state[1]), c.state[2]
-        c.kill()
-        exitcode = c.proc.exitcode
+    def _respawn(self, f: LoadedFilter) -> _Child | None:
         self.respawns += 1
         if self.metrics is not None:
             self.metrics.inc("sandbox_respawns")
-        remaining = dict(c.outstanding)
-        if started > 0 and idx in remaining and 0 <= fi < len(self.filters):
-            f = self.filters[fi]
-            locus = loci[idx]
-            if killed:
-                exc, msg = "FilterTimeout", (f"exceeded its time budget of {self.limits.timeout_s:g}s "
-                                            f"(stuck outside Python; process killed)")
-                f.stats.timeouts += 1
-            else:
-                exc, msg = "FilterCrashed", _death_message(exitcode)
-                f.stats.crashes += 1
-            f.stats.observe(time.monotonic() - started)
-            report.runs += 1
-            err = FilterError(f.name, f.revision, locus.locus_id, locus.alert.id if locus.alerts else "", exc, msg,
-                              f"{msg} while running {f.name}@{f.revision} on locus {locus.locus_id}", time.time())
-            self.policy.record(f, err, report)
-            remaining[idx] = remaining[idx] | {f.name}
-        else:
-            # Died between calls (e.g. unpickling): retry each locus a few times, then give up on it.
-            for i in list(remaining):
-                retries[i] = retries.get(i, 0) + 1
-                if retries[i] > 2:
-                    del remaining[i]
-                    log.error("sandbox child keeps dying on locus %s; its user filters were not run",
-                              loci[i].locus_id)
-        log.warning("sandbox child %s (%s); starting a new one", "killed on timeout" if killed else
-                    _death_message(exitcode), c.info.get("pid"))
-        new = self._spawn()
-        self._propagate_disables()
-        active = {n for n in active if self.by_name[n].enabled}
-        if remaining and active:
-            self._send(new, loci, remaining, active)
-        return new
+        self.children.pop(f.name, None)
+        self._start_children([f])
+        return self.children.get(f.name)
 
-    def _apply(self, locus: Locus, result: dict[str, Any], report: RunReport) -> None:
-        run_tags = report.tags_by_locus.setdefault(locus.locus_id, set())
-        tagged_by: set[str] = set()
-        for tag, prov in result["tags"]:
-            locus.user_tags.add(tag)
-            run_tags.add(tag)
-            if prov:
-                locus.provenance.setdefault(tag, Provenance(**prov))
-                tagged_by.add(prov["filter"])
-        for key, value, prov in result["props"]:
-            locus.user_properties[key] = value
-            if prov:
-                locus.provenance[f"property:{key}"] = Provenance(**prov)
-        for name, status, dt, _ in result["calls"]:
-            f = self.by_name.get(name)
-            if f is None:
-                continue
-            if status == "skipped":
-                f.stats.skipped += 1
-                report.skipped += 1
-                continue
-            f.stats.observe(dt)
-            report.runs += 1
-            if status == "ok":
-                self.policy.succeeded(f)
-            if status == "timeout":
-                f.stats.timeouts += 1
-            if self.metrics is not None:
-                self.metrics.observe("filter_seconds", dt, filter=name)
-        for name in tagged_by:
-            if name in self.by_name:
-                self.by_name[name].stats.tagged += 1
-        for e in result["errors"]:
-            f = self.by_name.get(e["filter"])
-            if f is not None:
-                self.policy.record(f, FilterError(**e), report)
-        self._propagate_disables()
 
-    def _propagate_disables(self) -> None:
-        """Tell every child which filters the parent has disabled, so a batch under way skips them."""
-        for i, f in enumerate(self.filters):
-            if not f.enabled:
-                for c in self.children:
-                    c.stopped[i] = 1
+class _Batch:
+    """One :meth:`SandboxPool.run`: loci flow through the filters' children in priority order."""
+
+    def __init__(self, pool: SandboxPool, chain: list[LoadedFilter], loci: list[Locus], report: RunReport):
+        self.pool = pool
+        self.chain = chain
+        self.loci = loci
+        self.report = report
+        self.queues: list[deque] = [deque() for _ in chain]
+        self.static: dict[int, bytes] = {}
+        self.done = 0
+        self.declared = {f.name: declared_tag_set(f) for f in chain}
+
+    def run(self) -> None:
+        for i in range(len(self.loci)):
+            self._enter(i, 0)
+        lim = self.pool.limits
+        while self.done < len(self.loci):
+            now = time.monotonic()
+            active: list[tuple[int, _Child]] = []
+            for k, f in enumerate(self.chain):
+                c = self.pool.children.get(f.name)
+                if not f.enabled:
+                    self._drop_stage(k, c)
+                    continue
+                if (c is None or c.dead) and (self.queues[k] or (c is not None and c.inflight)):
+                    t0 = time.monotonic()
+                    c = self.pool._respawn(f)
+                    self._pause(time.monotonic() - t0)  # waiting for it was nobody else's time
+                    if c is None:  # it no longer loads: disabled by _load_failed
+                        self._drop_stage(k, None)
+                        continue
+                if c is None:
+                    continue
+                while self.queues[k] and len(c.inflight) < max(1, lim.batch_size):
+                    self._send(c, self.queues[k].popleft(), now)
+                if c.inflight:
+                    active.append((k, c))
+            if not active:
+                continue
+            wait = min(c.head_since + lim.timeout_s + lim.grace_s for _, c in active) - now
+            r, w, _ = select.select([c for _, c in active], [c for _, c in active if c.writer.pending], [],
+                                    min(max(wait, 0.0), 0.5))
+            for c in w:
+                c.writer.flush()
+            readable = set(r)
+            for k, c in active:
+                if c in readable:
+                    self._read(k, c)
+                if c.dead or not c.inflight:
+                    continue
+                if c.writer.broken:
+                    self._crashed(k, c)
+                elif time.monotonic() > c.head_since + lim.timeout_s + lim.grace_s:
+                    self._charge(k, c, "FilterTimeout", f"exceeded its time budget of {lim.timeout_s:g}s (no "
+                                 f"answer within {lim.timeout_s + lim.grace_s:g}s; process killed)", timeout=True)
+
+    def _pause(self, seconds: float) -> None:
+        """The worker was busy (starting a child) for ``seconds``: the other children's clocks stop too."""
+        for f in self.chain:
+            c = self.pool.children.get(f.name)
+            if c is not None and c.inflight:
+                c.head_since += seconds
+
+    # -- moving loci along ------------------------------------------------------------------
+    def _enter(self, i: int, k: int) -> None:
+        """Locus ``i`` is ready for filter ``k`` (or past the last one); skip filters it does not satisfy."""
+        from broker.filtering.contract import satisfies_constraints
+
+        x = self.loci[i]
+        while k < len(self.chain):
+            f = self.chain[k]
+            if f.enabled:
+                cons = self.pool.constraints.get(f.name)
+                try:
+                    ok = cons is not None and satisfies_constraints(cons, x)
+                except Exception as exc:  # e.g. an unknown TRIGGERING_SURVEY: the filter's problem
+                    err = FilterError(f.name, f.revision, x.locus_id, x.alert.id if x.alerts else "",
+                                      type(exc).__name__, str(exc), f"checking the constraints: {exc!r}", time.time())
+                    f.stats.observe(0.0)
+                    self.report.runs += 1
+                    self.pool.policy.observe(f, 0.0, [err], self.report)
+                    ok = False
+                else:
+                    if cons is not None and not ok:
+                        f.stats.skipped += 1
+                        self.report.skipped += 1
+                if ok:
+                    self.queues[k].append(i)
+                    return
+            k += 1
+        self.done += 1
+
+    def _drop_stage(self, k: int, c: _Child | None) -> None:
+        """Filter ``k`` was disabled: what waited for it moves on without it; its child stops."""
+        pending = list(self.queues[k])
+        self.queues[k].clear()
+        if c is not None and c.inflight:
+            pending = [i for _, i, _ in c.inflight] + pending
+            c.inflight.clear()
+            c.kill()
+        for i in pending:
+            self._enter(i, k + 1)
+
+    def _send(self, c: _Child, i: int, now: float) -> None:
+        x = self.loci[i]
+        static = self.static.get(i)
+        if static is None:
+            static = self.static[i] = wire.encode_locus_static(x)
+        c.seq += 1
+        if not c.inflight:
+            c.head_since = now
+        c.inflight.append((c.seq, i, now))
+        c.writer.queue(wire.pack({"t": "run", "seq": c.seq, "static": static, "dynamic": wire.encode_locus_dynamic(x)}))
+
+    def _read(self, k: int, c: _Child) -> None:
+        try:
+            c.reader.fill()
+            frames = c.reader.frames()
+        except (wire.WireError, OSError) as exc:
+            self._charge(k, c, "FilterProtocolError", f"the filter process sent an invalid frame: {exc}")
+            return
+        for body in frames:
+            if c.dead or not c.f.enabled:
+                return  # disabled by the result just applied: what follows is not counted
+            try:
+                self._result(k, c, wire.decode_untrusted(body))
+            except wire.WireError as exc:
+                self._charge(k, c, "FilterProtocolError", f"the filter process broke the protocol: {exc}")
+                return
+        if c.reader.eof and not c.dead:
+            self._crashed(k, c)
+
+    def _crashed(self, k: int, c: _Child) -> None:
+        status = c.exit_status() if c.inflight else None
+        c.f.stats.crashes += 1
+        self._charge(k, c, "FilterCrashed", _death_message(status))
+
+    # -- results ----------------------------------------------------------------------------
+    def _result(self, k: int, c: _Child, msg: Any) -> None:
+        f = c.f
+        if not c.inflight:
+            raise wire.WireError("a result arrived with no locus in flight")
+        if not isinstance(msg, dict) or msg.get("t") != "result":
+            raise wire.WireError("not a result")
+        seq, i, queued = c.inflight[0]
+        if msg.get("seq") != seq:
+            raise wire.WireError(f"a result for sequence {msg.get('seq')!r} while {seq} was due (results come "
+                                 "for the loci sent, in order)")
+        status = msg.get("status")
+        if status not in ("ok", "error", "timeout"):
+            raise wire.WireError(f"unknown status {status!r}")
+        c.inflight.popleft()
+        now = time.monotonic()
+        measured = max(0.0, now - max(queued, c.head_since))
+        c.head_since = now
+        reported = msg.get("dt")
+        dt = min(float(reported), measured) if isinstance(reported, (int, float)) and math.isfinite(reported) \
+            and reported >= 0 else measured
+        x = self.loci[i]
+        errors: list[FilterError] = []
+        err = msg.get("error")
+        if status != "ok":
+            err = err if isinstance(err, dict) else {}
+            errors.append(FilterError(
+                f.name, f.revision, x.locus_id, x.alert.id if x.alerts else "",
+                _text(err.get("exception"), 200) or "FilterError", _text(err.get("message"), 4000),
+                _text(err.get("traceback"), 65536), time.time()))
+        tags, props, problems = screen_effects(msg.get("tags"), msg.get("props"), self.declared[f.name])
+        if problems:
+            errors.append(rejected_output_error(f, x, problems))
+        apply_effects(f, x, tags, props, self.report.tags_by_locus.setdefault(x.locus_id, set()))
+        f.stats.observe(dt)
+        self.report.runs += 1
+        if status == "timeout":
+            f.stats.timeouts += 1
+        if self.pool.metrics is not None:
+            self.pool.metrics.observe("filter_seconds", dt, filter=f.name)
+        if measured > self.pool.limits.timeout_s:
+            f.stats.slow += 1
+        self.pool.policy.observe(f, measured, errors, self.report)
+        self._enter(i, k + 1)
+
+    def _charge(self, k: int, c: _Child, exc: str, message: str, timeout: bool = False) -> None:
+        """The child failed (hung, died, lied): charge its filter for the locus it owed, start over."""
+        f = c.f
+        c.kill()
+        if not c.inflight:
+            return
+        _, i, queued = c.inflight.popleft()
+        rest = [j for _, j, _ in c.inflight]
+        c.inflight.clear()
+        dt = max(0.0, time.monotonic() - max(queued, c.head_since))
+        x = self.loci[i]
+        if timeout:
+            f.stats.timeouts += 1
+        f.stats.observe(dt)
+        self.report.runs += 1
+        err = FilterError(f.name, f.revision, x.locus_id, x.alert.id if x.alerts else "", exc, message,
+                          f"{message} while running {f.name}@{f.revision} on locus {x.locus_id}", time.time())
+        log.warning("sandboxed filter %s: %s (locus %s); starting a new process", f.name, message, x.locus_id)
+        self.pool.policy.observe(f, dt, [err], self.report)
+        for j in reversed(rest):
+            self.queues[k].appendleft(j)
+        self._enter(i, k + 1)
+
+
+def _text(v: Any, limit: int) -> str:
+    return v[:limit] if isinstance(v, str) else ""
+
+
+# ---- what holds here ---------------------------------------------------------------------------
+def isolation_summary(facts: dict[str, Any]) -> dict[str, bool]:
+    """Mechanism → whether it holds, from a pool's :attr:`SandboxPool.isolation` facts."""
+    child = facts.get("child") or {}
+    ns = set(facts.get("namespaces") or [])
+    out = {
+        "process_per_filter": True,
+        "data_only_wire": True,
+        "unprivileged_user": bool(facts.get("user")),
+        "user_namespace": "user" in ns,
+        "mount_namespace": "mount" in ns and bool(facts.get("root")),
+        "pid_namespace": "pid" in ns and bool(child.get("pid_namespace", True)),
+        "network_namespace": "network" in ns,
+        "private_proc": bool(child.get("proc")),
+        "seccomp": bool(child.get("seccomp")),
+        "rlimits": bool(child.get("rlimits")),
+        "minimal_environment": True,
+        "audit_hook": True,
+    }
+    if facts.get("mode") == "root":
+        del out["user_namespace"]  # as root, a real unprivileged uid is the stronger boundary (and none is made)
+    return out
+
+
+def sandbox_status(limits: SandboxLimits | None = None) -> dict[str, Any]:
+    """Start a sandbox with a trivial filter and report what isolation holds on this machine."""
+    from broker.filtering.platform import loaded_from_spec
+
+    code = ("from broker.filtering import BaseFilter\n\nclass Probe(BaseFilter):\n    OUTPUT_LOCUS_TAGS = []\n\n"
+            "    def _run(self, locus):\n        pass\n")
+    f = loaded_from_spec(FilterSpec("Probe", "probe", code, 0))
+    t0 = time.perf_counter()
+    with SandboxPool([f], limits or SandboxLimits()) as pool:
+        started = time.perf_counter() - t0
+        facts = dict(pool.isolation)
+        errors = dict(pool.load_errors)
+    summary = isolation_summary(facts)
+    return {"holds": summary, "degraded": [k for k, v in summary.items() if not v] + list(facts.get("degraded", [])),
+            "mode": facts.get("mode"), "user": facts.get("user"), "seccomp": (facts.get("child") or {}).get("seccomp"),
+            "start_s": started, "load_errors": errors, "root": os.geteuid() == 0}

@@ -199,11 +199,11 @@ class _TagsAll(BaseFilter):
 
 def test_a_raising_filter_is_recorded_and_the_others_still_run(tmp_path, ztf_messages):
     runner = InProcessRunner([load_filter_class(_Raises, priority=0), load_filter_class(_TagsAll, priority=1)],
-                          max_errors=10, error_window_s=3600)
+                          max_error_rate=0.5, window_runs=10, min_runs=10)
     _, store, sink, pipe = _setup(tmp_path, filters=runner)
     res = pipe.process(ztf_messages)
     raising, tagging = runner.filters
-    assert raising.stats.errors >= 10 and not raising.enabled  # disabled automatically after 10 errors
+    assert raising.stats.errors >= 10 and not raising.enabled  # disabled automatically: 10 of 10 runs failed
     assert "RuntimeError: boom" in raising.disabled_reason
     err = raising.recent_errors[0]
     assert err.exception == "RuntimeError" and "boom in a user filter" in err.traceback

@@ -9,6 +9,7 @@ tarballs), Rubin sample packets, or a ``.jsonl``/stream file written by
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -126,6 +127,20 @@ def write_stream_file(packets: Iterable[bytes], path: str | Path) -> int:
         return write_framed(fh, packets)
 
 
+#: what Kafka accepts as a topic name, and so what a stream file may be named after (no "/", bounded).
+TOPIC_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+class InvalidTopic(ValueError):
+    """A topic name Kafka would refuse (and no file may carry): a permanent error, never retried."""
+
+
+def check_topic(topic: str) -> str:
+    if not isinstance(topic, str) or not TOPIC_PATTERN.fullmatch(topic) or topic in (".", ".."):
+        raise InvalidTopic(f"invalid topic name {str(topic)[:80]!r}: 1-249 letters, digits, '.', '_' or '-'")
+    return topic
+
+
 class StreamFileSink(Sink):
     """Output streams as files: one ``<dir>/<topic>.avro-stream`` per topic, or every topic in one file.
 
@@ -146,12 +161,13 @@ class StreamFileSink(Sink):
         self.counts: dict[str, int] = {}
 
     def path_for(self, topic: str) -> Path:
-        return self.single_file or self.out_dir / f"{topic}{STREAM_SUFFIX}"
+        return self.single_file or self.out_dir / f"{check_topic(topic)}{STREAM_SUFFIX}"
 
     #: buffered bytes after which messages are written before the next flush (bounded memory on long replays).
     WRITE_THROUGH_BYTES = 16 * 1024 * 1024
 
     def publish(self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str] | None = None) -> None:
+        check_topic(topic)  # here, not at flush: a bad name must not look like a full disk (retried forever)
         self._pending.setdefault(topic, []).append(value)
         self._pending_bytes += len(value)
         if self._pending_bytes >= self.WRITE_THROUGH_BYTES:
