@@ -3,7 +3,8 @@
 Stages (each timed into ``albireo_stage_seconds{stage=...}``):
 
 decode → validate → dedupe → associate → load loci → add alerts → crossmatch →
-filters → emit (tag streams + dead letters, acknowledged) → store → index.
+multimessenger (coincidences with active neutrino/GW localizations) → filters → emit (tag streams +
+dead letters, acknowledged) → store → index.
 
 The pipeline owns no client library: it is handed a :class:`~broker.storage.base.Store`,
 a :class:`~broker.ports.Sink`, optionally an index writer and a catalog
@@ -39,6 +40,7 @@ from broker.ingest.framing import DecodeError
 from broker.ingest.validate import validate_packet
 from broker.locus import Locus, make_locus_id
 from broker.metrics import Metrics
+from broker.multimessenger.coincidence import CoincidenceStage
 from broker.ports import CatalogMatcher, DeadLetter, FilterRunner, IndexWriter, Message, Sink, Store
 
 log = logging.getLogger("albireo.pipeline")
@@ -94,6 +96,7 @@ class Pipeline:
         metrics: Metrics | None = None,
         lsst_schema_version: str | None = None,
         schema_registry: Callable[[int], dict] | None = None,
+        coincidence: CoincidenceStage | None = None,
     ):
         self.store = store
         self.sink = sink
@@ -106,6 +109,8 @@ class Pipeline:
         self.metrics = metrics or Metrics()
         self.lsst_schema_version = lsst_schema_version or None
         self.schema_registry = schema_registry
+        #: the multi-messenger stage (``broker.multimessenger.coincidence``); None: no coincidences.
+        self.coincidence = coincidence
 
     # ------------------------------------------------------------------------------------
     def process(self, messages: list[Message]) -> BatchResult:
@@ -120,7 +125,11 @@ class Pipeline:
             loci, new_ids, groups = self._associate(decoded)
         with m.time("crossmatch"):
             self._crossmatch(list(loci.values()), res)
-        new_alerts = self._rounds(loci, groups, res)
+        mm_tags: dict[tuple[str, str], set[str]] = {}
+        if self.coincidence is not None:
+            with m.time("multimessenger"):
+                mm_tags = self.coincidence.run(loci, groups)
+        new_alerts = self._rounds(loci, groups, res, mm_tags)
         with m.time("emit"):
             for letter in letters:
                 self.sink.publish(self.dead_letter_topic, None, letter.payload, letter.headers)
@@ -145,7 +154,8 @@ class Pipeline:
         self.filters.export_metrics(m)
         return res
 
-    def _rounds(self, loci: dict[str, Locus], groups: dict[str, list[Packet]], res: BatchResult) -> list:
+    def _rounds(self, loci: dict[str, Locus], groups: dict[str, list[Packet]], res: BatchResult,
+                mm_tags: dict[tuple[str, str], set[str]] | None = None) -> list:
         """Add each locus's packets one at a time and run the filters after each, as ANTARES does.
 
         Filters see ``locus.alert`` = the packet being ingested with the light curve
@@ -157,6 +167,7 @@ class Pipeline:
         n_rounds = max((len(g) for g in groups.values()), default=0)
         for r in range(n_rounds):
             active = []
+            round_mm: dict[str, set[str]] = {}
             with self.metrics.time("associate"):
                 for lid, packets in groups.items():
                     if r < len(packets):
@@ -164,8 +175,12 @@ class Pipeline:
                         locus = loci[lid]
                         new_alerts.extend(locus.add_alerts([*p.history, p.trigger]))
                         active.append(locus)
+                        if mm_tags and (lid, p.trigger.alert_id) in mm_tags:
+                            round_mm[lid] = mm_tags[(lid, p.trigger.alert_id)]
             with self.metrics.time("filters"):
                 report = self.filters.run(active)
+            for lid, tags in round_mm.items():  # multi-messenger tags go out with the packet that earned them
+                report.tags_by_locus.setdefault(lid, set()).update(tags)
             res.filter_errors += len(report.errors)
             self.metrics.inc("filter_errors", len(report.errors))
             with self.metrics.time("emit"):

@@ -92,20 +92,21 @@ class SandboxLimits:
 def pack_locus(x: Locus) -> tuple:
     """Everything a filter may read, as plain tuples/dicts (cheap to pickle; no cached light curves)."""
     alerts = [(a.alert_id, a.survey, a.mjd, a.ra, a.dec, a.passband, a.mag, a.magerr, a.maglim, a.properties,
-               a.object_id, a.is_history, a.grav_wave_events) for a in x.alerts]
+               a.object_id, a.is_history, a.grav_wave_events, a.neutrino_events) for a in x.alerts]
     return (x.locus_id, x.ra, x.dec, alerts, x.internal_properties, x.user_properties, sorted(x.user_tags),
-            x.catalog_objects, x.grav_wave_events_metadata)
+            x.catalog_objects, x.grav_wave_events_metadata, x.neutrino_events_metadata)
 
 
 def unpack_locus(t: tuple) -> Locus:
-    lid, ra, dec, rows, internal, user, tags, catalogs, gw = t
+    lid, ra, dec, rows, internal, user, tags, catalogs, gw, nu = t
     alerts = []
-    for aid, survey, mjd, ara, adec, pb, mag, magerr, maglim, props, oid, hist, gwe in rows:
-        a = Alert(aid, survey, mjd, ara, adec, pb, mag, magerr, maglim, dict(props), oid, hist, lid, gwe)
+    for aid, survey, mjd, ara, adec, pb, mag, magerr, maglim, props, oid, hist, gwe, nue in rows:
+        a = Alert(aid, survey, mjd, ara, adec, pb, mag, magerr, maglim, dict(props), oid, hist, lid, gwe, nue)
         a.properties = props  # exactly what the parent holds (no defaults added by __post_init__)
         alerts.append(a)
     return Locus(locus_id=lid, ra=ra, dec=dec, alerts=alerts, internal_properties=internal,
-                 user_properties=user, user_tags=set(tags), catalog_objects=catalogs, grav_wave_events_metadata=gw)
+                 user_properties=user, user_tags=set(tags), catalog_objects=catalogs, grav_wave_events_metadata=gw,
+                 neutrino_events_metadata=nu)
 
 
 # ---- the child -----------------------------------------------------------------------------------
