@@ -15,7 +15,8 @@ What a coincidence writes on a locus, in ANTARES's shape:
 * tags ``in_<messenger>_<level>`` (``in_gw_90``, ``in_neutrino_50`` ...) for every configured
   level that some alert's ``contour_level`` reaches, with provenance ``multimessenger``.
 
-Only alerts inside ``max_level`` (default 90 %) of an event, and within the event's time window
+Only alerts with a position of their own (detections; an upper limit is no sign of activity),
+inside ``max_level`` (default 90 %) of an event, and within the event's time window
 (``[t - before, t + after]`` days), are recorded. Tags are recomputed from the recorded entries,
 so removing an event (a retraction, or a superseding localization) removes exactly its tags.
 """
@@ -257,11 +258,10 @@ class CoincidenceStage:
         """Record coincidences of the batch's alerts; (locus id, trigger alert id) → tags gained then."""
         rows: list[tuple[str, str, str, float, float, float]] = []  # lid, trigger id, alert id, ra, dec, mjd
         for lid, packets in groups.items():
-            locus = loci[lid]
             for p in packets:
                 for a in p.alerts:
-                    ra, dec = (a.ra, a.dec) if math.isfinite(a.ra) and math.isfinite(a.dec) else (locus.ra, locus.dec)
-                    rows.append((lid, p.trigger.alert_id, a.alert_id, ra, dec, a.mjd))
+                    if math.isfinite(a.ra) and math.isfinite(a.dec):  # detections: upper limits are no activity
+                        rows.append((lid, p.trigger.alert_id, a.alert_id, a.ra, a.dec, a.mjd))
         if not rows:
             return {}
         mjd = np.array([r[5] for r in rows], dtype=float)

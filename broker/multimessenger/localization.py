@@ -107,8 +107,9 @@ class MultiOrderMap(Localization):
         if not total > 0:
             raise NoticeError("bad_skymap", "sky map holds no probability")
         prob = prob / total
-        # the greedy order: densest pixels first (stable, so ties keep file order, as numpy's sort does)
-        rank = np.argsort(-density, kind="stable")
+        # the greedy order: densest pixels first; ties (flat plateaus, zeros) broken by descending UNIQ, as
+        # ligo.skymap's crossmatch breaks them (its structured sort by PROBDENSITY, then UNIQ, reversed)
+        rank = np.lexsort((-uniq, -density))
         self.cumprob = np.cumsum(prob[rank])
         self.cumarea = np.cumsum(area_sr[rank]) * SR_TO_DEG2
         self.cumprob[-1] = max(self.cumprob[-1], 1.0)

@@ -47,7 +47,7 @@ def apply(event: dict[str, Any] | None, notice: Notice, *, window_days: tuple[fl
         "current_revision": notice.revision,
         "current_order_key": key,
         "event_time": notice.event_time or prev.get("event_time") or notice.created,
-        "metadata": dict(prev.get("metadata") or {}) | notice.metadata,
+        "metadata": dict(prev.get("metadata") or {}) | {k: v for k, v in notice.metadata.items() if v is not None},
         "window_days": list(window_days),
         "notices": int(prev.get("notices", 0)) + 1,
         "updated_at": now,

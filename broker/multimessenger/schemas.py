@@ -63,10 +63,18 @@ def _validator(schema_id: str):
 
 
 def validate_json(document: Any, schema_id: str) -> None:
-    """Check ``document`` against the schema ``schema_id``; the first error (by path) is the message."""
-    errors = sorted(_validator(schema_id).iter_errors(document), key=lambda e: (list(e.absolute_path), e.message))
+    """Check ``document`` against the schema ``schema_id``; the most relevant error is the message.
+
+    ``jsonschema.exceptions.best_match`` descends into ``oneOf``/``anyOf`` failures, so a wrong
+    ``event.far`` is reported at ``event/far``, not as "the whole event matches no alternative".
+    """
+    from jsonschema.exceptions import best_match
+
+    errors = list(_validator(schema_id).iter_errors(document))
     if errors:
-        e = errors[0]
+        e = best_match(errors)
+        while e.context:  # the deepest cause of a oneOf/anyOf failure
+            e = best_match(e.context)
         where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise NoticeError("schema_invalid", f"{schema_id.removeprefix(GCN_BASE_URL)}: at {where}: "

@@ -67,7 +67,8 @@ def _flat(rows, names: list[str], header: dict, ordering: str) -> tuple[np.ndarr
         raise NoticeError("bad_skymap", f"flat sky map: NSIDE {nside} is not a power of 2")
     pix = np.arange(prob.size, dtype=np.int64)
     if ordering == "RING":
-        prob = prob[ah.nested_to_ring(pix, nside)]  # value of nested pixel k = ring value at nested_to_ring(k)
+        # the value of nested pixel k is the ring value at nested_to_ring(k)
+        prob = prob[ah.HEALPix(nside=nside, order="nested").nested_to_ring(pix)]
     elif ordering not in ("NESTED", "NEST"):
         raise NoticeError("bad_skymap", f"flat sky map: ORDERING {ordering!r} (expected NESTED or RING)")
     keep = prob > 0

@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 
-from broker.emit import encode_locus
 from broker.locus import Locus
 from broker.metrics import Metrics
 from broker.multimessenger import revisions
@@ -275,11 +274,11 @@ class NoticePipeline:
         had = {x.locus_id: drop_event(x, event_id, messenger) for x in loci}
         gained_event: list[Locus] = []
         if ev is not None:
-            rows = [(x, a) for x in loci for a in x.alerts]
+            rows = [(x, a) for x in loci for a in x.alerts if np.isfinite(a.ra) and np.isfinite(a.dec)]
             if rows:
                 mjd = np.array([a.mjd for _, a in rows], dtype=float)
-                ra = np.array([a.ra if np.isfinite(a.ra) else x.ra for x, a in rows], dtype=float)
-                dec = np.array([a.dec if np.isfinite(a.dec) else x.dec for x, a in rows], dtype=float)
+                ra = np.array([a.ra for _, a in rows], dtype=float)
+                dec = np.array([a.dec for _, a in rows], dtype=float)
                 idx = np.flatnonzero(ev.in_window(mjd))
                 level, area = ev.localization.containment(ra[idx], dec[idx])
                 hit = level <= s.max_level
@@ -308,14 +307,16 @@ class NoticePipeline:
         with self.metrics.time("emit"):
             for lid, tags in publish.items():
                 for tag in sorted(tags):
-                    self.sink.publish(self.output_prefix + tag, lid.encode(), encode_locus(by_id[lid], tag),
+                    self.sink.publish(self.output_prefix + tag, lid.encode(),
+                                      encode_action(by_id[lid], tag, "tag", event_id, "coincidence"),
                                       {"albireo.stream": tag, "albireo.action": "tag", "albireo.event": event_id})
                     res.tags[tag] += 1
                     res.published += 1
                     self.metrics.inc("published", stream=tag)
             for lid, tags in lost_by.items():
                 for tag in sorted(tags):
-                    self.sink.publish(self.output_prefix + tag, lid.encode(), encode_locus(by_id[lid], tag),
+                    self.sink.publish(self.output_prefix + tag, lid.encode(),
+                                      encode_action(by_id[lid], tag, "untag", event_id, reason),
                                       {"albireo.stream": tag, "albireo.action": "untag", "albireo.event": event_id,
                                        "albireo.reason": reason})
                     res.published += 1
@@ -327,6 +328,22 @@ class NoticePipeline:
             if self.index_writer is not None:
                 self.index_writer.write(changed)
         res.loci_updated += len(changed)
+
+
+def encode_action(locus: Locus, tag: str, action: str, event_id: str, reason: str) -> bytes:
+    """The locus message for ``tag``'s stream, saying in its body what happened and why.
+
+    The usual locus message (``broker.emit``), with three entries added to its ``properties`` map:
+    ``mm_action`` (``tag``, or ``untag`` — the locus left the stream: its ``tags`` no longer hold
+    ``tag``), ``mm_event`` and ``mm_reason`` (``coincidence``, ``retraction``, ``superseded``). Kafka
+    messages carry the same in headers; stream files keep only bodies, so the body must say it.
+    """
+    from broker.emit import locus_message, locus_schema
+    from broker.ingest.framing import encode_single_object
+
+    msg = locus_message(locus, tag)
+    msg["properties"] = dict(msg["properties"], mm_action=action, mm_event=event_id, mm_reason=reason)
+    return encode_single_object(msg, locus_schema())
 
 
 def _fallback(spec: LocalizationSpec) -> LocalizationSpec | None:
