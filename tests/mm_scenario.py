@@ -278,3 +278,40 @@ def check_filter(store) -> list[str]:
     if ran == 0:
         problems.append("the filter ran nowhere")
     return problems
+
+
+def embedded_workdir(shared_data: Path, workdir: Path, *, extra_notices: bool = True) -> tuple[Scenario, object]:
+    """The scenario ingested into a demo-shaped workdir (``albireo serve --workdir`` serves it).
+
+    Notices first, then the packets; with ``extra_notices`` GCN's real example notices and the
+    IceCube VOEvents of ``tests/data/notices`` too (older revisions of the scenario's neutrino, and
+    events of every kind). LVK's real VOEvents are left out: their retraction of ``MS181101ab``
+    would withdraw the scenario's event of that name (nothing revives a retracted event).
+    """
+    from broker.adapters.streams.files import write_stream_file
+    from broker.assemble import embedded_notice_worker, embedded_worker, open_store
+    from broker.cli.demo import demo_store_paths
+    from broker.config import load_config
+    from broker.filtering import registry
+
+    sc = build(shared_data)
+    cfg = load_config(env={})
+    store_path, index_path = demo_store_paths(workdir)
+    cfg.store.path, cfg.search.path = str(store_path), str(index_path)
+    configure(cfg)
+    workdir.mkdir(parents=True, exist_ok=True)
+    store = open_store(cfg)
+    registry.add_revision(store, FILTER_CODE, "astronomer", enable=True)
+    store.close()
+    files = sc.notice_files(workdir / "notices")
+    if extra_notices:
+        files += sorted((shared_data / "gcn" / "notices").glob("*/*.example.json"))
+        data = Path(__file__).resolve().parent / "data" / "notices"
+        files += [data / "icecube_gold_track.xml", data / "icecube_gold_track_update.xml", data / "icecube_cascade.xml"]
+    with embedded_notice_worker(cfg, files, workdir / "streams") as a:
+        a.worker.run()
+    path = workdir / "packets.avro-stream"
+    write_stream_file(sc.packets, path)
+    with embedded_worker(cfg, [path], workdir / "streams") as a:
+        a.worker.run()
+    return sc, cfg

@@ -3,6 +3,7 @@
 * ``api``    — ``/v2``: ANTARES-compatible JSON (``antares-client`` works against it unmodified);
 * ``own``    — ``/api``: Albireo's own API (filters, streams, watch lists, multi-messenger), OpenAPI;
 * ``portal`` — HTML pages (home, search, locus, filters, streams);
+* ``events`` — multi-messenger event list and event pages, and ``/api/mm`` (``web/events.py``);
 * more blueprints (VO services, multi-messenger pages) are added to the one list in
   :func:`create_app` that names everything the app serves, or passed as ``blueprints``.
 
@@ -24,7 +25,7 @@ def create_app(cfg: Config | None = None, *, store: Store | None = None, index: 
                catalogs: Any = "auto", blueprints: tuple[Any, ...] = ()) -> Flask:
     """Build the app over ``store``/``index`` (opened from ``cfg`` when not given)."""
     from broker.assemble import open_catalogs, open_index, open_store
-    from web import api, errors, own_api, portal
+    from web import api, errors, events, own_api, portal
     from web import metrics as web_metrics
     from web.backend import Backend
 
@@ -39,7 +40,7 @@ def create_app(cfg: Config | None = None, *, store: Store | None = None, index: 
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024
     app.extensions["albireo"] = Backend(cfg=cfg, store=store, index=index, catalogs=catalogs)
-    for bp in (api.bp, own_api.bp, portal.bp, web_metrics.bp, *blueprints):
+    for bp in (api.bp, own_api.bp, portal.bp, events.bp, web_metrics.bp, *blueprints):
         app.register_blueprint(bp)
     web_metrics.install(app)
     errors.register(app)

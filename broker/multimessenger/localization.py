@@ -123,6 +123,7 @@ class MultiOrderMap(Localization):
         srt = np.argsort(lo, kind="stable")
         self._lo, self._hi = lo[srt], hi[srt]
         self._level, self._area = level_of[srt], area_of[srt]
+        self._density_sorted = density[srt]
         self._rank = rank
         self._order, self._ipix, self.uniq, self.density = order, ipix, uniq, density
         self.total_area = float(self.cumarea[-1])
@@ -157,6 +158,20 @@ class MultiOrderMap(Localization):
         level[ok] = np.where(inside, self._level[ic], 100.0)
         area[ok] = np.where(inside, self._area[ic], self.total_area)
         return level, area
+
+    def density_at(self, ra: Any, dec: Any) -> np.ndarray:
+        """Probability density (per sr) at each position (0 outside the map, NaN for bad positions)."""
+        ra = np.atleast_1d(np.asarray(ra, dtype=np.float64))
+        dec = np.atleast_1d(np.asarray(dec, dtype=np.float64))
+        out = np.full(ra.shape, np.nan)
+        ok = _finite_mask(ra, dec)
+        if ok.any():
+            p = _pixels(ra[ok] % 360.0, dec[ok], self.max_order)
+            i = np.searchsorted(self._lo, p, side="right") - 1
+            ic = np.clip(i, 0, None)
+            inside = (i >= 0) & (p < self._hi[ic])
+            out[ok] = np.where(inside, self._density_sorted[ic], 0.0)
+        return out
 
     def area(self, level: float) -> float:
         """Interpolated between pixels, as ligo.skymap's ``contour_areas`` are."""
