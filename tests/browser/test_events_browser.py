@@ -19,7 +19,7 @@ import sys
 import pytest
 
 from tests import mm_scenario
-from tests.browser.conftest import ARTIFACTS, ARGS, VIEWPORTS, layout_problems
+from tests.browser.conftest import ARGS, ARTIFACTS, VIEWPORTS, layout_problems
 from tests.web.conftest import ROOT
 
 pytestmark = pytest.mark.browser
