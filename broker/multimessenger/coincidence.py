@@ -178,6 +178,13 @@ def retag(locus: Locus, levels: tuple[float, ...], mjd: float | None = None) -> 
     return gained, lost
 
 
+def is_infrastructure(exc: BaseException) -> bool:
+    """Errors of the store or network (the batch is retried), as the worker decides them."""
+    from broker.worker import is_transient
+
+    return is_transient(exc)
+
+
 class LocalizationCache:
     """Built localizations by (event, localization notice): a map is read and indexed once per worker."""
 
@@ -240,19 +247,33 @@ class CoincidenceStage:
             m = ev.get("messenger")
             if m not in s.windows or (ev.get("test") and not s.accept_test):
                 continue
-            loc = self.localizations.get(ev)
-            if loc is None:
+            try:
+                active = self._active(ev, m)
+            except Exception as exc:
+                if is_infrastructure(exc):
+                    raise  # the worker retries the batch
+                # a bad event record must never cost the alerts: skip it, say so, count it
+                log.exception("event %s skipped by the coincidence stage", ev.get("event_id"))
+                if self.metrics is not None:
+                    self.metrics.inc("mm_event_errors", messenger=m)
                 continue
-            key = (ev["event_id"], ev.get("current_notice_id") or "", int(ev.get("notices") or 0))
-            meta = self._meta.get(key)
-            if meta is None:
-                nid = ev.get("current_notice_id")
-                meta = self._meta[key] = locus_metadata(ev, self.store.notice(nid) if nid else None)
-                if len(self._meta) > 4 * self.localizations.size:
-                    self._meta.pop(next(iter(self._meta)))
-            out.append(ActiveEvent(ev["event_id"], m, float(ev["event_mjd"]), tuple(s.windows[m]), loc, meta,
-                                   ev.get("localization_notice_id") or ""))
+            if active is not None:
+                out.append(active)
         return out
+
+    def _active(self, ev: dict[str, Any], m: str) -> ActiveEvent | None:
+        loc = self.localizations.get(ev)
+        if loc is None:
+            return None
+        key = (ev["event_id"], ev.get("current_notice_id") or "", int(ev.get("notices") or 0))
+        meta = self._meta.get(key)
+        if meta is None:
+            nid = ev.get("current_notice_id")
+            meta = self._meta[key] = locus_metadata(ev, self.store.notice(nid) if nid else None)
+            if len(self._meta) > 4 * self.localizations.size:
+                self._meta.pop(next(iter(self._meta)))
+        return ActiveEvent(ev["event_id"], m, float(ev["event_mjd"]), tuple(self.settings.windows[m]), loc, meta,
+                           ev.get("localization_notice_id") or "")
 
     def run(self, loci: dict[str, Locus], groups: dict[str, list[Any]]) -> dict[tuple[str, str], set[str]]:
         """Record coincidences of the batch's alerts; (locus id, trigger alert id) → tags gained then."""

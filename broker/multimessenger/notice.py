@@ -142,8 +142,8 @@ def notice_id_for(raw: bytes) -> str:
 
 
 def int_id(notice_id: str) -> int:
-    """A positive 53-bit integer for a notice (``antares-client`` wants an integer ``id``)."""
-    return int(notice_id[:13], 16)
+    """A positive 52-bit integer for a notice (``antares-client`` wants an integer ``id``)."""
+    return int(hashlib.blake2b(str(notice_id).encode(), digest_size=8).hexdigest()[:13], 16)
 
 
 def parse_time(text: str) -> datetime.datetime:
