@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -315,3 +316,24 @@ def embedded_workdir(shared_data: Path, workdir: Path, *, extra_notices: bool = 
     with embedded_worker(cfg, [path], workdir / "streams") as a:
         a.worker.run()
     return sc, cfg
+
+
+@contextmanager
+def serving(workdir: Path, home: Path):
+    """``albireo serve --workdir`` in a subprocess on a free loopback port; yields its base URL."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, ALBIREO_HOME=str(home))
+    proc = subprocess.Popen([sys.executable, "-m", "broker.cli", "serve", "--port", "0", "--workdir", str(workdir)],
+                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        m = re.search(r"listening on (http://\S+)", proc.stdout.readline())
+        assert m, proc.stderr.read() if proc.poll() is not None else "serve printed no listening line"
+        yield m.group(1).rstrip("/")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -26,6 +26,18 @@ def _point_at_workdir(cfg, workdir: Path | None) -> None:
     cfg.search.backend, cfg.search.path, cfg.search.outbox_path = "sqlite", str(index), ""
 
 
+def _open_existing(opener, config_path: str | None, workdir: Path | None):
+    """The configured (or a demo workdir's) store or index; a one-line error when there is none yet."""
+    from broker.assemble import StoreMissing
+
+    cfg = load(config_path)
+    _point_at_workdir(cfg, workdir)
+    try:
+        return opener(cfg, create=False)
+    except StoreMissing as exc:
+        raise click.ClickException(f"{exc}: ingest notices first") from exc
+
+
 @click.group("notices")
 def notices_group() -> None:
     """Neutrino and gravitational-wave notices: ingest, run the consumer, list events."""
@@ -87,16 +99,13 @@ def run_notices(config_path: str | None, max_messages: int | None, idle_timeout:
     cfg = load(config_path)
     setup_logging(cfg.service.log_level)
     check_reachable(cfg.kafka.bootstrap_servers)
-    assembly = kafka_notice_worker(cfg)
-    if cfg.service.metrics_port:
-        from broker.metrics_server import serve_metrics
+    with kafka_notice_worker(cfg) as assembly:  # closing drains the outbox (bounded) and the sandbox
+        if cfg.service.metrics_port:
+            from broker.metrics_server import serve_metrics
 
-        serve_metrics(assembly.pipeline.metrics, cfg.service.metrics_port)
-    assembly.worker.install_signal_handlers()
-    try:
+            serve_metrics(assembly.pipeline.metrics, cfg.service.metrics_port)
+        assembly.worker.install_signal_handlers()
         summary = assembly.worker.run(max_messages=max_messages, idle_timeout_s=idle_timeout)
-    finally:
-        assembly.close(index_timeout_s=30)
     r = summary.result
     click.echo(f"notices read {r.messages}, stored {r.packets}, rejected {r.rejected_total}, "
                f"loci re-tagged {r.loci_updated}, published {r.published}")
@@ -109,15 +118,10 @@ def run_notices(config_path: str | None, max_messages: int | None, idle_timeout:
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 def list_events(config_path: str | None, workdir: Path | None, limit: int) -> None:
     """The stored events, newest first: id, messenger, status, time, 90% area, notices."""
-    from broker.assemble import StoreMissing, open_index
+    from broker.assemble import open_index
     from broker.ports import EventQuery
 
-    cfg = load(config_path)
-    _point_at_workdir(cfg, workdir)
-    try:
-        index = open_index(cfg, create=False)
-    except StoreMissing as exc:
-        raise click.ClickException(f"{exc}: ingest notices first") from exc
+    index = _open_existing(open_index, config_path, workdir)
     try:
         res = index.search_events(EventQuery(limit=limit))
     finally:
@@ -137,14 +141,9 @@ def list_events(config_path: str | None, workdir: Path | None, limit: int) -> No
               help="Use the store and index of `albireo demo --workdir DIR`.")
 def show_event(event_id: str, config_path: str | None, workdir: Path | None) -> None:
     """One event: its current state and every notice revision, oldest first."""
-    from broker.assemble import StoreMissing, open_store
+    from broker.assemble import open_store
 
-    cfg = load(config_path)
-    _point_at_workdir(cfg, workdir)
-    try:
-        store = open_store(cfg, create=False)
-    except StoreMissing as exc:
-        raise click.ClickException(f"{exc}: ingest notices first") from exc
+    store = _open_existing(open_store, config_path, workdir)
     try:
         ev = store.event(event_id)
         if ev is None:

@@ -11,16 +11,12 @@ fetches as page errors: those, and only those, are allowed. Screenshots: ``tests
 from __future__ import annotations
 
 import io
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
 from tests import mm_scenario
 from tests.browser.conftest import ARGS, ARTIFACTS, VIEWPORTS, layout_problems
-from tests.web.conftest import ROOT
 
 pytestmark = pytest.mark.browser
 
@@ -38,17 +34,8 @@ def mm_server(tmp_path_factory, shared_data):
         pytest.fail(f"Aladin Lite could not be installed from npm: {exc}")
     work = tmp_path_factory.mktemp("mm-browser")
     sc, _ = mm_scenario.embedded_workdir(shared_data, work / "demo")
-    env = dict(os.environ, ALBIREO_HOME=str(work / "home"))
-    proc = subprocess.Popen([sys.executable, "-m", "broker.cli", "serve", "--port", "0", "--workdir",
-                             str(work / "demo")], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        m = re.search(r"listening on (http://\S+)", proc.stdout.readline())
-        assert m, "serve did not start"
-        yield m.group(1).rstrip("/"), sc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with mm_scenario.serving(work / "demo", work / "home") as base:
+        yield base, sc
 
 
 @pytest.fixture(scope="module")

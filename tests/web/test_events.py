@@ -17,7 +17,6 @@ import textwrap
 import pytest
 
 from tests import mm_scenario
-from tests.web.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -146,26 +145,17 @@ CLIENT = textwrap.dedent('''
 
 def test_antares_client_gw_calls(mm):
     sc, cfg, work = mm
-    env = dict(os.environ, ALBIREO_HOME=str(work / "home"))
-    proc = subprocess.Popen([sys.executable, "-m", "broker.cli", "serve", "--port", "0", "--workdir",
-                             str(work / "demo")], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        m = re.search(r"listening on (http://\S+)", proc.stdout.readline())
-        assert m, proc.stderr.read() if proc.poll() is not None else "no listening line"
-        from broker.assemble import open_store
+    from broker.assemble import open_store
 
-        store = open_store(cfg)
-        lid = next(x.locus_id for b in store.iter_loci() for x in b if "MS181101ab" in x.grav_wave_events)
-        locus = store.load_loci([lid])[lid]
-        store.close()
+    store = open_store(cfg)
+    lid = next(x.locus_id for b in store.iter_loci() for x in b if "MS181101ab" in x.grav_wave_events)
+    locus = store.load_loci([lid])[lid]
+    store.close()
+    with mm_scenario.serving(work / "demo", work / "home") as base:
         out = subprocess.run([sys.executable, "-c", CLIENT, "MS181101ab", lid], capture_output=True, text=True,
-                             timeout=300, env=dict(os.environ, ANTARES_API_BASE_URL=f"{m.group(1)}v2/"))
-        assert out.returncode == 0, out.stderr[-3000:]
-        got = json.loads(out.stdout.strip().splitlines()[-1])
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+                             timeout=300, env=dict(os.environ, ANTARES_API_BASE_URL=f"{base}/v2/"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["type"] == "PRELIMINARY" and got["at"] == got["id"] and got["many"] == ["MS181101ab"]
     assert got["rows"] > 1000  # the client decoded the multi-order map we served
     assert got["locus_events"] == ["MS181101ab"] and got["data"] == ["MS181101ab"]
