@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: chaos demo serve-demo test test-unit test-integration services services-down services-status bench bench-full bench-e2e lint install clean
+.PHONY: chaos demo serve-demo test test-unit test-integration services services-down services-status bench bench-full bench-e2e lint install clean portal-assets
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ services-down: $(STAMP)
 services-status: $(STAMP)
 	$(VENV)/bin/albireo services status
 
+## Aladin Lite for the event pages' interactive sky view (npm registry; without it: the static sky map only).
+portal-assets: $(STAMP)
+	$(PY) -m broker.ops.portal_assets
+
 ## Benchmarks (bounded): each prints our figure, a baseline measured in the same run, and the ratio.
 bench: $(STAMP) services
 	$(PY) bench/bench_crossmatch.py --quick
@@ -52,6 +56,7 @@ bench: $(STAMP) services
 	$(PY) -m bench.bench_filters
 	test -f albireo-demo/albireo.sqlite || $(VENV)/bin/albireo demo
 	$(PY) bench/bench_api.py --workdir albireo-demo
+	$(PY) -m bench.bench_multimessenger
 
 ## Long fault runs: the exactly-once failure matrix (every point, raise and crash).
 chaos: $(STAMP) services

@@ -55,6 +55,9 @@ class Alert:
     #: GW events whose credible region contains this alert (devkit shape:
     #: ``gracedb_id``, ``contour_level``, ``contour_area``).
     grav_wave_events: list[dict[str, Any]] = field(default_factory=list)
+    #: neutrino events whose credible region contains this alert (same shape, ``event_id``
+    #: instead of ``gracedb_id``); filled by the multi-messenger stage.
+    neutrino_events: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # ANTARES keeps the canonical values inside ``properties`` too, and filters

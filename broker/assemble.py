@@ -178,11 +178,33 @@ def build_filters(cfg: Config, store: Store | None = None) -> FilterRunner:
                           limits=limits, policy=policy, refresh_s=f.refresh_s, slow_s=f.timeout_s)
 
 
+def coincidence_settings(cfg: Config) -> Any:
+    """The multi-messenger stage's settings from ``[multimessenger]``."""
+    from broker.multimessenger.coincidence import Settings
+    from broker.multimessenger.notice import GW, NEUTRINO
+
+    mm = cfg.multimessenger
+    return Settings(windows={GW: (mm.gw_days_before, mm.gw_days_after),
+                             NEUTRINO: (mm.neutrino_days_before, mm.neutrino_days_after)},
+                    tag_levels=tuple(float(x) for x in mm.credible_levels), max_level=float(mm.max_contour_level),
+                    accept_test=mm.accept_test_notices)
+
+
+def build_coincidence(cfg: Config, store: Store, metrics: Metrics | None = None) -> Any:
+    """The pipeline's coincidence stage (None when ``multimessenger.enabled`` is off)."""
+    if not cfg.multimessenger.enabled:
+        return None
+    from broker.multimessenger.coincidence import CoincidenceStage
+
+    return CoincidenceStage(store, coincidence_settings(cfg), metrics=metrics)
+
+
 def build_pipeline(cfg: Config, store: Store, sink: Sink, *, index_writer: IndexWriter | None = None,
                    catalogs: CatalogMatcher | None = None, filters: FilterRunner | None = None,
                    metrics: Metrics | None = None, associator: Associator | None = None,
                    exactly_once: bool = False) -> Pipeline:
     """The pipeline over the given adapters, its stages set from ``cfg``."""
+    metrics = metrics or Metrics()
     return Pipeline(
         store=store,
         sink=sink,
@@ -197,9 +219,28 @@ def build_pipeline(cfg: Config, store: Store, sink: Sink, *, index_writer: Index
         ztf_schema_version=cfg.kafka.schemaless_ztf_version,
         schema_registry=schema_registry(cfg),
         exactly_once=exactly_once,
+        coincidence=build_coincidence(cfg, store, metrics),
         faults=FaultPlan.parse(cfg.service.faults),
         router=stream_router(cfg),
     )
+
+
+def build_notice_pipeline(cfg: Config, store: Store, index: Index, sink: Sink, *,
+                          index_writer: IndexWriter | None = None, filters: FilterRunner | None = None,
+                          metrics: Metrics | None = None) -> Any:
+    """The notice pipeline (``broker.multimessenger.stage``) over the given adapters, set from ``[multimessenger]``."""
+    from broker.adapters.http import HttpSkymapFetcher
+    from broker.multimessenger.stage import NoticePipeline, NoticeSettings
+
+    mm = cfg.multimessenger
+    fetcher = HttpSkymapFetcher(mm.skymap_timeout_s, mm.skymap_max_bytes, mm.skymap_dir) if mm.download_skymaps \
+        else None
+    return NoticePipeline(
+        store, index, sink, index_writer=index_writer,
+        filters=filters if filters is not None else build_filters(cfg, store=store), fetcher=fetcher,
+        settings=NoticeSettings(coincidence=coincidence_settings(cfg), max_bytes=mm.max_notice_bytes,
+                                download_skymaps=mm.download_skymaps),
+        output_prefix=cfg.kafka.output_prefix, dead_letter_topic=mm.dead_letter_topic, metrics=metrics)
 
 
 def stream_router(cfg: Config) -> StreamRouter:
@@ -215,7 +256,8 @@ class Assembly:
     """A worker and everything it was built from; :meth:`close` releases them in the right order."""
 
     worker: Worker
-    pipeline: Pipeline
+    #: the alert :class:`Pipeline`, or the notice pipeline (``multimessenger.stage.NoticePipeline``).
+    pipeline: Any
     source: Source
     sink: Sink
     store: Store
@@ -294,6 +336,41 @@ def kafka_worker(cfg: Config, *, filters: FilterRunner | None = None, metrics: M
     worker = Worker(pipeline, source, batch_size=k.batch_size, poll_timeout_s=k.poll_timeout_s,
                     transactional_sink=txn_sink)
     return Assembly(worker, pipeline, source, sink, store, index, index_writer, catalogs)
+
+
+# ---- notice workers (the same machinery over the notice topics) --------------------------------------
+def embedded_notice_worker(cfg: Config, inputs: Iterable[str | Path], out_dir: str | Path, *,
+                           filters: FilterRunner | None = None, metrics: Metrics | None = None) -> Assembly:
+    """Notice files in (JSON, VOEvent XML, Avro), the configured store and index, stream files out."""
+    from broker.adapters.streams.files import NOTICE_SUFFIXES, FileSource, StreamFileSink
+
+    store = open_store(cfg)
+    sink = StreamFileSink(out_dir)
+    index = open_index(cfg)
+    index_writer = open_index_writer(cfg, index)
+    pipeline = build_notice_pipeline(cfg, store, index, sink, index_writer=index_writer, filters=filters,
+                                     metrics=metrics)
+    source = FileSource(inputs, suffixes=NOTICE_SUFFIXES)
+    worker = Worker(pipeline, source, batch_size=cfg.multimessenger.batch_size)
+    return Assembly(worker, pipeline, source, sink, store, index, index_writer, None)
+
+
+def kafka_notice_worker(cfg: Config, *, filters: FilterRunner | None = None,
+                        metrics: Metrics | None = None) -> Assembly:
+    """One member of the notice consumer group (``multimessenger.group_id`` on ``notice_topics``)."""
+    from broker.adapters.streams.kafka import KafkaSink, KafkaSource, ensure_topics
+
+    k, mm = cfg.kafka, cfg.multimessenger
+    ensure_topics(k.bootstrap_servers, [*mm.notice_topics, mm.dead_letter_topic], extra=k.extra)
+    store = open_store(cfg)
+    source = KafkaSource(k.bootstrap_servers, mm.group_id, mm.notice_topics, extra=k.extra)
+    sink = KafkaSink(k.bootstrap_servers, extra=k.extra)
+    index = open_index(cfg)
+    index_writer = open_index_writer(cfg, index)
+    pipeline = build_notice_pipeline(cfg, store, index, sink, index_writer=index_writer, filters=filters,
+                                     metrics=metrics)
+    worker = Worker(pipeline, source, batch_size=mm.batch_size, poll_timeout_s=k.poll_timeout_s)
+    return Assembly(worker, pipeline, source, sink, store, index, index_writer, None)
 
 
 # ---- who may read the streams and write through the API -----------------------------------------

@@ -210,6 +210,43 @@ class ServicesConfig:
 
 
 @dataclass
+class MultimessengerConfig:
+    """Neutrino and gravitational-wave notices, and their coincidences with loci (``broker.multimessenger``)."""
+
+    #: test every alert the pipeline adds against the active localizations (the coincidence stage).
+    enabled: bool = True
+    #: Kafka topics of notices (GCN's names; ``albireo notices run`` consumes them).
+    notice_topics: list[str] = field(default_factory=lambda: [
+        "igwn.gwalert", "gcn.notices.icecube.gold_bronze_track_alerts", "gcn.notices.icecube.lvk_nu_track_search",
+        "gcn.notices.km3net.alert"])
+    #: consumer group of the notice workers (apart from the alert workers' group).
+    group_id: str = "albireo-notices"
+    #: where rejected notices go, with the schema error.
+    dead_letter_topic: str = "albireo.notices.dlq"
+    batch_size: int = 50
+    #: alerts count for an event from this many days before its time ...
+    gw_days_before: float = 1.0
+    #: ... to this many days after (kilonovae fade within about two weeks).
+    gw_days_after: float = 14.0
+    neutrino_days_before: float = 1.0
+    neutrino_days_after: float = 14.0
+    #: credible levels (percent) that tag loci ``in_<messenger>_<level>`` and are drawn on event pages.
+    credible_levels: list[float] = field(default_factory=lambda: [50.0, 90.0])
+    #: alerts inside this credible level (percent) get the event recorded (``grav_wave_events``).
+    max_contour_level: float = 90.0
+    #: act on test notices (VOEvent role=test, alert_tense test, LVK mock superevents ``M…``); else store only.
+    accept_test_notices: bool = False
+    #: download a notice's ``healpix_url`` (else its error circle is used).
+    download_skymaps: bool = True
+    skymap_timeout_s: float = 30.0
+    skymap_max_bytes: int = 256 * 1024 * 1024
+    #: a folder of sky-map files looked into (by file name) before downloading.
+    skymap_dir: str = ""
+    #: notices larger than this are rejected (an LVK alert with its map is ~1 MB).
+    max_notice_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass
 class Config:
     association: AssociationConfig = field(default_factory=AssociationConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
@@ -222,6 +259,7 @@ class Config:
     streams: StreamsConfig = field(default_factory=StreamsConfig)
     users: UsersConfig = field(default_factory=UsersConfig)
     services: ServicesConfig = field(default_factory=ServicesConfig)
+    multimessenger: MultimessengerConfig = field(default_factory=MultimessengerConfig)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -246,9 +284,9 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
         if typ in (int, float, str):
             return typ(value)
         if origin is list:
-            if isinstance(value, str):
-                return [v.strip() for v in value.split(",") if v.strip()]
-            return list(value)
+            items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
+            (item,) = getattr(typ, "__args__", (str,))
+            return [item(v) for v in items] if item in (int, float, str) else items
         if origin is dict:
             if isinstance(value, str):
                 return dict(kv.split("=", 1) for kv in value.split(",") if kv)
@@ -378,6 +416,19 @@ def validate(cfg: Config) -> Config:
         port(f"services.{name}", getattr(sv, name), allow_zero=False)
     positive("services.stall_s", sv.stall_s)
     positive("services.max_wait_s", sv.max_wait_s)
+    mm = cfg.multimessenger
+    check(bool(mm.notice_topics), "multimessenger.notice_topics", mm.notice_topics, "must name at least one topic")
+    check(mm.batch_size >= 1, "multimessenger.batch_size", mm.batch_size, "must be at least 1")
+    for name in ("gw_days_before", "gw_days_after", "neutrino_days_before", "neutrino_days_after"):
+        v = getattr(mm, name)
+        check(0 <= v <= 3650, f"multimessenger.{name}", v, "must be a number of days in [0, 3650]")
+    check(bool(mm.credible_levels) and all(0 < lv < 100 for lv in mm.credible_levels),
+          "multimessenger.credible_levels", mm.credible_levels, "must be percentages in (0, 100)")
+    check(0 < mm.max_contour_level < 100, "multimessenger.max_contour_level", mm.max_contour_level,
+          "must be a percentage in (0, 100)")
+    positive("multimessenger.skymap_timeout_s", mm.skymap_timeout_s)
+    check(mm.skymap_max_bytes >= 1024, "multimessenger.skymap_max_bytes", mm.skymap_max_bytes, "must be >= 1024")
+    check(mm.max_notice_bytes >= 1024, "multimessenger.max_notice_bytes", mm.max_notice_bytes, "must be >= 1024")
     return cfg
 
 

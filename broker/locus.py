@@ -260,6 +260,43 @@ class Provenance:
     set_at_mjd: float | None = None
 
 
+class EventMetadata(dict):
+    """One multi-messenger event's notice metadata on a locus: a dict, readable as attributes too.
+
+    ANTARES hands filters ``locus.grav_wave_events_metadata[gracedb_id]`` as a ``DevkitGravWaveNotice``
+    (``.notice_type``, ``.false_alarm_rate``, ``.notice_datetime`` ...); this keeps the stored form a
+    plain JSON dict while filters written for ANTARES read the attributes they expect. Times come
+    back as aware ``datetime`` objects; ``skymap`` is None (the map stays in the notice store, a
+    locus does not carry a megabyte per event).
+    """
+
+    _TIMES = ("notice_datetime", "event_datetime")
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if name == "skymap":
+            return None
+        try:
+            value = self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+        if name in self._TIMES and isinstance(value, str):
+            try:
+                return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                return value
+        return value
+
+    def __reduce__(self):
+        return (EventMetadata, (dict(self),))
+
+
+def _as_metadata(d: dict[str, Any]) -> dict[str, EventMetadata]:
+    return {k: v if isinstance(v, EventMetadata) else EventMetadata(v if isinstance(v, dict) else {})
+            for k, v in (d or {}).items()}
+
+
 @dataclass(eq=False)
 class Locus:
     """A place on the sky and everything the broker knows of it."""
@@ -277,6 +314,10 @@ class Locus:
     grav_wave_events_metadata: dict[str, Any] = field(default_factory=dict)
     #: alert id → GW events containing it (``gracedb_id``, ``contour_level``, ``contour_area``).
     alert_grav_wave_events: dict[str, list[dict]] = field(default_factory=dict)
+    #: neutrino event id → its notice metadata (the neutrino twin of ``grav_wave_events_metadata``).
+    neutrino_events_metadata: dict[str, Any] = field(default_factory=dict)
+    #: alert id → neutrino events containing it (``event_id``, ``contour_level``, ``contour_area``).
+    alert_neutrino_events: dict[str, list[dict]] = field(default_factory=dict)
     #: tag or ``property:<name>`` → :class:`Provenance`.
     provenance: dict[str, Provenance] = field(default_factory=dict)
     #: set by the filter runner while a filter runs, so writes are attributed.
@@ -288,6 +329,10 @@ class Locus:
     #: where the store's position row of this locus is (as loaded, or as claimed): a store adapter
     #: whose rows are keyed by pixel moves the row when the locus has moved to another pixel.
     stored_position: tuple[float, float] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.grav_wave_events_metadata = _as_metadata(self.grav_wave_events_metadata)
+        self.neutrino_events_metadata = _as_metadata(self.neutrino_events_metadata)
 
     # ---- identity and position -------------------------------------------------------
     @property
@@ -316,6 +361,7 @@ class Locus:
             self._known.add(a.alert_id)
             a.locus_id = self.locus_id
             a.grav_wave_events = self.alert_grav_wave_events.get(a.alert_id, a.grav_wave_events)
+            a.neutrino_events = self.alert_neutrino_events.get(a.alert_id, a.neutrino_events)
             added.append(a)
             self._agg.add(a)
             if self.alerts and (a.mjd, a.alert_id) < (self.alerts[-1].mjd, self.alerts[-1].alert_id):
@@ -359,6 +405,10 @@ class Locus:
     @property
     def grav_wave_events(self) -> list[str]:
         return list(self.grav_wave_events_metadata)
+
+    @property
+    def neutrino_events(self) -> list[str]:
+        return list(self.neutrino_events_metadata)
 
     @property
     def catalogs(self) -> list[str]:
@@ -483,6 +533,8 @@ def locus_record(locus: Locus) -> dict[str, Any]:
         "catalog_version": locus.catalog_version,
         "grav_wave_events_metadata": locus.grav_wave_events_metadata,
         "alert_grav_wave_events": locus.alert_grav_wave_events,
+        "neutrino_events_metadata": locus.neutrino_events_metadata,
+        "alert_neutrino_events": locus.alert_neutrino_events,
         "provenance": {k: vars(v) for k, v in locus.provenance.items()},
     }
 
@@ -490,8 +542,10 @@ def locus_record(locus: Locus) -> dict[str, Any]:
 def locus_from_record(rec: dict[str, Any], alerts: list[Alert] | None = None) -> Locus:
     """Inverse of :func:`locus_record`."""
     gw = dict(rec.get("alert_grav_wave_events") or {})
+    nu = dict(rec.get("alert_neutrino_events") or {})
     for a in alerts or []:
         a.grav_wave_events = gw.get(a.alert_id, [])
+        a.neutrino_events = nu.get(a.alert_id, [])
     return Locus(
         locus_id=rec["locus_id"],
         ra=float(rec["ra"]),
@@ -504,6 +558,8 @@ def locus_from_record(rec: dict[str, Any], alerts: list[Alert] | None = None) ->
         catalog_version=rec.get("catalog_version") or "",
         grav_wave_events_metadata=dict(rec.get("grav_wave_events_metadata") or {}),
         alert_grav_wave_events=gw,
+        neutrino_events_metadata=dict(rec.get("neutrino_events_metadata") or {}),
+        alert_neutrino_events=nu,
         provenance={k: Provenance(**v) for k, v in (rec.get("provenance") or {}).items()},
         stored_position=(float(rec["ra"]), float(rec["dec"])),
     )

@@ -3,7 +3,8 @@
 Stages (each timed into ``albireo_stage_seconds{stage=...}``):
 
 decode → validate → dedupe → associate → load loci → add alerts → crossmatch →
-filters → emit (tag streams + dead letters, acknowledged) → store → index.
+multimessenger (coincidences with active neutrino/GW localizations) → filters → emit (tag streams +
+dead letters, acknowledged) → store → index.
 
 The pipeline owns no client library: it is handed a :class:`~broker.storage.base.Store`,
 a :class:`~broker.ports.Sink`, optionally an index writer and a catalog
@@ -40,6 +41,7 @@ from broker.ingest.framing import DecodeError
 from broker.ingest.validate import validate_packet
 from broker.locus import Locus, make_locus_id, survey_object_key
 from broker.metrics import Metrics
+from broker.multimessenger.coincidence import CoincidenceStage
 from broker.ports import CatalogMatcher, DeadLetter, FilterRunner, IndexWriter, Message, Output, Sink, Store
 
 log = logging.getLogger("albireo.pipeline")
@@ -109,6 +111,7 @@ class Pipeline:
         exactly_once: bool = False,
         faults: FaultPlan | None = None,
         router: StreamRouter | None = None,
+        coincidence: CoincidenceStage | None = None,
     ):
         self.store = store
         self.sink = sink
@@ -139,6 +142,8 @@ class Pipeline:
         self.faults = faults
         self._message_of: dict[str, Message] = {}
         self._outputs: list[Output] = []
+        #: the multi-messenger stage (``broker.multimessenger.coincidence``); None: no coincidences.
+        self.coincidence = coincidence
 
     # ------------------------------------------------------------------------------------
     def process(self, messages: list[Message]) -> BatchResult:
@@ -157,7 +162,11 @@ class Pipeline:
             loci, new_ids, groups = self._associate(decoded)
         with m.time("crossmatch"):
             self._crossmatch(list(loci.values()), res)
-        new_alerts = self._rounds(loci, groups, res)
+        mm_tags: dict[tuple[str, str], set[str]] = {}
+        if self.coincidence is not None:
+            with m.time("multimessenger"):
+                mm_tags = self.coincidence.run(loci, groups)
+        new_alerts = self._rounds(loci, groups, res, mm_tags)
         self._fault("before_publish")
         with m.time("emit"):
             # Every output is published here, at the end: a transactional sink's transaction then spans
@@ -198,7 +207,8 @@ class Pipeline:
         if self.faults is not None:
             self.faults.hit(point)
 
-    def _rounds(self, loci: dict[str, Locus], groups: dict[str, list[Packet]], res: BatchResult) -> list:
+    def _rounds(self, loci: dict[str, Locus], groups: dict[str, list[Packet]], res: BatchResult,
+                mm_tags: dict[tuple[str, str], set[str]] | None = None) -> list:
         """Add each locus's packets one at a time and run the filters after each, as ANTARES does.
 
         Filters see ``locus.alert`` = the packet being ingested with the light curve
@@ -218,6 +228,7 @@ class Pipeline:
         for r in range(n_rounds):
             active = []
             round_trigger: dict[str, str] = {}  # locus → the trigger of its packet in this round
+            round_mm: dict[str, set[str]] = {}
             with self.metrics.time("associate"):
                 for lid, packets in groups.items():
                     if r < len(packets):
@@ -228,8 +239,12 @@ class Pipeline:
                         new_alerts.extend(locus.add_alerts([p.trigger, *history]))
                         active.append(locus)
                         round_trigger[lid] = p.trigger.alert_id
+                        if mm_tags and (lid, p.trigger.alert_id) in mm_tags:
+                            round_mm[lid] = mm_tags[(lid, p.trigger.alert_id)]
             with self.metrics.time("filters"):
                 report = self.filters.run(active)
+            for lid, tags in round_mm.items():  # multi-messenger tags go out with the packet that earned them
+                report.tags_by_locus.setdefault(lid, set()).update(tags)
             res.filter_errors += len(report.errors)
             self.metrics.inc("filter_errors", len(report.errors))
             with self.metrics.time("emit"):

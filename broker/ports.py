@@ -23,6 +23,9 @@ port                   where it sits in the flow                    adapters
                                                                     ``adapters.search.elasticsearch.ElasticsearchIndex``
 :class:`StreamAccess`  beside emit: who may read the tagged          ``adapters.streams.kafka_access.KafkaStreamAccess``
                        streams (credentials and ACLs)               (``broker.access.NoStreamAccess`` records only)
+:class:`SkymapFetcher` multi-messenger: a notice's ``healpix_url``   ``adapters.http.HttpSkymapFetcher``
+:class:`BatchProcessor` what a :class:`~broker.worker.Worker` runs:  ``broker.pipeline.Pipeline`` (alerts),
+                       a batch of messages in, a result out          ``broker.multimessenger.stage.NoticePipeline``
 =====================  ===========================================  =========================================
 
 Writes are idempotent (alert and locus ids are keys), and a source is committed only after the
@@ -46,9 +49,10 @@ if TYPE_CHECKING:
     from broker.metrics import Metrics
 
 __all__ = [
-    "CatalogMatcher", "DeadLetter", "DeliveryError", "FilterRunner", "Index", "IndexWriter", "LocusQuery",
-    "IndexSummary", "Message", "Output", "QueryError", "Rebalanced", "SearchResult", "Sink", "Source", "Store",
-    "StreamAccess", "AccessRule", "TransactionOffsets", "TransactionalSink", "TransactionalSource",
+    "AccessRule", "BatchProcessor", "CatalogMatcher", "DeadLetter", "DeliveryError", "EventQuery", "FilterRunner",
+    "Index", "IndexWriter", "LocusQuery", "IndexSummary", "Message", "Output", "QueryError", "Rebalanced",
+    "SearchResult", "Sink", "SkyRegion", "SkymapFetcher", "Source", "Store", "StreamAccess", "TransactionOffsets",
+    "TransactionalSink", "TransactionalSource",
 ]
 
 
@@ -299,10 +303,52 @@ class Store(abc.ABC):
                           at: float | None = None) -> None:
         """Change one revision's status (``submitted``, ``enabled``, ``disabled``) and say why."""
 
+    # -- multi-messenger notices and events (``broker.multimessenger``) -------------------------------
+    @abc.abstractmethod
+    def put_notice(self, record: dict[str, Any], skymap: bytes | None = None) -> None:
+        """Insert or replace one notice (keyed by ``notice_id``; fields: ``Notice.record()``) and its sky map."""
+
+    @abc.abstractmethod
+    def notices(self, event_id: str) -> list[dict[str, Any]]:
+        """Every stored notice (revision) of an event, oldest first by ``order_key``."""
+
+    @abc.abstractmethod
+    def notice(self, notice_id: str) -> dict[str, Any] | None:
+        """One notice record by id."""
+
+    @abc.abstractmethod
+    def notice_skymap(self, notice_id: str) -> bytes | None:
+        """The FITS bytes of a notice's sky map (embedded or downloaded), None when it has none."""
+
+    @abc.abstractmethod
+    def put_event(self, record: dict[str, Any]) -> None:
+        """Insert or replace an event's current state (keyed by ``event_id``; see ``multimessenger.revisions``)."""
+
+    @abc.abstractmethod
+    def event(self, event_id: str) -> dict[str, Any] | None:
+        """One event record by id."""
+
+    @abc.abstractmethod
+    def events(self, since_mjd: float | None = None, until_mjd: float | None = None,
+               status: str | None = None, limit: int = 10000) -> list[dict[str, Any]]:
+        """Events whose ``event_mjd`` lies in the window (and with ``status`` when given), oldest first."""
+
 
 # =========================================================================== the index
 class QueryError(ValueError):
     """A query the index cannot or will not run (bad shape, too large, needs another backend)."""
+
+
+@dataclass
+class SkyRegion:
+    """A sky region as HEALPix nested pixel ranges ``[lo, hi)`` at ``depth`` (a MOC, flattened).
+
+    Backends answer with every locus whose position lies in a range (a superset of the region
+    is fine: the caller re-checks exactly); ``MAX_REGION_RANGES`` bounds the query size.
+    """
+
+    depth: int
+    ranges: list[tuple[int, int]]
 
 
 @dataclass
@@ -311,6 +357,8 @@ class LocusQuery:
 
     #: (ra_deg, dec_deg, radius_deg) cone.
     cone: tuple[float, float, float] | None = None
+    #: loci inside this HEALPix region (a credible region's MOC).
+    region: SkyRegion | None = None
     #: loci must carry all of these tags.
     tags: list[str] = field(default_factory=list)
     #: property name → (low, high), inclusive; None for an open end.
@@ -326,6 +374,19 @@ class LocusQuery:
     search_after: list[Any] | None = None
     #: a raw Elasticsearch body (``{"query": ...}``); only the Elasticsearch backend runs it.
     raw: dict[str, Any] | None = None
+
+
+@dataclass
+class EventQuery:
+    """A search of multi-messenger events (newest event time first)."""
+
+    messenger: str | None = None
+    #: ``active`` or ``retracted``; None for both.
+    status: str | None = None
+    include_test: bool = True
+    since_mjd: float | None = None
+    until_mjd: float | None = None
+    limit: int = 100
 
 
 @dataclass
@@ -373,6 +434,19 @@ class Index(abc.ABC):
     def summary(self) -> IndexSummary:
         """Index-wide counts in one request: per tag, catalog and multi-messenger event, and the alert range."""
 
+    # -- multi-messenger events: one document per event (what the event list pages through) ---------
+    @abc.abstractmethod
+    def upsert_events(self, docs: list[dict[str, Any]]) -> None:
+        """Insert or replace event documents by ``event_id`` (idempotent)."""
+
+    @abc.abstractmethod
+    def search_events(self, query: EventQuery) -> SearchResult:
+        """Events matching ``query``, newest ``event_mjd`` first."""
+
+    @abc.abstractmethod
+    def get_event(self, event_id: str) -> dict[str, Any] | None:
+        """One event document by id."""
+
     def refresh(self) -> None:  # noqa: B027 - optional hook
         """Make recent writes visible to searches (Elasticsearch refresh)."""
 
@@ -390,6 +464,10 @@ class IndexWriter(abc.ABC):
     @abc.abstractmethod
     def write(self, loci: list[Locus]) -> None:
         """Queue the documents of ``loci`` (durably) for the index."""
+
+    @abc.abstractmethod
+    def write_events(self, events: list[dict[str, Any]]) -> None:
+        """Queue the documents of multi-messenger event records (durably) for the index."""
 
     @abc.abstractmethod
     def close(self, timeout: float = 120.0) -> bool:
@@ -432,6 +510,32 @@ class FilterRunner(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class SkymapFetcher(Protocol):
+    """Downloads a notice's ``healpix_url`` (the only network call of the multi-messenger stage).
+
+    Raises ``OSError`` (unreachable, timed out, too large, not FITS); the stage then keeps the
+    notice's circle, if it has one, and says so.
+    """
+
+    def fetch(self, url: str) -> bytes: ...
+
+
+@runtime_checkable
+class BatchProcessor(Protocol):
+    """What a worker runs over each polled batch: the alert pipeline, or the notice pipeline.
+
+    ``process`` turns data failures into dead letters itself; ``dead_letter`` rejects whole messages
+    the worker could not get through ``process`` (a bug met by some message).
+    """
+
+    metrics: Metrics
+
+    def process(self, messages: list[Message]) -> Any: ...
+
+    def dead_letter(self, messages: list[Message], reason: str, text: str) -> Any: ...
 
 
 # =========================================================================== who may read the streams

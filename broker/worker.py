@@ -22,8 +22,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.pipeline import BatchResult, Pipeline
-from broker.ports import DeliveryError, Message, Rebalanced, Source, TransactionalSink, TransactionalSource
+from broker.pipeline import BatchResult
+from broker.ports import (
+    BatchProcessor,
+    DeliveryError,
+    Message,
+    Rebalanced,
+    Source,
+    TransactionalSink,
+    TransactionalSource,
+)
 
 log = logging.getLogger("albireo.worker")
 
@@ -71,7 +79,7 @@ class RunSummary:
 
 
 class Worker:
-    def __init__(self, pipeline: Pipeline, source: Source, batch_size: int = 500, poll_timeout_s: float = 1.0,
+    def __init__(self, pipeline: BatchProcessor, source: Source, batch_size: int = 500, poll_timeout_s: float = 1.0,
                  transactional_sink: TransactionalSink | None = None):
         if transactional_sink is not None and not isinstance(source, TransactionalSource):
             raise TypeError(f"a transactional sink needs a transactional source, not {type(source).__name__}")

@@ -72,10 +72,8 @@ def locus(locus_id: str):
 
 @bp.get("/loci/<locus_id>/alerts")
 def locus_alerts(locus_id: str):
-    b = backend()
-    if b.locus(locus_id, with_alerts=False) is None:
-        raise not_found(f"locus {locus_id!r} not found")
-    alerts = b.store.alerts_for_locus(locus_id)
+    # the alerts with the locus record, so each carries its grav_wave_events (kept on the locus)
+    alerts = load_locus(locus_id).alerts
     return envelope([serialize.alert_json(a) for a in alerts], {"count": len(alerts)})
 
 

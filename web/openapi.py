@@ -81,8 +81,14 @@ def spec(server: str) -> dict[str, Any]:
         "/api/watchlists/{wl_id}": {"delete": _op("Delete a watch list", [_p("wl_id", "path")], auth=True,
                                                   codes=(204, 401, 403, 404))},
         "/api/watchlists/{wl_id}/loci": {"get": _op("Loci inside a watch list's cones", [_p("wl_id", "path")])},
-        "/api/mm/events": {"get": _op("Multi-messenger events touching loci", codes=(200,))},
-        "/api/mm/events/{gracedb_id}": {"get": _op("One multi-messenger event", [_p("gracedb_id", "path")])},
+        "/api/mm/events": {"get": _op("Multi-messenger events (GW, neutrino, optical), newest first",
+                                      [_p("messenger"), _p("status"), _p("include_test"), _p("limit")], codes=(200,))},
+        "/api/mm/events/{event_id}": {"get": _op("One event: state, areas, revisions", [_p("event_id", "path")])},
+        "/api/mm/events/{event_id}/loci": {"get": _op("The loci inside an event's credible region",
+                                                      [_p("event_id", "path"), _p("limit")])},
+        "/api/mm/events/{event_id}/moc/{level}.json": {"get": _op("An event's credible region as a MOC (JSON)", [
+            _p("event_id", "path"), _p("level", "path")])},
+        "/api/mm/notices/{notice_id}": {"get": _op("One stored notice", [_p("notice_id", "path")])},
         "/api/openapi.json": {"get": _op("This document", codes=(200,))},
         "/api/users": {"get": _op("Users, roles, grants and key ids (admin)", auth=True, codes=(200, 401, 403)),
                        "post": _op("Create a user (name, role, groups); the Kafka password and first API key "

@@ -12,7 +12,7 @@ from pathlib import Path
 from flask import Blueprint, jsonify, request
 
 from broker.ports import LocusQuery
-from web import filters_view, gw, serialize, watchlists
+from web import filters_view, serialize, watchlists
 from web.auth import require_user
 from web.backend import backend
 from web.errors import ApiError, bad_request, not_found
@@ -232,20 +232,4 @@ def watchlist_loci(wl_id: str):
     return jsonify({"data": out, "meta": {"count": len(out)}})
 
 
-@bp.get("/mm/events")
-def mm_events():
-    """Multi-messenger events that touch at least one locus, with how many loci each touches."""
-    b = backend()
-    events = b.index.summary().events
-    out = [{"gracedb_id": k, "loci": v, "notice": gw.latest(b, k)} for k, v in events.items()]
-    return jsonify({"data": out, "meta": {"count": len(out)}})
-
-
-@bp.get("/mm/events/<gracedb_id>")
-def mm_event(gracedb_id: str):
-    b = backend()
-    notice = gw.latest(b, gracedb_id)
-    if notice is None:
-        raise not_found(f"no multi-messenger event {gracedb_id!r}")
-    return jsonify({"data": {"gracedb_id": gracedb_id, "notice": notice,
-                             "loci": gw._locus_ids_with_event(b, gracedb_id, limit=1000)}})  # noqa: SLF001
+# /api/mm/... (multi-messenger events) lives in web/events.py.

@@ -54,7 +54,10 @@ class Outbox:
         self._db.executescript(_SCHEMA)
 
     def put(self, docs: list[dict[str, Any]]) -> None:
-        """Queue documents (replacing any queued document of the same locus)."""
+        """Queue documents (replacing any queued document of the same locus or event).
+
+        Event documents (``doc_type == "event"``) share the queue under the key ``event:<id>``.
+        """
         if not docs:
             return
         now = time.time()
@@ -65,7 +68,7 @@ class Outbox:
                 self._db.executemany(
                     "INSERT INTO outbox VALUES (?,?,?,?) ON CONFLICT(locus_id) DO UPDATE SET "
                     "seq=excluded.seq, doc=excluded.doc, queued_at=excluded.queued_at",
-                    [(d["locus_id"], base + i + 1, dumps(d), now) for i, d in enumerate(docs)],
+                    [(_key(d), base + i + 1, dumps(d), now) for i, d in enumerate(docs)],
                 )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -93,10 +96,18 @@ class Outbox:
             return 0
         docs = [loads(doc) for _, _, doc in rows]
         rejected: dict[str, str] = {}
-        try:
-            index.upsert(docs)
-        except DocumentsRejected as exc:
-            rejected = exc.rejected
+        loci = [d for d in docs if d.get("doc_type") != "event"]
+        events = [d for d in docs if d.get("doc_type") == "event"]
+        if loci:
+            try:
+                index.upsert(loci)
+            except DocumentsRejected as exc:
+                rejected.update(exc.rejected)
+        if events:
+            try:
+                index.upsert_events(events)
+            except DocumentsRejected as exc:
+                rejected.update({f"event:{k}": v for k, v in exc.rejected.items()})
         now = time.time()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -129,6 +140,10 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _key(doc: dict[str, Any]) -> str:
+    return f"event:{doc['event_id']}" if doc.get("doc_type") == "event" else doc["locus_id"]
 
 
 class OutboxDrainer:
@@ -204,6 +219,13 @@ class OutboxIndexWriter(IndexWriter):
         from broker.adapters.search.document import locus_document
 
         self.outbox.put([locus_document(x) for x in loci])
+        if self.drainer is None:
+            self.outbox.drain(self.index)
+
+    def write_events(self, events: list[dict[str, Any]]) -> None:
+        from broker.adapters.search.document import event_document
+
+        self.outbox.put([event_document(e) for e in events])
         if self.drainer is None:
             self.outbox.drain(self.index)
 

@@ -20,10 +20,16 @@ from broker.cli.common import config_option, load, progress_enabled
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed for --jitter.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write one .avro-stream file instead of producing to Kafka.")
+@click.option("--notices", is_flag=True,
+              help="Folders hold notices (.json, .xml, .avro: GCN, LVK, VOEvent), keyed by event id.")
 @config_option
 def replay(paths: tuple[Path, ...], topic: str, bootstrap: str | None, rate: float | None, count: int | None,
-           jitter: bool, seed: int, out: Path | None, config_path: str | None) -> None:
-    """Produce real alert packets (optionally jittered into a larger stream) to a topic."""
+           jitter: bool, seed: int, out: Path | None, notices: bool, config_path: str | None) -> None:
+    """Produce real alert packets (optionally jittered into a larger stream), or notices, to a topic.
+
+    Files named directly are sent as they are, whatever they hold (a JSON or XML notice file
+    included); --notices makes folders yield notice files instead of .avro packets.
+    """
     from broker.adapters.streams.files import STREAM_SUFFIX, StreamFileSink
     from broker.ops import loadgen
 
@@ -40,7 +46,7 @@ def replay(paths: tuple[Path, ...], topic: str, bootstrap: str | None, rate: flo
     try:
         stats = loadgen.replay(list(paths), topic=topic, bootstrap=bootstrap or cfg.kafka.bootstrap_servers,
                                rate=rate, count=count, jitter=jitter, seed=seed, sink=sink,
-                               progress=progress_enabled())
+                               progress=progress_enabled(), notices=notices)
     finally:
         if sink is not None:
             sink.close()

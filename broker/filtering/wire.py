@@ -107,7 +107,7 @@ def decode_untrusted(body: bytes) -> Any:
 
 # ---- loci ----------------------------------------------------------------------------------------
 def encode_locus_static(x: Locus) -> bytes:
-    """What no filter changes: position, alerts, catalog matches, internal properties, GW events."""
+    """What no filter changes: position, alerts, catalog matches, internal properties, GW and neutrino events."""
     # alerts of one survey share their property names: each set of names is sent once, then values only
     key_sets: dict[tuple, int] = {}
     alerts = []
@@ -115,9 +115,11 @@ def encode_locus_static(x: Locus) -> bytes:
         keys = tuple(a.properties)
         k = key_sets.setdefault(keys, len(key_sets))
         alerts.append((a.alert_id, a.survey, a.mjd, a.ra, a.dec, a.passband, a.mag, a.magerr, a.maglim, k,
-                       list(a.properties.values()), a.object_id, a.is_history, a.grav_wave_events))
+                       list(a.properties.values()), a.object_id, a.is_history, a.grav_wave_events,
+                       a.neutrino_events))
     return msgpack.packb((x.locus_id, x.ra, x.dec, list(key_sets), alerts, x.internal_properties,
-                          x.catalog_objects, x.grav_wave_events_metadata), default=_default, use_bin_type=True)
+                          x.catalog_objects, x.grav_wave_events_metadata, x.neutrino_events_metadata),
+                         default=_default, use_bin_type=True)
 
 
 def encode_locus_dynamic(x: Locus) -> tuple:
@@ -126,20 +128,20 @@ def encode_locus_dynamic(x: Locus) -> tuple:
 
 
 def decode_locus(static: bytes, dynamic: Any) -> Locus:
-    lid, ra, dec, key_sets, rows, internal, catalogs, gw = decode_trusted(static)
+    lid, ra, dec, key_sets, rows, internal, catalogs, gw, nu = decode_trusted(static)
     user, tags = dynamic
     alerts = []
     new = Alert.__new__
-    for aid, survey, mjd, ara, adec, pb, mag, magerr, maglim, k, values, oid, hist, gwe in rows:
+    for aid, survey, mjd, ara, adec, pb, mag, magerr, maglim, k, values, oid, hist, gwe, nue in rows:
         a = new(Alert)  # the fields as the parent holds them (no defaults added by __post_init__)
         a.alert_id, a.survey, a.mjd, a.ra, a.dec, a.passband = aid, survey, mjd, ara, adec, pb
         a.mag, a.magerr, a.maglim, a.object_id, a.is_history, a.locus_id = mag, magerr, maglim, oid, hist, lid
         a.properties = dict(zip(key_sets[k], values, strict=True))
-        a.grav_wave_events = gwe
+        a.grav_wave_events, a.neutrino_events = gwe, nue
         alerts.append(a)
     return Locus(locus_id=lid, ra=ra, dec=dec, alerts=alerts, internal_properties=internal,
                  user_properties=dict(user), user_tags=set(tags), catalog_objects=catalogs,
-                 grav_wave_events_metadata=gw)
+                 grav_wave_events_metadata=gw, neutrino_events_metadata=nu)
 
 
 # ---- non-blocking framed I/O ---------------------------------------------------------------------

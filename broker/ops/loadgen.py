@@ -157,13 +157,27 @@ def _object_key(record: dict) -> str | None:
 
 def _jitter(raw: bytes, rng: np.random.Generator | None, index: int, max_shift_deg: float,
             time_shift_days: float, shift_deg: tuple[float, float] | None = None) -> tuple[bytes, str | None]:
-    framing, ctx, records = _decode_any(raw)
     if shift_deg is not None:
         dra, ddec = shift_deg
     else:
         dra, ddec = rng.uniform(-max_shift_deg, max_shift_deg, size=2) if max_shift_deg > 0 else (0.0, 0.0)
+    return _move(raw, float(dra), float(ddec), float(time_shift_days), index)
+
+
+def move_packet(raw: bytes, *, dra: float, ddec: float, dt_days: float, index: int) -> bytes:
+    """A copy of a real packet moved by exactly (``dra``, ``ddec``) degrees and ``dt_days``, ids rewritten per ``index``.
+
+    What :func:`jitter_packet` does with a chosen rather than a random shift: for tests and demos
+    that must put real packets at given places and times (inside a credible region, in an event's
+    time window).
+    """
+    return _move(raw, dra, ddec, dt_days, index)[0]
+
+
+def _move(raw: bytes, dra: float, ddec: float, dt: float, index: int) -> tuple[bytes, str | None]:
+    framing, ctx, records = _decode_any(raw)
     for rec in records:
-        _jitter_record(rec, float(dra), float(ddec), float(time_shift_days), index)
+        _jitter_record(rec, dra, ddec, dt, index)
     if framing == "container":
         parsed = ctx.schema.parsed
         out = container_from_bodies(raw[: ctx.data_start], ctx.sync, [encode_schemaless(r, parsed) for r in records], ctx.codec)
@@ -232,9 +246,21 @@ class TokenBucket:
             self._last = now
 
 
-def read_packets(paths: Iterable[str | Path]) -> list[bytes]:
-    """Every message under ``paths``: one per ``.avro`` file, all of each ``.avro-stream`` file."""
-    return [m.value for m in FileSource(paths)]
+def read_packets(paths: Iterable[str | Path], notices: bool = False) -> list[bytes]:
+    """Every message under ``paths``: one per ``.avro`` file, all of each ``.avro-stream`` file.
+
+    With ``notices``, folders are searched for notice files instead (``.json``, ``.xml``, ``.avro``;
+    JSON Schemas, ``*.schema.json``, left out). Files named directly are always read, whatever their name.
+    """
+    if not notices:
+        return [m.value for m in FileSource(paths)]
+    from broker.adapters.streams.files import NOTICE_SUFFIXES
+
+    paths = list(paths)
+    named = [p for p in paths if not Path(p).is_dir()]
+    found = [p for p in FileSource([p for p in paths if Path(p).is_dir()], suffixes=NOTICE_SUFFIXES).files
+             if not p.name.endswith(".schema.json")]
+    return [m.value for m in FileSource([*named, *found])]
 
 
 def _plain_key(raw: bytes) -> str | None:
@@ -245,6 +271,13 @@ def _plain_key(raw: bytes) -> str | None:
     except DecodeError:
         return None
     return packets[0].trigger.object_id if packets else None
+
+
+def _notice_key(raw: bytes) -> str | None:
+    """A notice's event id (keys its messages, so one event's revisions stay in one partition, in order)."""
+    from broker.multimessenger.parse import notice_event_id
+
+    return notice_event_id(raw)
 
 
 def replay(
@@ -260,6 +293,7 @@ def replay(
     progress: bool = True,
     max_shift_deg: float = 1.0,
     days_per_pass: float = 1.0,
+    notices: bool = False,
 ) -> ReplayStats:
     """Produce the packets under ``paths`` to ``topic``; cycle until ``count`` (default: each once).
 
@@ -269,10 +303,14 @@ def replay(
     id. Without ``sink`` a :class:`~broker.adapters.streams.kafka.KafkaSink` to ``bootstrap`` is used and
     the topic created if missing.
     """
-    packets = read_packets(paths)
+    packets = read_packets(paths, notices=notices)
     stats = ReplayStats(inputs=len(packets))
     if not packets:
-        raise ValueError("no alert packets found under the given paths")
+        raise ValueError(f"no {'notices' if notices else 'alert packets'} found under the given paths")
+    if jitter and notices:
+        from broker.errors import UserError
+
+        raise UserError("notices are replayed as they are: --jitter applies to alert packets only")
     total = len(packets) if count is None else int(count)
     owned = sink is None
     if owned:
@@ -303,7 +341,7 @@ def replay(
                     stats.undecodable += 1
             else:
                 if src not in keys:
-                    keys[src] = _plain_key(raw)
+                    keys[src] = _plain_key(raw) or (_notice_key(raw) if notices or raw[:1] in (b"{", b"<") else None)
                 value, key = raw, keys[src]
                 if key is None:
                     stats.undecodable += 1

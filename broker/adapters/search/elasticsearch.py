@@ -30,7 +30,7 @@ from broker.adapters.search import query as q
 from broker.adapters.search.query import DocumentsRejected
 from broker.adapters.search.sky import angular_distance_deg, geo_point, parse_sky_distance
 from broker.jsonutil import dumps, strict
-from broker.ports import Index, IndexSummary, LocusQuery, QueryError, SearchResult
+from broker.ports import EventQuery, Index, IndexSummary, LocusQuery, QueryError, SearchResult
 
 #: Elasticsearch's ``GeoUtils.EARTH_MEAN_RADIUS`` (metres), the sphere geo_distance measures on.
 EARTH_RADIUS_M = 6371008.7714
@@ -69,6 +69,19 @@ MAPPING: dict[str, Any] = {
         "ztf_object_id": {"type": "keyword"},
         "lsst_dia_object_id": {"type": "keyword"},
         "grav_wave_events": {"type": "keyword"},
+        "neutrino_events": {"type": "keyword"},
+        "events": {"type": "keyword"},
+        #: HEALPix nested pixel at ``query.PIXEL_ORDER``: region (credible-region MOC) queries are ranges on it.
+        "pixel16": {"type": "long"},
+    },
+}
+#: the events index (``<index_name>-events``): one document per multi-messenger event.
+EVENTS_MAPPING: dict[str, Any] = {
+    "dynamic": False,
+    "properties": {
+        "event_id": {"type": "keyword"}, "name": {"type": "keyword"}, "messenger": {"type": "keyword"},
+        "mission": {"type": "keyword"}, "status": {"type": "keyword"}, "test": {"type": "boolean"},
+        "event_mjd": {"type": "double"}, "area90": {"type": "double"}, "far": {"type": "double"},
     },
 }
 SETTINGS: dict[str, Any] = {
@@ -157,23 +170,35 @@ class ElasticsearchIndex(Index):
             self.ensure_index()
 
     # -- administration ----------------------------------------------------------------------
+    @property
+    def events_name(self) -> str:
+        return f"{self.name}-events"
+
     def ensure_index(self) -> None:
+        """Create the locus and events indexes when missing; add fields newer code maps to an older index."""
         from elasticsearch import BadRequestError
 
-        if self._es.indices.exists(index=self.name):
-            return
-        try:
-            self._es.indices.create(index=self.name, settings=SETTINGS, mappings=MAPPING)
-        except BadRequestError as exc:  # created concurrently by another worker
-            if "resource_already_exists_exception" not in str(exc):
-                raise
+        for name, mappings in ((self.name, MAPPING), (self.events_name, EVENTS_MAPPING)):
+            if self._es.indices.exists(index=name):
+                have = self._es.indices.get_mapping(index=name)[name]["mappings"].get("properties", {})
+                missing = {k: v for k, v in mappings["properties"].items() if k not in have}
+                if missing:  # additive: documents indexed before keep working, new ones get the fields
+                    self._es.indices.put_mapping(index=name, properties=missing)
+                continue
+            try:
+                self._es.indices.create(index=name, settings=SETTINGS, mappings=mappings)
+            except BadRequestError as exc:  # created concurrently by another worker
+                if "resource_already_exists_exception" not in str(exc):
+                    raise
 
     def drop(self) -> None:
-        """Delete the whole index (tests and re-indexing)."""
+        """Delete the whole index and its events index (tests and re-indexing)."""
         self._es.indices.delete(index=self.name, ignore_unavailable=True)
+        self._es.indices.delete(index=self.events_name, ignore_unavailable=True)
 
     def refresh(self) -> None:
         self._es.indices.refresh(index=self.name)
+        self._es.indices.refresh(index=self.events_name, ignore_unavailable=True)
 
     def close(self) -> None:
         self._es.close()
@@ -186,10 +211,14 @@ class ElasticsearchIndex(Index):
         document refused for its content is retried once without the fields Elasticsearch named,
         and if still refused is reported in :class:`DocumentsRejected` after the rest are written.
         """
+        from broker.association import pixels_of
+
         pending = {}
-        for d in docs:
+        pix = pixels_of([float(d["ra"]) for d in docs], [float(d["dec"]) for d in docs], q.PIXEL_ORDER)
+        for d, p in zip(docs, pix.tolist(), strict=True):
             src = strict(d)
             src["location"] = geo_point(float(d["ra"]), float(d["dec"]))
+            src["pixel16"] = int(p)
             pending[d["locus_id"]] = src
         rejected: dict[str, str] = {}
         for attempt in range(3):
@@ -248,7 +277,7 @@ class ElasticsearchIndex(Index):
         resp = self._es.search(index=self.name, size=0, track_total_hits=True, aggs={
             "tags": {"terms": {"field": "tags", "size": 10000}},
             "catalogs": {"terms": {"field": "catalogs", "size": 1000}},
-            "events": {"terms": {"field": "grav_wave_events", "size": 10000}},
+            "events": {"terms": {"field": "events", "size": 10000}},
             "lo": {"min": {"field": "num_alerts"}}, "hi": {"max": {"field": "num_alerts"}}})
         aggs = resp["aggregations"]
 
@@ -278,8 +307,14 @@ class ElasticsearchIndex(Index):
             filters.append(_geo_filter(ra, dec, radius + _margin(radius)))
         for tag in dict.fromkeys(query.tags):
             filters.append({"term": {"tags": tag}})
+        if query.region is not None:
+            ranges = q.region_ranges_at(query.region, q.PIXEL_ORDER)
+            filters.append({"bool": {"should": [{"range": {"pixel16": {"gte": lo, "lt": hi}}} for lo, hi in ranges]
+                                     or [{"match_none": {}}], "minimum_should_match": 1}})
         for event in dict.fromkeys(query.events):
-            filters.append({"term": {"grav_wave_events": event}})
+            # documents written before ``events`` existed list their GW events only
+            filters.append({"bool": {"should": [{"term": {"events": event}}, {"term": {"grav_wave_events": event}}],
+                                     "minimum_should_match": 1}})
         for name, (lo, hi) in query.ranges.items():
             bounds = {k: v for k, v in (("gte", lo), ("lte", hi)) if v is not None}
             filters.append({"range": {q.field_path(name): bounds}} if bounds
@@ -329,6 +364,48 @@ class ElasticsearchIndex(Index):
             total -= self._band_failures(es_query, cones)
         next_cursor = cursor if query.limit and len(hits) == query.limit else None
         return SearchResult(hits=hits, total=total or 0, next_cursor=next_cursor)
+
+    # -- multi-messenger events -----------------------------------------------------------
+    def upsert_events(self, docs: list[dict[str, Any]]) -> None:
+        if not docs:
+            return
+        ops: list[dict[str, Any]] = []
+        for d in docs:
+            ops.append({"index": {"_index": self.events_name, "_id": d["event_id"]}})
+            ops.append(strict(d))
+        resp = self._es.bulk(operations=ops)
+        if resp.get("errors"):
+            bad = {i["index"]["_id"]: f"{i['index']['error'].get('type')}: {i['index']['error'].get('reason')}"
+                   for i in resp["items"] if i.get("index", {}).get("error")}
+            if any(int(i["index"].get("status", 400)) >= 500 or int(i["index"].get("status", 400)) == 429
+                   for i in resp["items"] if i.get("index", {}).get("error")):
+                raise ConnectionError(f"elasticsearch bulk (events): {bad}")
+            raise DocumentsRejected(bad)
+
+    def get_event(self, event_id: str) -> dict[str, Any] | None:
+        from elasticsearch import NotFoundError
+
+        try:
+            return self._es.get(index=self.events_name, id=event_id)["_source"]
+        except NotFoundError:
+            return None
+
+    def search_events(self, query: EventQuery) -> SearchResult:
+        q.check_events(query)
+        filters: list[dict[str, Any]] = []
+        for name in ("messenger", "status"):
+            if getattr(query, name) is not None:
+                filters.append({"term": {name: getattr(query, name)}})
+        if not query.include_test:
+            filters.append({"term": {"test": False}})
+        bounds = {k: v for k, v in (("gte", query.since_mjd), ("lte", query.until_mjd)) if v is not None}
+        if bounds:
+            filters.append({"range": {"event_mjd": bounds}})
+        resp = self._es.search(index=self.events_name, query={"bool": {"filter": filters}}, size=query.limit,
+                               sort=[{"event_mjd": {"order": "desc", "missing": "_last"}}, {"event_id": "asc"}],
+                               track_total_hits=True)
+        return SearchResult(hits=[h["_source"] for h in resp["hits"]["hits"]],
+                            total=int(resp["hits"]["total"]["value"]))
 
     def _band_failures(self, es_query: dict[str, Any], cones: list[tuple[float, float, float]]) -> int:
         """How many of the widened-cone matches lie outside the exact cones (the thin edge band)."""

@@ -15,6 +15,10 @@ from broker.ports import LocusQuery, QueryError
 
 #: the largest page either backend returns.
 MAX_LIMIT = 1000
+#: the most pixel ranges a region query may carry (callers coarsen their MOC below it).
+MAX_REGION_RANGES = 1000
+#: the HEALPix order both backends index locus positions at (``pixel`` / ``pixel16``).
+PIXEL_ORDER = 16
 #: document fields that are not under ``properties``.
 TOP_LEVEL = ("locus_id", "ra", "dec", "num_alerts", "first_alert_mjd", "last_alert_mjd")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}$")
@@ -47,6 +51,8 @@ def check(query: LocusQuery) -> LocusQuery:
         raise QueryError(f"limit {query.limit!r}: must be an integer in [0, {MAX_LIMIT}]")
     if query.cone is not None:
         query.cone = check_cone(query.cone)
+    if query.region is not None:
+        region_ranges_at(query.region, PIXEL_ORDER)  # validates
     for tag in query.tags:
         if not isinstance(tag, str) or not tag:
             raise QueryError(f"bad tag {tag!r}")
@@ -88,3 +94,42 @@ class DocumentsRejected(Exception):
         super().__init__(f"{len(rejected)} document(s) rejected: "
                          + "; ".join(f"{k}: {v}" for k, v in list(rejected.items())[:3]))
         self.rejected = rejected
+
+
+def region_ranges_at(region: Any, order: int) -> list[tuple[int, int]]:
+    """A :class:`~broker.ports.SkyRegion`'s ranges as ``[lo, hi)`` ranges at ``order`` (a superset when coarser)."""
+    depth = getattr(region, "depth", None)
+    ranges = getattr(region, "ranges", None)
+    if not isinstance(depth, int) or isinstance(depth, bool) or not 0 <= depth <= 29:
+        raise QueryError(f"region depth {depth!r}: an integer in [0, 29]")
+    if ranges is None or len(ranges) > MAX_REGION_RANGES:
+        raise QueryError(f"region: at most {MAX_REGION_RANGES} pixel ranges (coarsen the MOC)")
+    out = []
+    top = 12 * 4**depth
+    for r in ranges:
+        try:
+            lo, hi = int(r[0]), int(r[1])
+        except (TypeError, ValueError, IndexError):
+            raise QueryError(f"region range {r!r}: expected (lo, hi) integers") from None
+        if not 0 <= lo < hi <= top:
+            raise QueryError(f"region range {r!r}: needs 0 <= lo < hi <= {top} at depth {depth}")
+        if depth <= order:
+            s = 2 * (order - depth)
+            out.append((lo << s, hi << s))
+        else:
+            s = 2 * (depth - order)
+            out.append((lo >> s, -(-hi >> s)))
+    return out
+
+
+def check_events(query: Any) -> Any:
+    """Reject malformed :class:`~broker.ports.EventQuery` parts (both backends call this first)."""
+    if not isinstance(query.limit, int) or isinstance(query.limit, bool) or not 0 <= query.limit <= MAX_LIMIT:
+        raise QueryError(f"limit {query.limit!r}: must be an integer in [0, {MAX_LIMIT}]")
+    for name in ("since_mjd", "until_mjd"):
+        v = getattr(query, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            raise QueryError(f"{name} {v!r}: a finite number")
+    if query.status not in (None, "active", "retracted"):
+        raise QueryError(f"status {query.status!r}: 'active' or 'retracted'")
+    return query

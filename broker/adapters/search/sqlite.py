@@ -26,9 +26,9 @@ import numpy as np
 from broker.adapters.search import query as q
 from broker.adapters.search.sky import angular_distance_deg, cone_pixel_ranges
 from broker.jsonutil import dumps, loads, strict
-from broker.ports import Index, IndexSummary, LocusQuery, QueryError, SearchResult
+from broker.ports import EventQuery, Index, IndexSummary, LocusQuery, QueryError, SearchResult
 
-PIXEL_ORDER = 16
+PIXEL_ORDER = q.PIXEL_ORDER
 _NEWEST = "newest_alert_observation_time"
 
 _SCHEMA = """
@@ -46,7 +46,14 @@ CREATE TABLE IF NOT EXISTS tags (
     tag TEXT NOT NULL, locus_id TEXT NOT NULL, PRIMARY KEY (tag, locus_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tags_by_locus ON tags(locus_id);
+CREATE TABLE IF NOT EXISTS events (
+    event_id TEXT PRIMARY KEY, event_mjd REAL, messenger TEXT, status TEXT, test INTEGER NOT NULL, doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_time ON events(event_mjd, event_id);
 """
+#: the events a document lists (``events``; documents written before it existed list only GW ones).
+_EVENTS_JSON = ("json_each(COALESCE(json_extract(docs.doc, '$.events'), json_extract(docs.doc, '$.grav_wave_events'), "
+                "'[]'))")
 
 
 def _ang_dist(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
@@ -113,14 +120,15 @@ class SQLiteIndex(Index):
 
     def summary(self) -> IndexSummary:
         def per(path: str) -> dict[str, int]:
-            return dict(self._db.execute(f"SELECT j.value, COUNT(*) FROM docs, json_each(docs.doc, '$.{path}') AS j "
+            source = _EVENTS_JSON if path == "events" else f"json_each(docs.doc, '$.{path}')"
+            return dict(self._db.execute(f"SELECT j.value, COUNT(*) FROM docs, {source} AS j "
                                          "GROUP BY j.value ORDER BY j.value"))
 
         with self._lock:
             lo, hi, n = self._db.execute("SELECT MIN(json_extract(doc, '$.num_alerts')), "
                                          "MAX(json_extract(doc, '$.num_alerts')), COUNT(*) FROM docs").fetchone()
             return IndexSummary(count=int(n), tags=self.tag_counts(), catalogs=per("catalogs"),
-                                events=per("grav_wave_events"), min_num_alerts=int(lo or 0),
+                                events=per("events"), min_num_alerts=int(lo or 0),
                                 max_num_alerts=int(hi or 0))
 
     def search(self, query: LocusQuery) -> SearchResult:
@@ -185,8 +193,13 @@ class SQLiteIndex(Index):
         for tag in dict.fromkeys(query.tags):
             where.append("locus_id IN (SELECT locus_id FROM tags WHERE tag = ?)")
             args.append(tag)
+        if query.region is not None:
+            ranges = q.region_ranges_at(query.region, PIXEL_ORDER)
+            where.append("(" + (" OR ".join("(pixel >= ? AND pixel < ?)" for _ in ranges) or "0") + ")")
+            for lo, hi in ranges:
+                args += [lo, hi]
         for event in dict.fromkeys(query.events):
-            where.append("EXISTS (SELECT 1 FROM json_each(docs.doc, '$.grav_wave_events') AS j WHERE j.value = ?)")
+            where.append(f"EXISTS (SELECT 1 FROM {_EVENTS_JSON} AS j WHERE j.value = ?)")
             args.append(event)
         for name, (lo, hi) in query.ranges.items():
             expr, eargs = self._value_expr(name)
@@ -204,6 +217,45 @@ class SQLiteIndex(Index):
             where.append(f"CAST({expr} AS TEXT) = ?")
             args += [*eargs, str(value)]
         return where, args
+
+    # -- multi-messenger events -----------------------------------------------------------
+    def upsert_events(self, docs: list[dict[str, Any]]) -> None:
+        rows = []
+        for i, d in enumerate(docs):
+            d = strict(d)
+            if not d.get("event_id"):
+                raise ValueError(f"event document #{i}: needs event_id")
+            rows.append((d["event_id"], d.get("event_mjd"), d.get("messenger"), d.get("status"),
+                         int(bool(d.get("test"))), dumps(d)))
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO events VALUES (?,?,?,?,?,?)", rows)
+
+    def get_event(self, event_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT doc FROM events WHERE event_id=?", (event_id,)).fetchone()
+        return loads(row[0]) if row else None
+
+    def search_events(self, query: EventQuery) -> SearchResult:
+        q.check_events(query)
+        where, args = ["1"], []
+        for col, value in (("messenger", query.messenger), ("status", query.status)):
+            if value is not None:
+                where.append(f"{col} = ?")
+                args.append(value)
+        if not query.include_test:
+            where.append("test = 0")
+        if query.since_mjd is not None:
+            where.append("event_mjd >= ?")
+            args.append(query.since_mjd)
+        if query.until_mjd is not None:
+            where.append("event_mjd <= ?")
+            args.append(query.until_mjd)
+        w = " AND ".join(where)
+        with self._lock:
+            rows = self._db.execute(f"SELECT doc FROM events WHERE {w} ORDER BY event_mjd DESC, event_id LIMIT ?",
+                                    (*args, query.limit)).fetchall()
+            total = self._db.execute(f"SELECT COUNT(*) FROM events WHERE {w}", args).fetchone()[0]
+        return SearchResult(hits=[loads(r[0]) for r in rows], total=int(total))
 
     def close(self) -> None:
         with self._lock:

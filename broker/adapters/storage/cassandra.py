@@ -79,7 +79,21 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         """CREATE TABLE IF NOT EXISTS dead_letter_keys (letter_key text PRIMARY KEY, day text, id timeuuid)""",
     ]),
 ]
+MIGRATIONS.append((2, "multi-messenger notices and events", [
+    """CREATE TABLE IF NOT EXISTS notices (notice_id text PRIMARY KEY, event_id text, record text)""",
+    """CREATE TABLE IF NOT EXISTS notices_by_event (
+        event_id text, notice_id text, record text, PRIMARY KEY ((event_id), notice_id))""",
+    """CREATE TABLE IF NOT EXISTS notice_skymaps (
+        notice_id text, chunk int, chunks int, data blob, PRIMARY KEY ((notice_id), chunk))""",
+    """CREATE TABLE IF NOT EXISTS mm_events (event_id text PRIMARY KEY, event_mjd double, status text, record text)""",
+    """CREATE TABLE IF NOT EXISTS mm_events_by_time (
+        bucket int, event_mjd double, event_id text, status text, record text,
+        PRIMARY KEY ((bucket), event_mjd, event_id)) WITH CLUSTERING ORDER BY (event_mjd ASC, event_id ASC)""",
+]))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+#: sky maps are stored in chunks of this many bytes (a whole map in one cell would exceed Cassandra's
+#: mutation and frame limits for a flat nside-1024 map).
+SKYMAP_CHUNK = 1024 * 1024
 
 _ALERT_COLS = ("locus_id", "mjd", "alert_id", "survey", "ra", "dec", "passband", "mag", "magerr", "maglim",
                "object_id", "is_history", "properties")
@@ -510,6 +524,75 @@ class CassandraStore(Store):
             (status, reason, at or time.time(), name, revision)))
         if not res.was_applied:
             raise KeyError(f"no filter revision {name}@{revision}")
+
+    # -- multi-messenger notices and events ----------------------------------------------
+    def put_notice(self, record: dict[str, Any], skymap: bytes | None = None) -> None:
+        """The map's chunks first, then the notice rows: a notice row is never read without its map."""
+        nid, eid, rec = record["notice_id"], record["event_id"], dumps(record)
+        if skymap is not None:
+            chunks = [skymap[i : i + SKYMAP_CHUNK] for i in range(0, max(len(skymap), 1), SKYMAP_CHUNK)]
+            stmt = getattr(self, "_ins_skymap", None)
+            if stmt is None:
+                stmt = self._ins_skymap = self._session.prepare(
+                    "INSERT INTO notice_skymaps (notice_id, chunk, chunks, data) VALUES (?,?,?,?)")
+            for k, c in enumerate(chunks):
+                self._retry(lambda k=k, c=c: self._session.execute(stmt, (nid, k, len(chunks), c), timeout=60))
+        self._retry(lambda: self._session.execute(
+            "INSERT INTO notices_by_event (event_id, notice_id, record) VALUES (%s, %s, %s)", (eid, nid, rec)))
+        self._retry(lambda: self._session.execute(
+            "INSERT INTO notices (notice_id, event_id, record) VALUES (%s, %s, %s)", (nid, eid, rec)))
+
+    def notices(self, event_id: str) -> list[dict[str, Any]]:
+        rows = self._retry(lambda: list(self._session.execute(
+            "SELECT record FROM notices_by_event WHERE event_id=%s", (event_id,))))
+        return sorted((loads(r.record) for r in rows), key=lambda r: r.get("order_key") or [])
+
+    def notice(self, notice_id: str) -> dict[str, Any] | None:
+        row = self._retry(lambda: self._session.execute(
+            "SELECT record FROM notices WHERE notice_id=%s", (notice_id,)).one())
+        return loads(row.record) if row else None
+
+    def notice_skymap(self, notice_id: str) -> bytes | None:
+        rows = self._retry(lambda: list(self._session.execute(
+            "SELECT chunk, chunks, data FROM notice_skymaps WHERE notice_id=%s", (notice_id,), timeout=60)))
+        if not rows:
+            return None
+        if len(rows) != rows[0].chunks:
+            raise OSError(f"sky map of notice {notice_id}: {len(rows)} of {rows[0].chunks} chunks stored")
+        return b"".join(bytes(r.data) for r in sorted(rows, key=lambda r: r.chunk))
+
+    def put_event(self, record: dict[str, Any]) -> None:
+        """The time-ordered row moves when an event's time changes: the old one is deleted first."""
+        eid = record["event_id"]
+        old = self.event(eid)
+        rec, mjd, status = dumps(record), record.get("event_mjd"), record.get("status")
+        if old is not None and old.get("event_mjd") != mjd and old.get("event_mjd") is not None:
+            self._retry(lambda: self._session.execute(
+                "DELETE FROM mm_events_by_time WHERE bucket=0 AND event_mjd=%s AND event_id=%s",
+                (old["event_mjd"], eid)))
+        if mjd is not None:
+            self._retry(lambda: self._session.execute(
+                "INSERT INTO mm_events_by_time (bucket, event_mjd, event_id, status, record) "
+                "VALUES (0, %s, %s, %s, %s)", (mjd, eid, status, rec)))
+        self._retry(lambda: self._session.execute(
+            "INSERT INTO mm_events (event_id, event_mjd, status, record) VALUES (%s, %s, %s, %s)",
+            (eid, mjd, status, rec)))
+
+    def event(self, event_id: str) -> dict[str, Any] | None:
+        row = self._retry(lambda: self._session.execute(
+            "SELECT record FROM mm_events WHERE event_id=%s", (event_id,)).one())
+        return loads(row.record) if row else None
+
+    def events(self, since_mjd: float | None = None, until_mjd: float | None = None,
+               status: str | None = None, limit: int = 10000) -> list[dict[str, Any]]:
+        """One slice of the time-ordered partition (events are few: thousands a year)."""
+        lo = -1e300 if since_mjd is None else float(since_mjd)
+        hi = 1e300 if until_mjd is None else float(until_mjd)
+        rows = self._retry(lambda: list(self._session.execute(
+            "SELECT status, record FROM mm_events_by_time WHERE bucket=0 AND event_mjd >= %s AND event_mjd <= %s",
+            (lo, hi))))
+        out = [loads(r.record) for r in rows if status is None or r.status == status]
+        return out[:limit]
 
     # -- claims --------------------------------------------------------------------------
     def claim_new_loci(self, candidates: Sequence[tuple[str, float, float]], radius_arcsec: float) -> dict[str, str]:

@@ -71,6 +71,15 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     received_at REAL NOT NULL, source TEXT, reason TEXT, message TEXT,
     payload BLOB, headers TEXT, letter_key TEXT
 );
+CREATE TABLE IF NOT EXISTS notices (
+    notice_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notices_by_event ON notices(event_id);
+CREATE TABLE IF NOT EXISTS notice_skymaps (notice_id TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS mm_events (
+    event_id TEXT PRIMARY KEY, event_mjd REAL, status TEXT, record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mm_events_by_time ON mm_events(event_mjd);
 """
 
 #: created after the migrations (the column they index may be new).
@@ -379,6 +388,57 @@ class SQLiteStore(Store):
                                    "WHERE name=? AND revision=?", (status, reason, at or time.time(), name, revision))
             if cur.rowcount == 0:
                 raise KeyError(f"no filter revision {name}@{revision}")
+
+    # -- multi-messenger notices and events ---------------------------------------------
+    def put_notice(self, record: dict, skymap: bytes | None = None) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("INSERT OR REPLACE INTO notices VALUES (?,?,?)",
+                                 (record["notice_id"], record["event_id"], dumps(record)))
+                if skymap is not None:
+                    self._db.execute("INSERT OR REPLACE INTO notice_skymaps VALUES (?,?)",
+                                     (record["notice_id"], skymap))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def notices(self, event_id: str) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute("SELECT record FROM notices WHERE event_id=?", (event_id,)).fetchall()
+        return sorted((loads(r[0]) for r in rows), key=lambda r: r.get("order_key") or [])
+
+    def notice(self, notice_id: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute("SELECT record FROM notices WHERE notice_id=?", (notice_id,)).fetchone()
+        return loads(row[0]) if row else None
+
+    def notice_skymap(self, notice_id: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT data FROM notice_skymaps WHERE notice_id=?", (notice_id,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def put_event(self, record: dict) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO mm_events VALUES (?,?,?,?)",
+                             (record["event_id"], record.get("event_mjd"), record.get("status"), dumps(record)))
+
+    def event(self, event_id: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute("SELECT record FROM mm_events WHERE event_id=?", (event_id,)).fetchone()
+        return loads(row[0]) if row else None
+
+    def events(self, since_mjd: float | None = None, until_mjd: float | None = None,
+               status: str | None = None, limit: int = 10000) -> list[dict]:
+        q = "SELECT record FROM mm_events WHERE event_mjd >= ? AND event_mjd <= ?"
+        args: list = [-np.inf if since_mjd is None else since_mjd, np.inf if until_mjd is None else until_mjd]
+        if status is not None:
+            q += " AND status = ?"
+            args.append(status)
+        with self._lock:
+            rows = self._db.execute(q + " ORDER BY event_mjd, event_id LIMIT ?", (*args, limit)).fetchall()
+        return [loads(r[0]) for r in rows]
 
     def close(self) -> None:
         with self._lock:

@@ -21,6 +21,8 @@ from broker.ports import Message, Sink, Source
 PACKET_SUFFIXES = (".avro", ".avro.gz")
 #: length-prefixed multi-message files (written by StreamFileSink and ``albireo replay --out``).
 STREAM_SUFFIX = ".avro-stream"
+#: multi-messenger notice files read as one message each (GCN/LVK JSON, VOEvent XML, LVK Avro).
+NOTICE_SUFFIXES = (".json", ".xml", ".avro")
 
 
 def iter_stream_file(path: Path) -> Iterator[bytes]:
@@ -39,13 +41,13 @@ def iter_stream_file(path: Path) -> Iterator[bytes]:
             yield body
 
 
-def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files named directly, and every packet/stream file below named folders, sorted."""
+def expand_paths(paths: Iterable[str | Path], suffixes: tuple[str, ...] = PACKET_SUFFIXES) -> list[Path]:
+    """Files named directly, and every file below named folders ending in ``suffixes`` (or a stream file), sorted."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             out.extend(
-                sorted(f for f in p.rglob("*") if f.is_file() and (f.name.endswith(PACKET_SUFFIXES) or f.suffix == STREAM_SUFFIX))
+                sorted(f for f in p.rglob("*") if f.is_file() and (f.name.endswith(suffixes) or f.suffix == STREAM_SUFFIX))
             )
         elif p.exists():
             out.append(p)
@@ -57,8 +59,8 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
 class FileSource(Source):
     """Every packet under the given paths, in order; one message per ``.avro`` file."""
 
-    def __init__(self, paths: Iterable[str | Path], loop: int = 1):
-        self.files = expand_paths(paths)
+    def __init__(self, paths: Iterable[str | Path], loop: int = 1, suffixes: tuple[str, ...] = PACKET_SUFFIXES):
+        self.files = expand_paths(paths, suffixes)
         self.loop = max(1, loop)
         self._iter = self._messages(self.loop)
         self._done = False
