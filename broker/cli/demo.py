@@ -48,7 +48,8 @@ def demo(alerts: tuple[Path, ...], workdir: Path, config_path: str | None, batch
     from broker.ops.samples import demo_inputs
 
     cfg = load(config_path)
-    setup_logging("WARNING" if cfg.service.log_level == "INFO" else cfg.service.log_level, cfg.service.log_format)
+    # the summary lists every rejection; per-message warnings would only repeat it
+    setup_logging("ERROR" if cfg.service.log_level == "INFO" else cfg.service.log_level, cfg.service.log_format)
     if workdir.exists() and not keep:
         _clean(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
