@@ -203,6 +203,10 @@ class Pipeline:
         self.filters.export_metrics(m)
         return res
 
+    def prepare(self) -> None:
+        """Load the filters before the first batch (a sandbox start inside a transaction would lengthen it)."""
+        self.filters.prepare()
+
     def _fault(self, point: str) -> None:
         if self.faults is not None:
             self.faults.hit(point)

@@ -532,6 +532,12 @@ class BatchProcessor(Protocol):
     """
 
     metrics: Metrics
+    #: failure injection for the fault tests (``broker.faults.FaultPlan``); None in production.
+    faults: Any
+
+    def prepare(self) -> None:
+        """Get ready before the first batch (load filters), so no batch pays for it."""
+        ...
 
     def process(self, messages: list[Message]) -> Any: ...
 

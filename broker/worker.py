@@ -135,7 +135,7 @@ class Worker:
         ``on_batch`` is called with each committed batch's result (progress bars, status).
         """
         summary = RunSummary()
-        self.pipeline.filters.prepare()
+        self.pipeline.prepare()
         t_start = time.perf_counter()
         last_data = time.monotonic()
         while not self._stop:

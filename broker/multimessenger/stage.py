@@ -99,11 +99,18 @@ class NoticePipeline:
         self.settings = settings or NoticeSettings()
         self.output_prefix, self.dead_letter_topic = output_prefix, dead_letter_topic
         self.metrics = metrics or Metrics()
+        #: failure injection for the fault tests (``broker.faults``); the notice pipeline has no points yet.
+        self.faults = None
         self.localizations = LocalizationCache(store)
         #: running totals for summaries (``albireo notices ingest``).
         self.totals: Counter = Counter()
 
     # ------------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Load the filters that re-run on re-tagged loci before the first batch."""
+        if self.filters is not None:
+            self.filters.prepare()
+
     def process(self, messages: list[Message]) -> BatchResult:
         m = self.metrics
         res = BatchResult(messages=len(messages))
