@@ -119,6 +119,10 @@ class Metrics:
         value = self.registry.get_sample_value(f"{self.prefix}{name}_total", {k: str(v) for k, v in labels.items()})
         return float(value or 0.0)
 
+    def gauge(self, name: str, **labels: Any) -> float | None:
+        """The current value of a gauge (None when never set)."""
+        return self.registry.get_sample_value(f"{self.prefix}{name}", {k: str(v) for k, v in labels.items()})
+
     def stage_totals(self) -> dict[str, float]:
         """Total seconds spent per stage (for summaries), in the order stages first ran."""
         with self._lock:

@@ -153,8 +153,7 @@ def test_bad_outputs_of_a_sandboxed_filter_are_refused_and_charged_and_nothing_i
         res = pipe.process(_messages([shared_data / "ztf" / "fink-datasim"]))
     finally:
         pool.close()
-    gauges = {labels.split('"')[1]: v for (name, labels), v in pipe.metrics.gauges.items()
-              if name == "sandbox_isolation"}
+    gauges = {m: pipe.metrics.gauge("sandbox_isolation", mechanism=m) for m in ("seccomp", "process_per_filter")}
     assert gauges["seccomp"] == 1 and gauges["process_per_filter"] == 1, gauges  # what holds, in /metrics
     assert res.packets == 31 and res.rejected_total == 0  # no packet dead-lettered
     assert res.tags["good"] == res.packets and res.tags["ok_tag"] == res.packets
