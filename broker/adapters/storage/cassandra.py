@@ -79,7 +79,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         """CREATE TABLE IF NOT EXISTS dead_letter_keys (letter_key text PRIMARY KEY, day text, id timeuuid)""",
     ]),
 ]
-MIGRATIONS.append((2, "multi-messenger notices and events", [
+MIGRATIONS.append((3, "multi-messenger notices and events", [
     """CREATE TABLE IF NOT EXISTS notices (notice_id text PRIMARY KEY, event_id text, record text)""",
     """CREATE TABLE IF NOT EXISTS notices_by_event (
         event_id text, notice_id text, record text, PRIMARY KEY ((event_id), notice_id))""",
@@ -91,6 +91,8 @@ MIGRATIONS.append((2, "multi-messenger notices and events", [
         PRIMARY KEY ((bucket), event_mjd, event_id)) WITH CLUSTERING ORDER BY (event_mjd ASC, event_id ASC)""",
 ]))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+# each migration once, in order: two with one number would leave a store upgraded by one of them without the other
+assert [v for v, _, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1)), "migrations must be numbered 1, 2, 3 ..."
 #: sky maps are stored in chunks of this many bytes (a whole map in one cell would exceed Cassandra's
 #: mutation and frame limits for a flat nside-1024 map).
 SKYMAP_CHUNK = 1024 * 1024
