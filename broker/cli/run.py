@@ -51,8 +51,12 @@ def transactional_id(group_id: str, slot: int) -> str:
 
 
 def _run_one(cfg, slot: int, max_messages: int | None, idle_timeout: float | None) -> None:
+    import faulthandler
+
     from broker.assemble import kafka_worker
 
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: how an operator sees where a stuck worker waits.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     assembly = kafka_worker(cfg, transactional_id=transactional_id(cfg.kafka.group_id, slot))
     if cfg.service.metrics_port:
         from broker.metrics_server import serve_metrics
