@@ -106,4 +106,9 @@ def _patch() -> None:
     _tree.Tree = Tree
     # trees scikit-learn builds are of the original class, which pickle can no longer find by name:
     # pickle them as the subclass (same state; it unpickles to the same tree)
-    copyreg.pickle(base, lambda t: (Tree, *t.__reduce__()[1:]))
+    # (the compiled ``__reduce__`` names the original class, for its own instances and the subclass's)
+    def reduce(t: Any) -> tuple:
+        return (Tree, *t.__reduce__()[1:])
+
+    copyreg.pickle(base, reduce)
+    copyreg.pickle(Tree, reduce)
