@@ -136,9 +136,12 @@ class LightCurveTable(TimeSeries):
         """
         from astropy.table import Table
 
+        from broker.filtering.pandas_compat import compat_frame
+
         view = Table(self, copy=False)
         carry_time_cache(self, view, copy=False)  # _encode_mixins copies the datetime64 values it takes
-        return view.to_pandas(index="time")
+        # pandas-2 positional ``series[-1]`` for the filters written for it (see broker/filtering/pandas_compat.py)
+        return compat_frame(view.to_pandas(index="time"))
 
 
 def same_content(a: LightCurveTable, b: LightCurveTable) -> bool:

@@ -297,6 +297,14 @@ def _as_metadata(d: dict[str, Any]) -> dict[str, EventMetadata]:
             for k, v in (d or {}).items()}
 
 
+class HaltPipeline(Exception):  # noqa: N818 - the ANTARES name filters know
+    """Raised by :meth:`Locus.halt`: the filter stops the chain for this locus (no later filter runs on it).
+
+    Not an error: ANTARES's level-1 filters (``bad_detection``, ``bad_seeing``) use it to drop a bad
+    detection from further filtering. What the halting filter set before halting stays.
+    """
+
+
 @dataclass(eq=False)
 class Locus:
     """A place on the sky and everything the broker knows of it."""
@@ -329,6 +337,9 @@ class Locus:
     #: where the store's position row of this locus is (as loaded, or as claimed): a store adapter
     #: whose rows are keyed by pixel moves the row when the locus has moved to another pixel.
     stored_position: tuple[float, float] | None = field(default=None, repr=False)
+    #: the filter that called :meth:`halt` during the current filter run (no later filter runs); the
+    #: runners reset it at the start of each run, and it is never stored.
+    halted_by: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.grav_wave_events_metadata = _as_metadata(self.grav_wave_events_metadata)
@@ -431,6 +442,14 @@ class Locus:
             self._run_tags.add(value)
         if self._current is not None:
             self.provenance.setdefault(value, self._current)
+
+    def halt(self) -> HaltPipeline:
+        """Stop the filter chain for this locus (ANTARES's ``locus.halt()``); raises :class:`HaltPipeline`.
+
+        Filters write ``raise locus.halt()``, as ANTARES's documentation shows; this raises itself,
+        so a bare ``locus.halt()`` halts too. The runners treat it as a successful, final run.
+        """
+        raise HaltPipeline(f"halted by {self._current.filter}" if self._current else "halted")
 
     def set_property(self, key: str, value: str | float | int) -> None:
         if not isinstance(value, (str, float, int)):

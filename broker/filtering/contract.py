@@ -107,6 +107,9 @@ def load_filter_module(code: str, module_name: str, filename: str = "<filter>") 
         compiled = compile(code, filename, "exec")
     except SyntaxError as exc:
         raise FilterLoadError(f"syntax error in {filename} line {exc.lineno}: {exc.msg}") from None
+    from broker.filtering import sklearn_compat
+
+    sklearn_compat.install()  # the devkit's models pickled by scikit-learn < 1.3 (see sklearn_compat)
     module = types.ModuleType(module_name)
     module.__file__ = filename
     sys.modules[module_name] = module

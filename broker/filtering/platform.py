@@ -103,6 +103,7 @@ class PlatformRunner:
         report = RunReport()
         for x in loci:
             report.tags_by_locus.setdefault(x.locus_id, set())
+            x.halted_by = None  # locus.halt() stops the chain of this run only
         for kind, group in self._groups():
             if kind == "sandbox" and self.pool is not None:
                 self.pool.run(loci, report, names={f.name for f in group})

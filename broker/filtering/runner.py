@@ -30,7 +30,7 @@ from broker.filtering.contract import (
     screen_effects,
     source_hash,
 )
-from broker.locus import Locus, Provenance
+from broker.locus import HaltPipeline, Locus, Provenance
 from broker.metrics import BUCKETS, Metrics
 
 log = logging.getLogger("albireo.filters")
@@ -144,11 +144,14 @@ class RunReport:
     errors: list[FilterError] = field(default_factory=list)
     runs: int = 0
     skipped: int = 0
+    #: locus id → the filter that halted the chain on it (``locus.halt()``).
+    halted: dict[str, str] = field(default_factory=dict)
 
     def merge(self, other: RunReport) -> None:
         for lid, tags in other.tags_by_locus.items():
             self.tags_by_locus.setdefault(lid, set()).update(tags)
         self.errors.extend(other.errors)
+        self.halted.update(other.halted)
         self.runs += other.runs
         self.skipped += other.skipped
 
@@ -370,15 +373,23 @@ class InProcessRunner:
     def run(self, loci: list[Locus]) -> RunReport:
         report = RunReport()
         for locus in loci:
+            locus.halted_by = None
             run_tags = report.tags_by_locus.setdefault(locus.locus_id, set())
             for f in self.filters:
+                if locus.halted_by is not None:
+                    break
                 if not f.enabled:
                     continue
                 self._run_one(f, locus, report, run_tags)
         return report
 
     def _run_one(self, f: LoadedFilter, locus: Locus, report: RunReport, run_tags: set[str]) -> str:
-        """Run one filter on one locus; returns ``ok``, ``skipped``, ``error`` or ``timeout``."""
+        """Run one filter on one locus; returns ``ok``, ``halted``, ``skipped``, ``error`` or ``timeout``.
+
+        A locus an earlier filter halted is not run (``halted``, not counted as a run).
+        """
+        if locus.halted_by is not None:
+            return "halted"
         try:
             ok = satisfies_constraints(f.instance, locus)
         except Exception as exc:  # a missing ant_survey etc. is the filter's problem, not the worker's
@@ -401,6 +412,10 @@ class InProcessRunner:
         try:
             with time_budget(self.slow_s if self.enforce_budget else None):
                 f.instance._run(locus)
+        except HaltPipeline:  # locus.halt(): a successful run that ends the chain for this locus
+            status = "halted"
+            locus.halted_by = f.name
+            report.halted[locus.locus_id] = f.name
         except FilterTimeout as exc:
             status = "timeout"
             f.stats.timeouts += 1
@@ -444,7 +459,7 @@ class InProcessRunner:
                 if locus.provenance.get(t) is current:
                     locus.provenance.pop(t)
             errors.append(rejected_output_error(f, locus, problems))
-            if status == "ok":
+            if status in ("ok", "halted"):
                 status = "error"
         f.stats.observe(dt)
         report.runs += 1

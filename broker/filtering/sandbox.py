@@ -423,7 +423,10 @@ class SandboxPool:
     # -- running ----------------------------------------------------------------------------
     def run(self, loci: list[Locus], report: RunReport | None = None, names: set[str] | None = None) -> RunReport:
         """Run the enabled sandboxed filters (or those in ``names``) over ``loci``; effects applied in place."""
-        report = report if report is not None else RunReport()
+        if report is None:  # a run of its own (not a part of the platform runner's chain)
+            report = RunReport()
+            for x in loci:
+                x.halted_by = None
         chain = [f for f in self.filters if f.enabled and (names is None or f.name in names)]
         if not chain or not loci:
             return report
@@ -514,7 +517,7 @@ class _Batch:
         from broker.filtering.contract import satisfies_constraints
 
         x = self.loci[i]
-        while k < len(self.chain):
+        while k < len(self.chain) and x.halted_by is None:
             f = self.chain[k]
             if f.enabled:
                 cons = self.pool.constraints.get(f.name)
@@ -594,7 +597,7 @@ class _Batch:
             raise wire.WireError(f"a result for sequence {msg.get('seq')!r} while {seq} was due (results come "
                                  "for the loci sent, in order)")
         status = msg.get("status")
-        if status not in ("ok", "error", "timeout"):
+        if status not in ("ok", "error", "timeout", "halt"):
             raise wire.WireError(f"unknown status {status!r}")
         c.inflight.popleft()
         now = time.monotonic()
@@ -606,7 +609,10 @@ class _Batch:
         x = self.loci[i]
         errors: list[FilterError] = []
         err = msg.get("error")
-        if status != "ok":
+        if status == "halt":  # locus.halt(): no later filter runs on this locus
+            x.halted_by = f.name
+            self.report.halted[x.locus_id] = f.name
+        elif status != "ok":
             err = err if isinstance(err, dict) else {}
             errors.append(FilterError(
                 f.name, f.revision, x.locus_id, x.alert.id if x.alerts else "",

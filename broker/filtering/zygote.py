@@ -268,7 +268,7 @@ def _serve_filter(sock: socket.socket, load: dict[str, Any], facts: dict[str, An
         load_filter_module,
     )
     from broker.filtering.runner import FilterTimeout, time_budget
-    from broker.locus import Provenance
+    from broker.locus import HaltPipeline, Provenance
 
     name, revision = load["name"], load["revision"]
     try:
@@ -305,6 +305,8 @@ def _serve_filter(sock: socket.socket, load: dict[str, Any], facts: dict[str, An
         try:
             with time_budget(timeout_s):
                 inst._run(locus)
+        except HaltPipeline:  # locus.halt(): the parent stops the chain for this locus
+            status = "halt"
         except FilterTimeout as exc:
             status, error = "timeout", {"exception": "FilterTimeout", "message": str(exc),
                                         "traceback": traceback.format_exc()}
