@@ -150,7 +150,7 @@ class WebConfig:
 class StreamsConfig:
     """What each tagged stream is published as (the emit stage)."""
 
-    #: per stream (tag): ``albireo`` (our Avro single-object on ``kafka.output_prefix`` + tag),
+    #: per stream (tag): ``albireo`` (one Avro container file per message on ``kafka.output_prefix`` + tag),
     #: ``antares`` (ANTARES's zlib-compressed BSON on ``antares_prefix`` + tag, for antares-client),
     #: or ``both``. TOML: ``formats = {high_snr = "antares"}``; env: ``high_snr=antares,other=both``.
     formats: dict[str, str] = field(default_factory=dict)

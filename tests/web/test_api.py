@@ -145,9 +145,12 @@ def test_own_api_status_filters_streams(client, store):
     hs = next(x for x in streams if x["tag"] == "high_snr")
     assert hs["topic"] == "albireo.loci.high_snr" and hs["format"] == "albireo" and "Consumer" in hs["confluent_kafka"]
     assert "SCRAM-SHA-512" in hs["confluent_kafka"] and hs["antares_client"] == ""
+    assert "fastavro.reader(io.BytesIO(msg.value()))" in hs["confluent_kafka"]  # no Albireo code needed
+    assert "albireo-demo/streams/albireo.loci.high_snr.avro-stream" in hs["stream_file"]
     fr = next(x for x in streams if x["tag"] == "fast_riser")
     assert fr["topics"] == ["client.fast_riser"] and fr["format"] == "antares"
     assert "StreamingClient" in fr["antares_client"] and "bson.loads" in fr["confluent_kafka"]
+    assert fr["stream_file"] == ""  # antares-format streams have no Avro file
 
 
 def test_watchlist_lifecycle_needs_a_users_key(client, host_objects, user_auth, keys):
