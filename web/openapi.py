@@ -43,6 +43,8 @@ def spec(server: str) -> dict[str, Any]:
             _p("sort", desc="e.g. -properties.newest_alert_observation_time"),
             _p("page[cursor]", desc="opaque cursor from links.next")])},
         "/v2/loci/statistics": {"get": _op("Tag and catalog counts")},
+        "/v2/loci/random": {"get": _op("Locus ids drawn at random from the whole index",
+                                       [_p("n", typ="integer"), _p("seed", typ="integer")])},
         "/v2/loci/{locus_id}": {"get": _op("One locus with its light curve (CSV)", [lid])},
         "/v2/loci/{locus_id}/alerts": {"get": _op("Alerts of a locus, oldest first", [lid])},
         "/v2/loci/{locus_id}/catalog-matches": {"get": _op("Catalog objects matched to a locus", [lid])},

@@ -301,3 +301,24 @@ def test_es_dsl_refusals_name_the_problem(filled):
     ):
         with pytest.raises(QueryError, match=fragment):
             index.search(LocusQuery(raw=body))
+
+
+def test_random_ids_are_a_uniform_sample_of_the_whole_index(filled):
+    index, _, docs = filled
+    every = {d["locus_id"] for d in docs}
+    draws = [index.random_ids(10) for _ in range(60)]
+    for ids in draws:
+        assert len(ids) == len(set(ids)) == 10 and set(ids) <= every
+    # a sorted page would repeat itself: 60 draws of 10 from 300 cover most of the index
+    seen = {i for ids in draws for i in ids}
+    assert len(seen) > 0.75 * len(every)
+    assert len({tuple(ids) for ids in draws}) > 50
+    # the newest loci (what a sorted search returns first) are not favoured
+    newest = {h["locus_id"] for h in index.search(LocusQuery(limit=30)).hits}
+    assert sum(len(newest & set(ids)) for ids in draws) < 0.3 * 600
+    # a seed repeats a draw; n beyond the index returns it all; bad n is refused
+    assert index.random_ids(7, seed=42) == index.random_ids(7, seed=42)
+    assert set(index.random_ids(1000)) == every
+    for bad in (-1, 1001, "3", True):
+        with pytest.raises(QueryError):
+            index.random_ids(bad)

@@ -334,3 +334,19 @@ def test_metrics_route_counts_requests_and_reports_the_store(client, store):
     assert 'albireo_http_requests_total{endpoint="/v2/loci/<locus_id>",method="GET",status="404"}' in text
     assert f'albireo_store_rows{{table="loci"}} {float(store.counts()["loci"])}' in text
     assert 'albireo_http_request_seconds_count{endpoint="/api/status"}' in text
+
+
+def test_random_loci_are_drawn_from_the_whole_index(client, app):
+    index = app.extensions["albireo"].index
+    every = index.count()
+    seen = set()
+    for _ in range(20):
+        r = client.get("/v2/loci/random", query_string={"n": 3})
+        assert r.status_code == 200
+        ids = [d["id"] for d in r.get_json()["data"]]
+        assert len(ids) == len(set(ids)) == min(3, every) and all(index.get(i) for i in ids)
+        seen |= set(ids)
+    assert len(seen) > min(3, every)  # not one fixed page
+    a = client.get("/v2/loci/random", query_string={"n": 5, "seed": 7}).get_json()["data"]
+    assert a == client.get("/v2/loci/random", query_string={"n": 5, "seed": 7}).get_json()["data"]
+    assert client.get("/v2/loci/random?n=0").status_code == 400

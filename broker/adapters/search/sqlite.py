@@ -135,6 +135,15 @@ class SQLiteIndex(Index):
                                 events=per("events"), min_num_alerts=int(lo or 0),
                                 max_num_alerts=int(hi or 0))
 
+    def random_ids(self, n: int, seed: int | None = None) -> list[str]:
+        n = q.check_sample_size(n)
+        with self._lock:
+            if seed is None:  # SQLite's own PRNG: one pass, no ids in Python
+                return [r[0] for r in self._db.execute("SELECT locus_id FROM docs ORDER BY random() LIMIT ?", (n,))]
+            ids = [r[0] for r in self._db.execute("SELECT locus_id FROM docs ORDER BY locus_id")]
+        rng = np.random.default_rng(seed)
+        return [ids[i] for i in rng.choice(len(ids), size=min(n, len(ids)), replace=False).tolist()]
+
     def search(self, query: LocusQuery) -> SearchResult:
         q.check(query)
         where, args = self._where(query)
