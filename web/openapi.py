@@ -83,6 +83,8 @@ def spec(server: str) -> dict[str, Any]:
         "/api/watchlists/{wl_id}": {"delete": _op("Delete a watch list", [_p("wl_id", "path")], auth=True,
                                                   codes=(204, 401, 403, 404))},
         "/api/watchlists/{wl_id}/loci": {"get": _op("Loci inside a watch list's cones", [_p("wl_id", "path")])},
+        "/api/watchlists/{wl_id}/events": {"get": _op("Loci that entered the watch list and whether the owner was told",
+                                                      [_p("wl_id", "path")])},
         "/api/mm/events": {"get": _op("Multi-messenger events (GW, neutrino, optical), newest first",
                                       [_p("messenger"), _p("status"), _p("include_test"), _p("limit")], codes=(200,))},
         "/api/mm/events/{event_id}": {"get": _op("One event: state, areas, revisions", [_p("event_id", "path")])},
