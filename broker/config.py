@@ -147,10 +147,25 @@ class WebConfig:
 
 
 @dataclass
+class WatchConfig:
+    """Watch-list notifications (``albireo watch notify``): where email goes out, how long a send may take."""
+
+    #: SMTP server for watch lists that notify by email; empty = email notifications are refused.
+    smtp_host: str = ""
+    smtp_port: int = 25
+    #: the From address of notification emails.
+    smtp_from: str = "albireo@localhost"
+    #: seconds a webhook POST or an SMTP conversation may take before it counts as failed (retried next run).
+    timeout_s: float = 10.0
+    #: a failed notification is retried on later runs up to this many attempts in all.
+    max_attempts: int = 5
+
+
+@dataclass
 class StreamsConfig:
     """What each tagged stream is published as (the emit stage)."""
 
-    #: per stream (tag): ``albireo`` (our Avro single-object on ``kafka.output_prefix`` + tag),
+    #: per stream (tag): ``albireo`` (one Avro container file per message on ``kafka.output_prefix`` + tag),
     #: ``antares`` (ANTARES's zlib-compressed BSON on ``antares_prefix`` + tag, for antares-client),
     #: or ``both``. TOML: ``formats = {high_snr = "antares"}``; env: ``high_snr=antares,other=both``.
     formats: dict[str, str] = field(default_factory=dict)
@@ -257,6 +272,7 @@ class Config:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     web: WebConfig = field(default_factory=WebConfig)
     streams: StreamsConfig = field(default_factory=StreamsConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
     users: UsersConfig = field(default_factory=UsersConfig)
     services: ServicesConfig = field(default_factory=ServicesConfig)
     multimessenger: MultimessengerConfig = field(default_factory=MultimessengerConfig)
@@ -350,6 +366,9 @@ def validate(cfg: Config) -> Config:
         check((0 if allow_zero else 1) <= value <= 65535, name, value,
               "must be a port number (1-65535" + (", or 0)" if allow_zero else ")"))
 
+    port("watch.smtp_port", cfg.watch.smtp_port, allow_zero=False)
+    positive("watch.timeout_s", cfg.watch.timeout_s)
+    check(cfg.watch.max_attempts >= 1, "watch.max_attempts", cfg.watch.max_attempts, "must be at least 1")
     r = cfg.association.radius_arcsec
     check(0 < r <= 60, "association.radius_arcsec", r, "must be > 0 and at most 60 arcsec")
     o = cfg.association.object_radius_arcsec

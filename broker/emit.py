@@ -1,9 +1,14 @@
-"""Outgoing locus messages: Avro single-object encoded with the versioned locus schema.
+"""Outgoing locus messages: each one a complete Avro object container file holding one record.
 
-Every message starts with ``C3 01`` and the CRC-64-AVRO fingerprint of the
-writer schema (``schemas/albireo/locus/<version>/locus.avsc``), so a consumer
-always knows which schema to read it with — without a schema registry.
-:func:`decode_locus_message` is what a Python subscriber calls.
+Why a container file per message (the wire format of ``docs/subscribing.md``): the writer schema
+(``schemas/albireo/locus/<version>/locus.avsc``) travels in the header, so a consumer holding only
+an Avro library reads a message with ``fastavro.reader(io.BytesIO(msg.value()))`` — no schema
+registry, no schema file, no Albireo code. It is what ZTF itself ships, one packet per message.
+The header is built once per schema (same sync marker every message); a message is that header
+plus one block, so emitting costs one schemaless encode per locus.
+
+:func:`decode_locus_message` also reads the single-object frames (``C3 01`` + fingerprint) that
+versions before this one wrote, so old stream files still decode.
 
 A stream can instead (or also) be published in ANTARES's format for antares-client
 (:mod:`broker.emit_antares`); :class:`StreamRouter` says which, per stream (``[streams]``).
@@ -11,6 +16,7 @@ A stream can instead (or also) be published in ANTARES's format for antares-clie
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import time
@@ -24,7 +30,7 @@ import fastavro
 
 import broker
 from broker.alert import Alert
-from broker.ingest.framing import decode_single_object, encode_single_object
+from broker.ingest.framing import SINGLE_OBJECT_MAGIC, decode_single_object, encode_schemaless
 from broker.ingest.registries import SingleObjectRegistry
 from broker.jsonutil import dumps
 from broker.locus import Locus
@@ -135,14 +141,53 @@ def locus_message(locus: Locus, stream: str) -> dict[str, Any]:
     }
 
 
+#: what every Avro object container file starts with.
+CONTAINER_MAGIC = b"Obj\x01"
+#: the container header's sync marker: fixed, so every message of a schema shares one header.
+_SYNC = b"albireo.locus.v1"
+
+
+def _avro_long(n: int) -> bytes:
+    """Avro's zig-zag varint encoding of a long (block count and size)."""
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while n & ~0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+@cache
+def _container_header(version: str = LOCUS_SCHEMA_VERSION) -> bytes:
+    """The container header (magic, schema, codec ``null``, sync marker) every message of ``version`` starts with."""
+    buf = io.BytesIO()
+    fastavro.writer(buf, locus_schema(version), [], codec="null", sync_marker=_SYNC,
+                    metadata={"albireo.locus_schema_version": version})
+    return buf.getvalue()
+
+
+def encode_container(record: dict[str, Any], version: str = LOCUS_SCHEMA_VERSION) -> bytes:
+    """One locus record as a complete one-record Avro container file (the stream wire format)."""
+    body = encode_schemaless(record, locus_schema(version))
+    return _container_header(version) + _avro_long(1) + _avro_long(len(body)) + body + _SYNC
+
+
 def encode_locus(locus: Locus, stream: str) -> bytes:
-    return encode_single_object(locus_message(locus, stream), locus_schema())
+    return encode_container(locus_message(locus, stream))
 
 
 def decode_locus_message(raw: bytes) -> dict[str, Any]:
-    """Decode one output message (any locus schema version we wrote)."""
-    _, record = decode_single_object(raw, locus_registry())
-    return record
+    """Decode one output message: a one-record container file, or a legacy single-object frame."""
+    if raw[:4] == CONTAINER_MAGIC:
+        records = list(fastavro.reader(io.BytesIO(raw)))
+        if len(records) != 1:
+            raise ValueError(f"a locus message holds one record, this one {len(records)}")
+        return records[0]
+    if raw[:2] == SINGLE_OBJECT_MAGIC:
+        _, record = decode_single_object(raw, locus_registry())
+        return record
+    raise ValueError(f"not a locus message: starts {raw[:4]!r} (expected an Avro container file)")
 
 
 #: what a stream can be published as (``[streams] formats``).

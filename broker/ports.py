@@ -434,6 +434,14 @@ class Index(abc.ABC):
     def summary(self) -> IndexSummary:
         """Index-wide counts in one request: per tag, catalog and multi-messenger event, and the alert range."""
 
+    @abc.abstractmethod
+    def random_ids(self, n: int, seed: int | None = None) -> list[str]:
+        """Up to ``n`` distinct locus ids drawn uniformly at random (the same draw for the same ``seed``).
+
+        Why in the port: a sample of the whole index, not a page of a sorted search (what
+        ``antares_client.search.get_random_locus_ids`` returns), is what a random pick means.
+        """
+
     # -- multi-messenger events: one document per event (what the event list pages through) ---------
     @abc.abstractmethod
     def upsert_events(self, docs: list[dict[str, Any]]) -> None:

@@ -65,6 +65,15 @@ def loci_statistics():
     return envelope({"type": "locus_statistics", "id": "locus_statistics", **s})
 
 
+@bp.get("/loci/random")
+def loci_random():
+    """``n`` locus ids drawn at random from the whole index (``seed`` repeats a draw)."""
+    n = int_arg(request.args, "n", 1, 1, MAX_PAGE)
+    seed = int_arg(request.args, "seed", -1, 0, 2**31 - 1) if "seed" in request.args else None
+    ids = backend().index.random_ids(n, seed)
+    return envelope([{"type": "locus", "id": i} for i in ids], {"count": len(ids)})
+
+
 @bp.get("/loci/<locus_id>")
 def locus(locus_id: str):
     return envelope(serialize.locus_detail(load_locus(locus_id)))

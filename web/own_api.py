@@ -232,4 +232,20 @@ def watchlist_loci(wl_id: str):
     return jsonify({"data": out, "meta": {"count": len(out)}})
 
 
+@bp.get("/watchlists/<wl_id>/events")
+def watchlist_events(wl_id: str):
+    """What ``albireo watch notify`` recorded for this list: each locus that entered it, and whether it was sent."""
+    from web.watch_notify import WatchEvents
+
+    data_dir = backend().cfg.web.data_dir
+    if watchlists.load(data_dir).get(wl_id) is None:
+        raise not_found(f"watch list {wl_id!r} not found")
+    events = WatchEvents(data_dir)
+    try:
+        out = events.list(wl_id)
+    finally:
+        events.close()
+    return jsonify({"data": out, "meta": {"count": len(out)}})
+
+
 # /api/mm/... (multi-messenger events) lives in web/events.py.

@@ -212,6 +212,23 @@ def filter_submit():
     return redirect(url_for("portal.filters", message=f"Submitted {name} revision {rev.get('revision', '')}"))
 
 
+@bp.get("/watchlists")
+def watchlists_page():
+    """Every watch list, where it notifies, and what ``albireo watch notify`` recorded and sent for it."""
+    from web import watchlists
+    from web.watch_notify import WatchEvents
+
+    data_dir = backend().cfg.web.data_dir
+    lists = list(watchlists.load(data_dir).values())
+    events = WatchEvents(data_dir)
+    try:
+        for wl in lists:
+            wl["events"] = events.list(wl["id"])
+    finally:
+        events.close()
+    return render_template("watchlists.html", lists=lists)
+
+
 @bp.get("/streams")
 def stream_page():
     return render_template("streams.html", streams=streams(backend()), api_base=request.host_url + "v2/")

@@ -6,16 +6,17 @@ from typing import Any
 
 from broker.ports import LocusQuery, SearchResult
 from web.backend import Backend
-from web.esquery import sort_name, translate
+from web.esquery import sort_name
 
 DEFAULT_SORT = "-newest_alert_observation_time"
 
 
 def query_from_body(b: Backend, body: Any) -> LocusQuery:
-    """Elasticsearch runs the body itself; the embedded index gets the structured translation."""
-    if b.cfg.search.backend == "elasticsearch" and body not in (None, {}):
-        return LocusQuery(raw=body)
-    return translate(body)
+    """The body as sent, for either backend: Elasticsearch runs it, the embedded index evaluates it
+    (``broker.adapters.search.dsl``), and both refuse what they do not support with a QueryError (400)."""
+    if body in (None, {}):
+        return LocusQuery()
+    return LocusQuery(raw=body)
 
 
 def run(b: Backend, query: LocusQuery, sort: str | None, limit: int, cursor: list[Any] | None) -> SearchResult:

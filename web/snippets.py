@@ -29,18 +29,35 @@ def _consumer_conf(bootstrap: str, group_suffix: str) -> str:
 
 
 def confluent_avro(bootstrap: str, topic: str) -> str:
-    """confluent-kafka over SCRAM-SHA-512, our Avro (``albireo`` format)."""
-    return f'''from confluent_kafka import Consumer
-from broker.emit import decode_locus_message  # pip install albireo (or any Avro reader: docs/subscribing.md)
+    """confluent-kafka over SCRAM-SHA-512, our Avro (``albireo`` format): fastavro alone reads it."""
+    return f'''import io
+
+import fastavro  # every message is one Avro container file: the schema is in it
+from confluent_kafka import Consumer
 
 {_consumer_conf(bootstrap, "avro")}
 consumer.subscribe(["{topic}"])
 while (msg := consumer.poll(10.0)) is not None:  # stops after 10 s without a message
     if msg.error():
         raise SystemExit(msg.error())
-    locus = decode_locus_message(msg.value())
-    print(locus["locus_id"], locus["ra"], locus["dec"], locus["tags"])
+    for locus in fastavro.reader(io.BytesIO(msg.value())):
+        print(locus["locus_id"], locus["ra"], locus["dec"], locus["tags"])
 consumer.close()
+'''
+
+
+def stream_file(path: str) -> str:
+    """The embedded broker's stream file (``albireo demo``): length-prefixed messages, each a container file."""
+    return f'''import io
+import struct
+
+import fastavro
+
+with open("{path}", "rb") as fh:
+    while head := fh.read(4):  # each message: 4-byte big-endian length, then one Avro container file
+        (size,) = struct.unpack(">I", head)
+        for locus in fastavro.reader(io.BytesIO(fh.read(size))):
+            print(locus["locus_id"], locus["ra"], locus["dec"], locus["tags"])
 '''
 
 

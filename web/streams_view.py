@@ -41,5 +41,8 @@ def streams(b: Backend, consumer_bootstrap: str = "") -> list[dict[str, Any]]:
         s["confluent_kafka"] = (snippets.confluent_antares(consumer_bootstrap, antares_topic) if fmt == "antares"
                                 else snippets.confluent_avro(consumer_bootstrap, avro_topic))
         s["antares_client"] = snippets.antares_client(consumer_bootstrap, t) if fmt != "albireo" else ""
+        #: the embedded demo's file of the same stream (``albireo demo`` writes ``albireo-demo/streams/``).
+        s["stream_file"] = (snippets.stream_file(f"albireo-demo/streams/{avro_topic}.avro-stream")
+                            if fmt != "antares" else "")
         out.append(s)
     return out

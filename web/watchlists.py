@@ -62,7 +62,31 @@ def validate(body: Any) -> dict[str, Any]:
         if not (0 <= ra <= 360 and -90 <= dec <= 90 and 0 < radius <= 3600):
             raise WatchListError(f"objects[{i}]: ra in [0,360], dec in [-90,90], 0 < radius_arcsec ≤ 3600")
         clean.append({"ra": ra, "dec": dec, "radius_arcsec": radius, "label": str(o.get("label", ""))[:80]})
-    return {"name": name, "description": str(body.get("description", ""))[:500], "objects": clean}
+    return {"name": name, "description": str(body.get("description", ""))[:500], "objects": clean,
+            "notify": validate_notify(body.get("notify"))}
+
+
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9.\-]{1,190}\.?[A-Za-z0-9\-]*$")
+
+
+def validate_notify(notify: Any) -> dict[str, str]:
+    """Where the owner hears about a locus entering the list's cones: a Slack-compatible webhook and/or an email."""
+    if notify in (None, {}):
+        return {}
+    if not isinstance(notify, dict) or not set(notify) <= {"webhook", "email"}:
+        raise WatchListError("notify: an object with 'webhook' (an http(s) URL) and/or 'email'")
+    out = {}
+    hook = notify.get("webhook")
+    if hook is not None:
+        if not isinstance(hook, str) or len(hook) > 2000 or not re.match(r"^https?://[^\s/]+(/\S*)?$", hook):
+            raise WatchListError("notify.webhook: an http:// or https:// URL (at most 2000 characters)")
+        out["webhook"] = hook
+    mail = notify.get("email")
+    if mail is not None:
+        if not isinstance(mail, str) or not _EMAIL.match(mail) or "\n" in mail or "\r" in mail:
+            raise WatchListError("notify.email: one email address")
+        out["email"] = mail
+    return out
 
 
 def create(data_dir: str, body: Any, author: str) -> dict[str, Any]:

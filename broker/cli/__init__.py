@@ -26,6 +26,7 @@ from broker.cli.serve import serve
 from broker.cli.services import services_group
 from broker.cli.status import status
 from broker.cli.users import users_group
+from broker.cli.watch import watch_group
 
 __all__ = ["main"]
 
@@ -41,6 +42,6 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 #: every command, in the order a new user meets them.
 COMMANDS = (demo, serve, run, status, replay, filter_group, notices_group, catalog, users_group, services_group,
-            config_group, bench_group)
+            config_group, bench_group, watch_group)
 for _cmd in COMMANDS:
     main.add_command(_cmd)

@@ -345,12 +345,11 @@ def encode_action(locus: Locus, tag: str, action: str, event_id: str, reason: st
     ``tag``), ``mm_event`` and ``mm_reason`` (``coincidence``, ``retraction``, ``superseded``). Kafka
     messages carry the same in headers; stream files keep only bodies, so the body must say it.
     """
-    from broker.emit import locus_message, locus_schema
-    from broker.ingest.framing import encode_single_object
+    from broker.emit import encode_container, locus_message
 
     msg = locus_message(locus, tag)
     msg["properties"] = dict(msg["properties"], mm_action=action, mm_event=event_id, mm_reason=reason)
-    return encode_single_object(msg, locus_schema())
+    return encode_container(msg)
 
 
 def _fallback(spec: LocalizationSpec) -> LocalizationSpec | None:

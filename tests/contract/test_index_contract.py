@@ -135,14 +135,10 @@ def test_bad_queries_are_refused(filled):
             index.search(bad)
 
 
-def test_raw_body_needs_elasticsearch(filled):
+def test_raw_body_sky_distance(filled):
     index, loci, _ = filled
     body = {"query": {"bool": {"filter": [
         {"sky_distance": {"radius": "0.2 degree", "location": "00h00m00s +00d00m00s"}}]}}}
-    if type(index).__name__ == "SQLiteIndex":
-        with pytest.raises(QueryError, match="needs the Elasticsearch backend"):
-            index.search(LocusQuery(raw=body))
-        return
     ra = np.array([x.ra for x in loci])
     dec = np.array([x.dec for x in loci])
     expect = {x.locus_id for x, di in zip(loci, angular_distance_deg(ra, dec, 0.0, 0.0), strict=True) if di <= 0.2}
@@ -193,3 +189,136 @@ def test_event_queries_and_summary_agree_with_the_documents(index, locus_factory
                                                     max(d["num_alerts"] for d in docs))
     with pytest.raises(QueryError):
         index.search(LocusQuery(events=[""]))
+
+
+def _p(d: dict, name: str):
+    return (d.get("properties") or {}).get(name)
+
+
+#: ES-DSL bodies antares-client users send, each with what it must select, decided here in Python
+#: from the documents (never from either backend): both backends must return exactly that set.
+DSL_CASES = [
+    ("should_and_must_not",
+     {"query": {"bool": {"should": [{"term": {"tags": "high_snr"}}, {"term": {"tags": "nuclear_transient"}}],
+                         "must_not": [{"exists": {"field": "properties.snr_max"}}]}}},
+     lambda d: bool({"high_snr", "nuclear_transient"} & set(d["tags"])) and _p(d, "snr_max") is None),
+    ("terms_or_with_filter_range",
+     {"query": {"bool": {"filter": [{"terms": {"properties.class": ["SN Ia", "AGN"]}},
+                                    {"range": {"properties.snr_max": {"gte": 50}}}]}}},
+     lambda d: _p(d, "class") in ("SN Ia", "AGN") and (_p(d, "snr_max") or -1) >= 50),
+    ("should_alongside_filter_is_optional",
+     {"query": {"bool": {"filter": [{"term": {"tags": "nuclear_transient"}}],
+                         "should": [{"term": {"properties.class": "AGN"}}]}}},
+     lambda d: "nuclear_transient" in d["tags"]),
+    ("minimum_should_match_2",
+     {"query": {"bool": {"should": [{"term": {"tags": "high_snr"}}, {"term": {"tags": "nuclear_transient"}},
+                                    {"range": {"properties.snr_max": {"lt": 30}}}],
+                         "minimum_should_match": 2}}},
+     lambda d: ("high_snr" in d["tags"]) + ("nuclear_transient" in d["tags"])
+     + ((_p(d, "snr_max") if _p(d, "snr_max") is not None else 99) < 30) >= 2),
+    ("nested_bool_must_not_inside_should",
+     {"query": {"bool": {"should": [
+         {"bool": {"must": [{"term": {"tags": "high_snr"}}],
+                   "must_not": [{"term": {"properties.class": "SN Ia"}}]}},
+         {"range": {"num_alerts": {"gte": 4}}}]}}},
+     lambda d: ("high_snr" in d["tags"] and _p(d, "class") != "SN Ia") or d["num_alerts"] >= 4),
+    ("wildcard_question_mark",
+     {"query": {"wildcard": {"properties.ztf_object_id": {"value": "ZTF24aa00110?"}}}},
+     lambda d: _p(d, "ztf_object_id").startswith("ZTF24aa00110") and len(_p(d, "ztf_object_id")) == 13),
+    ("wildcard_star_top_level",
+     {"query": {"wildcard": {"ztf_object_id": "ZTF24aa0012*"}}},
+     lambda d: d["ztf_object_id"].startswith("ZTF24aa0012")),
+    ("prefix",
+     {"query": {"prefix": {"properties.ztf_object_id": "ZTF24aa00102"}}},
+     lambda d: _p(d, "ztf_object_id").startswith("ZTF24aa00102")),
+    ("term_number_on_top_level_long",
+     {"query": {"term": {"num_alerts": 3}}},
+     lambda d: d["num_alerts"] == 3),
+    ("exists_tags_and_not_exists",
+     {"query": {"bool": {"must": [{"exists": {"field": "tags"}}],
+                         "must_not": [{"exists": {"field": "properties.class"}}]}}},
+     lambda d: bool(d["tags"]) and _p(d, "class") is None),
+    ("query_string_and_not",
+     {"query": {"query_string": {"query": "tags:high_snr AND NOT properties.class:AGN"}}},
+     lambda d: "high_snr" in d["tags"] and _p(d, "class") != "AGN"),
+    ("query_string_phrase_or_open_range",
+     {"query": {"query_string": {"query": 'properties.class:"SN Ia" OR properties.snr_max:[90 TO *]'}}},
+     lambda d: _p(d, "class") == "SN Ia" or (_p(d, "snr_max") or -1) >= 90),
+    ("query_string_parentheses_wildcard_default_and",
+     {"query": {"query_string": {"query": "(tags:nuclear_transient OR properties.ztf_object_id:ZTF24aa0010*) "
+                                          "properties.snr_max:>20", "default_operator": "AND"}}},
+     lambda d: ("nuclear_transient" in d["tags"] or _p(d, "ztf_object_id").startswith("ZTF24aa0010"))
+     and (_p(d, "snr_max") or -1) > 20),
+    ("ids",
+     {"query": {"ids": {"values": ["ALBnope"]}}},
+     lambda d: False),
+]
+
+
+@pytest.mark.parametrize("name,body,want", DSL_CASES, ids=[c[0] for c in DSL_CASES])
+def test_es_dsl_answers_the_same_on_both_backends(filled, name, body, want):
+    index, _, docs = filled
+    expect = {d["locus_id"] for d in docs if want(d)}
+    assert 0 < len(expect) < len(docs) or name == "ids"  # every case selects something, never everything
+    res = index.search(LocusQuery(raw=body, limit=1000))
+    assert {h["locus_id"] for h in res.hits} == expect and res.total == len(expect)
+
+
+def test_es_dsl_with_sort_and_pages(filled):
+    index, _, docs = filled
+    body = {"query": {"bool": {"should": [{"term": {"tags": "high_snr"}}, {"terms": {"properties.class": ["AGN"]}}],
+                               "must_not": [{"range": {"properties.snr_max": {"lt": 10}}}]}}}
+    keep = [d for d in docs if ("high_snr" in d["tags"] or _p(d, "class") == "AGN")
+            and not (_p(d, "snr_max") is not None and _p(d, "snr_max") < 10)]
+    with_snr = sorted((d for d in keep if _p(d, "snr_max") is not None), key=lambda d: (-_p(d, "snr_max"), d["locus_id"]))
+    expect = [d["locus_id"] for d in with_snr] + sorted(d["locus_id"] for d in keep if _p(d, "snr_max") is None)
+    assert _all_pages(index, LocusQuery(raw=body, sort="-snr_max", limit=9)) == expect
+    first = index.search(LocusQuery(raw=body, sort="-snr_max", limit=5))
+    assert [h["locus_id"] for h in first.hits] == expect[:5] and first.total == len(expect)
+
+
+def test_es_dsl_refusals_name_the_problem(filled):
+    index, _, _ = filled
+    deep: dict = {"match_all": {}}
+    for _ in range(40):
+        deep = {"bool": {"must": [deep]}}
+    with pytest.raises(QueryError, match="deeper"):
+        index.search(LocusQuery(raw={"query": deep}))
+    if type(index).__name__ != "SQLiteIndex":
+        return
+    # what only the embedded evaluator refuses: it never guesses
+    for body, fragment in (
+        ({"query": {"function_score": {"query": {"match_all": {}}, "random_score": {}}}}, "not supported"),
+        ({"query": {"fuzzy": {"properties.class": "AGM"}}}, "not supported"),
+        ({"query": {"query_string": {"query": "high_snr"}}}, "cannot parse"),
+        ({"query": {"query_string": {"query": "tags:a", "default_field": "tags"}}}, "not supported"),
+        ({"query": {"bool": {"should": [{"term": {"tags": "a"}}], "minimum_should_match": "50%"}}}, "integer"),
+        ({"query": {"range": {"tags": {"gte": 1}}}}, "keyword"),
+        ({"query": {"wildcard": {"num_alerts": "3*"}}}, "numeric"),
+        ({"query": {"term": {"location": "x"}}}, "not searchable"),
+        ({"query": {"terms": {"tags": [f"t{i}" for i in range(2000)]}}}, "at most"),
+        ({"query": {"bool": {"should": [{"term": {"tags": f"t{i}"}} for i in range(1100)]}}}, "more than"),
+    ):
+        with pytest.raises(QueryError, match=fragment):
+            index.search(LocusQuery(raw=body))
+
+
+def test_random_ids_are_a_uniform_sample_of_the_whole_index(filled):
+    index, _, docs = filled
+    every = {d["locus_id"] for d in docs}
+    draws = [index.random_ids(10) for _ in range(60)]
+    for ids in draws:
+        assert len(ids) == len(set(ids)) == 10 and set(ids) <= every
+    # a sorted page would repeat itself: 60 draws of 10 from 300 cover most of the index
+    seen = {i for ids in draws for i in ids}
+    assert len(seen) > 0.75 * len(every)
+    assert len({tuple(ids) for ids in draws}) > 50
+    # the newest loci (what a sorted search returns first) are not favoured
+    newest = {h["locus_id"] for h in index.search(LocusQuery(limit=30)).hits}
+    assert sum(len(newest & set(ids)) for ids in draws) < 0.3 * 600
+    # a seed repeats a draw; n beyond the index returns it all; bad n is refused
+    assert index.random_ids(7, seed=42) == index.random_ids(7, seed=42)
+    assert set(index.random_ids(1000)) == every
+    for bad in (-1, 1001, "3", True):
+        with pytest.raises(QueryError):
+            index.random_ids(bad)

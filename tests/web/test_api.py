@@ -145,9 +145,12 @@ def test_own_api_status_filters_streams(client, store):
     hs = next(x for x in streams if x["tag"] == "high_snr")
     assert hs["topic"] == "albireo.loci.high_snr" and hs["format"] == "albireo" and "Consumer" in hs["confluent_kafka"]
     assert "SCRAM-SHA-512" in hs["confluent_kafka"] and hs["antares_client"] == ""
+    assert "fastavro.reader(io.BytesIO(msg.value()))" in hs["confluent_kafka"]  # no Albireo code needed
+    assert "albireo-demo/streams/albireo.loci.high_snr.avro-stream" in hs["stream_file"]
     fr = next(x for x in streams if x["tag"] == "fast_riser")
     assert fr["topics"] == ["client.fast_riser"] and fr["format"] == "antares"
     assert "StreamingClient" in fr["antares_client"] and "bson.loads" in fr["confluent_kafka"]
+    assert fr["stream_file"] == ""  # antares-format streams have no Avro file
 
 
 def test_watchlist_lifecycle_needs_a_users_key(client, host_objects, user_auth, keys):
@@ -331,3 +334,19 @@ def test_metrics_route_counts_requests_and_reports_the_store(client, store):
     assert 'albireo_http_requests_total{endpoint="/v2/loci/<locus_id>",method="GET",status="404"}' in text
     assert f'albireo_store_rows{{table="loci"}} {float(store.counts()["loci"])}' in text
     assert 'albireo_http_request_seconds_count{endpoint="/api/status"}' in text
+
+
+def test_random_loci_are_drawn_from_the_whole_index(client, app):
+    index = app.extensions["albireo"].index
+    every = index.count()
+    seen = set()
+    for _ in range(20):
+        r = client.get("/v2/loci/random", query_string={"n": 3})
+        assert r.status_code == 200
+        ids = [d["id"] for d in r.get_json()["data"]]
+        assert len(ids) == len(set(ids)) == min(3, every) and all(index.get(i) for i in ids)
+        seen |= set(ids)
+    assert len(seen) > min(3, every)  # not one fixed page
+    a = client.get("/v2/loci/random", query_string={"n": 5, "seed": 7}).get_json()["data"]
+    assert a == client.get("/v2/loci/random", query_string={"n": 5, "seed": 7}).get_json()["data"]
+    assert client.get("/v2/loci/random?n=0").status_code == 400

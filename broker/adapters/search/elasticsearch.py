@@ -293,6 +293,16 @@ class ElasticsearchIndex(Index):
         return {b["key"]: b["doc_count"] for b in sorted(resp["aggregations"]["tags"]["buckets"],
                                                           key=lambda b: b["key"])}
 
+    def random_ids(self, n: int, seed: int | None = None) -> list[str]:
+        n = q.check_sample_size(n)
+        if n == 0:
+            return []
+        score: dict[str, Any] = {} if seed is None else {"seed": int(seed), "field": "_seq_no"}
+        resp = self._es.search(index=self.name, size=n, source=["locus_id"],
+                               query={"function_score": {"query": {"match_all": {}}, "random_score": score,
+                                                         "boost_mode": "replace"}})
+        return [h["_source"]["locus_id"] for h in resp["hits"]["hits"]]
+
     def search(self, query: LocusQuery) -> SearchResult:
         q.check(query)
         filters: list[dict[str, Any]] = []

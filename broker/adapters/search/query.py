@@ -77,6 +77,13 @@ def check(query: LocusQuery) -> LocusQuery:
     return query
 
 
+def check_sample_size(n: object) -> int:
+    """A random sample's size: an integer in [0, MAX_LIMIT] (both backends refuse alike)."""
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_LIMIT:
+        raise QueryError(f"n {n!r}: must be an integer in [0, {MAX_LIMIT}]")
+    return n
+
+
 def document_values(doc: dict[str, Any], name: str) -> Any:
     """The value a query name selects in one document (for exact post-filters)."""
     if name in TOP_LEVEL:

@@ -11,7 +11,9 @@ Why these shapes:
 * **pagination** — keyset (``search_after``): the cursor is ``[sort value, locus_id]`` and the
   next page starts strictly after it, so deep pages cost what the first one does.
 
-Raw Elasticsearch bodies are refused with a :class:`QueryError` naming the backend they need.
+Raw Elasticsearch bodies (``LocusQuery.raw``, what antares-client sends) are evaluated by
+:mod:`broker.adapters.search.dsl`: each clause one SQL condition on the stored document, the
+answer Elasticsearch gives (``tests/contract``); what it does not support is a :class:`QueryError`.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from broker.adapters.search import dsl
 from broker.adapters.search import query as q
 from broker.adapters.search.sky import angular_distance_deg, cone_pixel_ranges
 from broker.jsonutil import dumps, loads, strict
-from broker.ports import EventQuery, Index, IndexSummary, LocusQuery, QueryError, SearchResult
+from broker.ports import EventQuery, Index, IndexSummary, LocusQuery, SearchResult
 
 PIXEL_ORDER = q.PIXEL_ORDER
 _NEWEST = "newest_alert_observation_time"
@@ -73,6 +76,7 @@ class SQLiteIndex(Index):
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._db.create_function("ang_dist", 4, _ang_dist, deterministic=True)
+        self._db.create_function("es_wildcard", 3, dsl.es_wildcard, deterministic=True)
 
     # -- writes --------------------------------------------------------------------------
     def upsert(self, docs: list[dict[str, Any]]) -> None:
@@ -131,12 +135,22 @@ class SQLiteIndex(Index):
                                 events=per("events"), min_num_alerts=int(lo or 0),
                                 max_num_alerts=int(hi or 0))
 
+    def random_ids(self, n: int, seed: int | None = None) -> list[str]:
+        n = q.check_sample_size(n)
+        with self._lock:
+            if seed is None:  # SQLite's own PRNG: one pass, no ids in Python
+                return [r[0] for r in self._db.execute("SELECT locus_id FROM docs ORDER BY random() LIMIT ?", (n,))]
+            ids = [r[0] for r in self._db.execute("SELECT locus_id FROM docs ORDER BY locus_id")]
+        rng = np.random.default_rng(seed)
+        return [ids[i] for i in rng.choice(len(ids), size=min(n, len(ids)), replace=False).tolist()]
+
     def search(self, query: LocusQuery) -> SearchResult:
-        if query.raw is not None:
-            raise QueryError("a raw Elasticsearch query body needs the Elasticsearch backend "
-                             "(search.backend = 'elasticsearch'); the embedded index runs structured queries only")
         q.check(query)
         where, args = self._where(query)
+        if query.raw is not None:
+            raw_sql, raw_args = dsl.compile_body(query.raw)
+            where.append(raw_sql)
+            args += raw_args
         name, desc = q.parse_sort(query.sort)
         sort_expr, sort_args = self._value_expr(name)
         page_where, page_args = list(where), list(args)
