@@ -243,6 +243,13 @@ def build_notice_pipeline(cfg: Config, store: Store, index: Index, sink: Sink, *
         output_prefix=cfg.kafka.output_prefix, dead_letter_topic=mm.dead_letter_topic, metrics=metrics)
 
 
+def build_alert_publisher(cfg: Config, store: Store, index: Index, sink: Sink | None) -> Any:
+    """Outgoing alerts (``multimessenger.outgoing``) over the given store, index and sink (None: store only)."""
+    from broker.multimessenger.outgoing.publish import AlertPublisher, AlertTopics
+
+    return AlertPublisher(store, index, sink, AlertTopics(cfg.multimessenger.alert_topic_prefix))
+
+
 def stream_router(cfg: Config) -> StreamRouter:
     """Which topics and encoding each tagged stream is published with (``[streams]``, ``kafka.output_prefix``)."""
     s = cfg.streams

@@ -244,6 +244,8 @@ class MultimessengerConfig:
     skymap_dir: str = ""
     #: notices larger than this are rejected (an LVK alert with its map is ~1 MB).
     max_notice_bytes: int = 64 * 1024 * 1024
+    #: outgoing alerts (``multimessenger.outgoing``) go to ``<prefix>neutrino|optical|voevent|circular``.
+    alert_topic_prefix: str = "albireo.alerts."
 
 
 @dataclass
