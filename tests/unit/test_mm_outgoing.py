@@ -131,3 +131,44 @@ def test_the_circular_matches_the_golden_file():
     rec = build_revision(_event(), _candidates(), 2, "2023-04-17T06:00:00Z")
     assert rec["circular"] == GOLDEN.read_text()
     assert max(len(line) for line in rec["circular"].splitlines()) <= 80
+
+
+def test_the_assembled_notice_worker_issues_alerts_as_notices_arrive(tmp_path, locus_factory_unit):  # noqa: F811
+    """`albireo notices ingest` (the embedded notice worker from ``broker.assemble``) issues and publishes them."""
+    import numpy as np
+
+    from broker.adapters.streams.files import iter_stream_file
+    from broker.assemble import embedded_notice_worker, open_index, open_index_writer, open_store
+    from broker.config import load_config
+    from broker.multimessenger.notice import to_mjd
+    from broker.multimessenger.parse import parse_notice
+
+    cfg = load_config(env={})
+    cfg.store.path, cfg.search.path = str(tmp_path / "s.sqlite"), str(tmp_path / "i.sqlite")
+    cfg.search.outbox_path = str(tmp_path / "o.sqlite")
+    t0 = to_mjd(parse_notice((DATA / "icecube_gold_track.xml").read_bytes()).created_dt)
+    rng = np.random.default_rng(5)
+    loci = [locus_factory_unit(345.82 + float(dx), 9.01 + float(dy), n=2, mjd0=t0 - 0.5, seed=i)
+            for i, (dx, dy) in enumerate(rng.uniform(-0.6, 0.6, (40, 2)))]
+    store, index = open_store(cfg), open_index(cfg)
+    store.save_batch(loci, [a for x in loci for a in x.alerts])
+    writer = open_index_writer(cfg, index)
+    writer.write(loci)
+    assert writer.close()
+    store.close()
+    index.close()
+    out = tmp_path / "streams"
+    for name in ("icecube_gold_track.xml", "icecube_gold_track_retraction.xml"):
+        with embedded_notice_worker(cfg, [DATA / name], out) as a:
+            a.worker.run()
+    store = open_store(cfg, create=False)
+    try:
+        revs = store.outgoing(EVENT)
+        tagged_first = {t["event_name"] for t in revs[0]["optical"]["data"]["targets"]}
+    finally:
+        store.close()
+    assert [r["alert_type"] for r in revs] == ["initial", "retraction"]
+    assert 0 < len(tagged_first) < len(loci)
+    nu = [json.loads(b) for b in iter_stream_file(out / "albireo.alerts.neutrino.avro-stream")]
+    assert [(b["record_number"], b["alert_type"]) for b in nu] == [(1, "initial"), (2, "retraction")]
+    assert len(list(iter_stream_file(out / "albireo.alerts.circular.avro-stream"))) == 2

@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from broker.locus import Locus
 from broker.multimessenger.notice import iso
 from broker.multimessenger.outgoing.build import build_revision, content_hash
 from broker.multimessenger.outgoing.candidates import Candidate, candidates_from_loci
@@ -56,17 +57,25 @@ class AlertPublisher:
         loci = list(self.store.load_loci(ids).values()) if ids else []
         return candidates_from_loci(loci, event["event_id"], event["messenger"])
 
-    def issue(self, event_id: str, now: datetime.datetime | None = None) -> tuple[dict[str, Any], bool]:
+    def issue(self, event_id: str, now: datetime.datetime | None = None,
+              loci: list[Locus] | None = None) -> tuple[dict[str, Any], bool]:
         """(the event's latest revision, whether it is new); KeyError for an unknown event.
 
-        A retracted event that never had a revision gets none (there is nothing to retract).
+        ``loci``: the loci carrying the event, when the caller just computed them (the notice
+        pipeline, before the index has caught up); else they are found through the index. A
+        retracted event that never had a revision gets none (there is nothing to retract).
         """
         event = self.store.event(event_id)
         if event is None:
             raise KeyError(event_id)
         history = self.store.outgoing(event_id)
         last = history[-1] if history else None
-        cands = [] if event.get("status") == "retracted" else self.candidates(event)
+        if event.get("status") == "retracted":
+            cands: list[Candidate] = []
+        elif loci is not None:
+            cands = candidates_from_loci(loci, event_id, event["messenger"])
+        else:
+            cands = self.candidates(event)
         if last is not None and last["content_hash"] == content_hash(event, cands):
             return last, False
         if last is None and event.get("status") == "retracted":
