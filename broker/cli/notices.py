@@ -189,9 +189,12 @@ def event_alerts(event_id: str, config_path: str | None, workdir: Path | None, o
     _point_at_workdir(cfg, workdir)
     sink = None
     if to_kafka:
-        from broker.adapters.streams.kafka import KafkaSink, check_reachable
+        from broker.adapters.streams.kafka import KafkaSink, check_reachable, ensure_topics
+        from broker.multimessenger.outgoing.publish import TOPICS
 
         check_reachable(cfg.kafka.bootstrap_servers)
+        ensure_topics(cfg.kafka.bootstrap_servers, [cfg.multimessenger.alert_topic_prefix + t for t in TOPICS.values()],
+                      extra=cfg.kafka.extra)
         sink = KafkaSink(cfg.kafka.bootstrap_servers, extra=cfg.kafka.extra)
     elif out is not None:
         from broker.adapters.streams.files import StreamFileSink
