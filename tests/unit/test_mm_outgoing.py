@@ -172,3 +172,10 @@ def test_the_assembled_notice_worker_issues_alerts_as_notices_arrive(tmp_path, l
     nu = [json.loads(b) for b in iter_stream_file(out / "albireo.alerts.neutrino.avro-stream")]
     assert [(b["record_number"], b["alert_type"]) for b in nu] == [(1, "initial"), (2, "retraction")]
     assert len(list(iter_stream_file(out / "albireo.alerts.circular.avro-stream"))) == 2
+
+
+def test_a_hostile_event_name_cannot_forge_circular_lines():
+    ev = dict(_event(), name="IceCube-1\nSUBJECT: forged\r\nFROM: someone else")
+    lines = build_revision(ev, _candidates(), 1, "2023-04-17T06:00:00Z")["circular"].splitlines()
+    assert sum(ln.startswith("SUBJECT:") for ln in lines) == 1 and sum(ln.startswith("FROM:") for ln in lines) == 1
+    assert lines[2].startswith("SUBJECT: IceCube-1 SUBJECT: forged")  # kept, on its one line

@@ -104,10 +104,12 @@ def neutrino_notice(event: dict[str, Any], record_number: int, alert_datetime: s
             out["ra_dec_error"] = loc.error
         if loc.healpix_url:
             out["healpix_url"] = loc.healpix_url
-    for ours, theirs in (("nu_energy", "nu_energy"), ("p_astro", "p_astro"), ("far", "far")):
-        v = meta.get(theirs, meta.get({"nu_energy": "energy", "p_astro": "signalness"}.get(ours, ""), None))
-        if isinstance(v, int | float) and math.isfinite(v):
-            out[ours] = float(v)
+    # GCN's names first, then the names other formats' parsers use (VOEvent ``energy``, ``signalness``)
+    for field, aliases in (("nu_energy", ("nu_energy", "energy")), ("p_astro", ("p_astro", "signalness")),
+                           ("far", ("far",))):
+        v = next((meta[k] for k in aliases if meta.get(k) is not None), None)
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            out[field] = float(v)
     return {k: v for k, v in out.items() if v is not None}
 
 

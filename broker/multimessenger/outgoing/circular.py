@@ -17,6 +17,12 @@ from broker.multimessenger.outgoing.candidates import Candidate
 WIDTH = 80
 
 
+def _clean(x: Any, limit: int = 60) -> str:
+    """One line of printable text: a notice's names are hostile input and must not forge header lines."""
+    text = "".join(ch if ch.isprintable() else " " for ch in str(x)).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _fmt(x: Any, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
@@ -26,8 +32,8 @@ def render_circular(event: dict[str, Any], candidates: list[Candidate], record_n
     from broker.multimessenger.outgoing.build import alert_type, localization90
     from broker.multimessenger.outgoing.voevent import ivorn
 
-    eid = str(event["event_id"])
-    name = str(event.get("name") or eid)
+    eid = _clean(event["event_id"])
+    name = _clean(event.get("name") or eid)
     what = "gravitational-wave" if event.get("messenger") == GW else "neutrino"
     kind = alert_type(event, record_number)
     subject = (f"{name}: retraction of the Albireo optical candidates" if kind == "retraction"
@@ -36,8 +42,8 @@ def render_circular(event: dict[str, Any], candidates: list[Candidate], record_n
            f"NUMBER:  {eid}-{record_number}", f"SUBJECT: {subject}", f"DATE:    {alert_datetime}",
            "FROM:    Albireo alert broker <albireo.broker>", ""]
     meta = event.get("metadata") or {}
-    body = (f"The {event.get('mission') or 'reporting'} {what} event {name} (id {eid}) occurred at "
-            f"{event.get('event_time')}.")
+    body = (f"The {_clean(event.get('mission') or 'reporting')} {what} event {name} (id {eid}) occurred at "
+            f"{_clean(event.get('event_time'))}.")
     stats = [f"FAR {meta['far']:.3g} Hz"] if isinstance(meta.get("far"), int | float) else []
     if isinstance(meta.get("p_astro"), int | float):
         stats.append(f"signalness {meta['p_astro']:.3f}")

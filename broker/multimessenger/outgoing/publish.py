@@ -21,7 +21,7 @@ from broker.multimessenger.outgoing.build import build_revision, content_hash
 from broker.multimessenger.outgoing.candidates import Candidate, candidates_from_loci
 from broker.ports import Index, LocusQuery, Sink, Store
 
-#: topic suffix per kind, and how its body is encoded.
+#: topic suffix per kind of outgoing alert.
 TOPICS = {"neutrino": "neutrino", "optical": "optical", "voevent": "voevent", "circular": "circular"}
 
 
@@ -33,7 +33,8 @@ class AlertTopics:
         return self.prefix + TOPICS[kind]
 
 
-def encode(kind: str, doc: Any) -> bytes:
+def encode(doc: Any) -> bytes:
+    """JSON notices as compact sorted JSON, the VOEvent and the circular as their UTF-8 text."""
     return (json.dumps(doc, sort_keys=True) if isinstance(doc, dict) else str(doc)).encode()
 
 
@@ -96,7 +97,7 @@ class AlertPublisher:
             doc = rec.get(kind)
             if doc is None:
                 continue
-            self.sink.publish(self.topics.topic(kind), key, encode(kind, doc),
+            self.sink.publish(self.topics.topic(kind), key, encode(doc),
                               {"albireo.event": rec["event_id"], "albireo.record_number": str(rec["record_number"]),
                                "albireo.alert_type": rec["alert_type"]})
             sent += 1
