@@ -240,7 +240,15 @@ def build_notice_pipeline(cfg: Config, store: Store, index: Index, sink: Sink, *
         filters=filters if filters is not None else build_filters(cfg, store=store), fetcher=fetcher,
         settings=NoticeSettings(coincidence=coincidence_settings(cfg), max_bytes=mm.max_notice_bytes,
                                 download_skymaps=mm.download_skymaps),
-        output_prefix=cfg.kafka.output_prefix, dead_letter_topic=mm.dead_letter_topic, metrics=metrics)
+        output_prefix=cfg.kafka.output_prefix, dead_letter_topic=mm.dead_letter_topic, metrics=metrics,
+        alerts=build_alert_publisher(cfg, store, index, sink) if mm.issue_alerts else None)
+
+
+def build_alert_publisher(cfg: Config, store: Store, index: Index, sink: Sink | None) -> Any:
+    """Outgoing alerts (``multimessenger.outgoing``) over the given store, index and sink (None: store only)."""
+    from broker.multimessenger.outgoing.publish import AlertPublisher, AlertTopics
+
+    return AlertPublisher(store, index, sink, AlertTopics(cfg.multimessenger.alert_topic_prefix))
 
 
 def stream_router(cfg: Config) -> StreamRouter:
@@ -361,7 +369,10 @@ def kafka_notice_worker(cfg: Config, *, filters: FilterRunner | None = None,
     from broker.adapters.streams.kafka import KafkaSink, KafkaSource, ensure_topics
 
     k, mm = cfg.kafka, cfg.multimessenger
-    ensure_topics(k.bootstrap_servers, [*mm.notice_topics, mm.dead_letter_topic], extra=k.extra)
+    from broker.multimessenger.outgoing.publish import TOPICS
+
+    ensure_topics(k.bootstrap_servers, [*mm.notice_topics, mm.dead_letter_topic,
+                                        *(mm.alert_topic_prefix + t for t in TOPICS.values())], extra=k.extra)
     store = open_store(cfg)
     source = KafkaSource(k.bootstrap_servers, mm.group_id, mm.notice_topics, extra=k.extra)
     sink = KafkaSink(k.bootstrap_servers, extra=k.extra)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,6 +260,10 @@ class MultimessengerConfig:
     skymap_dir: str = ""
     #: notices larger than this are rejected (an LVK alert with its map is ~1 MB).
     max_notice_bytes: int = 64 * 1024 * 1024
+    #: outgoing alerts (``multimessenger.outgoing``) go to ``<prefix>neutrino|optical|voevent|circular``.
+    alert_topic_prefix: str = "albireo.alerts."
+    #: the notice pipeline issues an event's outgoing alerts whenever a notice changes it.
+    issue_alerts: bool = True
 
 
 @dataclass
@@ -448,6 +453,8 @@ def validate(cfg: Config) -> Config:
     positive("multimessenger.skymap_timeout_s", mm.skymap_timeout_s)
     check(mm.skymap_max_bytes >= 1024, "multimessenger.skymap_max_bytes", mm.skymap_max_bytes, "must be >= 1024")
     check(mm.max_notice_bytes >= 1024, "multimessenger.max_notice_bytes", mm.max_notice_bytes, "must be >= 1024")
+    check(bool(re.fullmatch(r"[A-Za-z0-9._-]{1,200}", mm.alert_topic_prefix)), "multimessenger.alert_topic_prefix",
+          mm.alert_topic_prefix, "must be a Kafka topic prefix (letters, digits, '.', '_', '-')")
     return cfg
 
 

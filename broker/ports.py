@@ -333,6 +333,18 @@ class Store(abc.ABC):
                status: str | None = None, limit: int = 10000) -> list[dict[str, Any]]:
         """Events whose ``event_mjd`` lies in the window (and with ``status`` when given), oldest first."""
 
+    @abc.abstractmethod
+    def put_outgoing(self, record: dict[str, Any]) -> None:
+        """Insert or replace one revision of an event's outgoing alerts (keyed by ``event_id``, ``record_number``).
+
+        Revisions are never rewritten by a later one: each number is its own row (see
+        ``multimessenger.outgoing``).
+        """
+
+    @abc.abstractmethod
+    def outgoing(self, event_id: str) -> list[dict[str, Any]]:
+        """Every stored revision of an event's outgoing alerts, by ``record_number``."""
+
 
 # =========================================================================== the index
 class QueryError(ValueError):

@@ -7,6 +7,8 @@
   interactive Aladin Lite view with the MOC overlaid when ``aladin-lite`` is installed under
   ``static/vendor/aladin-lite/``), the notice revisions, and the candidate table;
 * ``/api/mm/events``, ``/api/mm/events/<id>``, ``/api/mm/events/<id>/loci``,
+  ``/api/mm/events/<id>/alerts`` (the outgoing alerts, every revision) and
+  ``/api/mm/events/<id>/alerts/<record_number>/<kind>`` (one, exactly as published),
   ``/api/mm/events/<id>/moc/<level>.json`` (the credible region as a MOC, for Aladin and scripts),
   ``/api/mm/notices/<notice_id>``.
 
@@ -86,6 +88,27 @@ def _notice_rows(event: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+#: how each kind of outgoing alert is served (``multimessenger.outgoing``).
+ALERT_KINDS = {"neutrino": "application/json", "optical": "application/json", "voevent": "application/xml",
+               "circular": "text/plain"}
+
+
+def _alert_text(kind: str, doc: Any) -> str:
+    import json
+
+    return json.dumps(doc, indent=2) if isinstance(doc, dict) else str(doc)
+
+
+def _alerts(event_id: str) -> list[dict[str, Any]]:
+    """The event's outgoing-alert revisions, newest first, each kind as the text that was published."""
+    out = []
+    for rec in reversed(backend().store.outgoing(event_id)):
+        out.append({"record_number": rec["record_number"], "alert_type": rec["alert_type"],
+                    "alert_datetime": rec["alert_datetime"], "candidates": rec.get("candidates"),
+                    "kinds": {k: _alert_text(k, rec[k]) for k in ALERT_KINDS if rec.get(k) is not None}})
+    return out
+
+
 def _event_json(event: dict[str, Any], n_candidates: int) -> dict[str, Any]:
     summary = event.get("summary") or {}
     return clean({"event_id": event["event_id"], "name": event.get("name"), "messenger": event.get("messenger"),
@@ -112,7 +135,7 @@ def event_page(event_id: str):
     ev = _event(event_id)
     candidates, total = _candidates(event_id)
     loc = _localizations().get(ev) if ev.get("status") == "active" else None
-    return render_template("event.html", event=ev, notices=_notice_rows(ev), candidates=candidates,
+    return render_template("event.html", event=ev, notices=_notice_rows(ev), candidates=candidates, alerts=_alerts(event_id),
                            n_candidates=total, has_map=loc is not None, aladin=ALADIN.is_file(),
                            summary=ev.get("summary") or {}, meta=ev.get("metadata") or {})
 
@@ -179,6 +202,26 @@ def _moc_json(moc) -> str:
     import json
 
     return json.dumps({str(k): [int(i) for i in v] for k, v in moc.serialize(format="json").items()})
+
+
+@bp.get("/api/mm/events/<event_id>/alerts")
+def api_event_alerts(event_id: str):
+    """Every revision of the event's outgoing alerts (GCN JSON notices, VOEvent, circular), newest first."""
+    _event(event_id)
+    recs = list(reversed(backend().store.outgoing(event_id)))
+    return jsonify({"data": clean(recs), "meta": {"count": len(recs)}})
+
+
+@bp.get("/api/mm/events/<event_id>/alerts/<int:record_number>/<kind>")
+def api_event_alert(event_id: str, record_number: int, kind: str):
+    """One outgoing alert exactly as published (JSON, VOEvent XML or the plain-text circular)."""
+    if kind not in ALERT_KINDS:
+        raise bad_request(f"kind must be one of {', '.join(ALERT_KINDS)}")
+    _event(event_id)
+    rec = next((r for r in backend().store.outgoing(event_id) if r["record_number"] == record_number), None)
+    if rec is None or rec.get(kind) is None:
+        raise not_found(f"event {event_id!r} has no {kind} alert in revision {record_number}")
+    return Response(_alert_text(kind, rec[kind]), mimetype=ALERT_KINDS[kind])
 
 
 @bp.get("/api/mm/notices/<notice_id>")

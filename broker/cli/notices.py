@@ -5,6 +5,8 @@
   tag streams go to files. The same worker machinery as ``albireo run``, embedded.
 * ``run`` — one worker of the notice consumer group on Kafka (``[multimessenger] notice_topics``).
 * ``list`` / ``show EVENT`` — the stored events, and one event's revisions.
+* ``alerts EVENT`` — issue the event's outgoing alerts (``multimessenger.outgoing``): GCN JSON
+  notices, VOEvent, circular; stored, and published to stream files (``--out``) or Kafka (``--kafka``).
 """
 
 from __future__ import annotations
@@ -160,3 +162,69 @@ def show_event(event_id: str, config_path: str | None, workdir: Path | None) -> 
         loc = (n.get("localization") or {}).get("shape", "-")
         click.echo(f" {mark} {n['created']}  {n['kind']:<13} rev {n['revision']:<3} {n['format']:<9} "
                    f"localization {loc:<8} {n['notice_id']}")
+
+
+@notices_group.command("alerts")
+@click.argument("event_id")
+@config_option
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Use the store and index of `albireo demo --workdir DIR`.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Publish to stream files in this folder (one per topic) and write each alert as a file.")
+@click.option("--kafka", "to_kafka", is_flag=True, help="Publish on the Kafka topics (multimessenger.alert_topic_prefix).")
+@click.option("--show", type=click.Choice(["circular", "neutrino", "optical", "voevent", "none"]), default="circular",
+              show_default=True, help="Which alert of the latest revision to print.")
+def event_alerts(event_id: str, config_path: str | None, workdir: Path | None, out: Path | None, to_kafka: bool,
+                 show: str) -> None:
+    """Issue an event's outgoing alerts: GCN JSON notices, VOEvent, circular (a new revision only if changed).
+
+    Every alert is validated (GCN unified JSON schemas, VOEvent 2.0 XSD) before it is stored and
+    published; a retracted event yields retraction notices.
+    """
+    import json
+
+    from broker.assemble import StoreMissing, build_alert_publisher, open_index, open_store
+
+    cfg = load(config_path)
+    _point_at_workdir(cfg, workdir)
+    sink = None
+    if to_kafka:
+        from broker.adapters.streams.kafka import KafkaSink, check_reachable, ensure_topics
+        from broker.multimessenger.outgoing.publish import TOPICS
+
+        check_reachable(cfg.kafka.bootstrap_servers)
+        ensure_topics(cfg.kafka.bootstrap_servers, [cfg.multimessenger.alert_topic_prefix + t for t in TOPICS.values()],
+                      extra=cfg.kafka.extra)
+        sink = KafkaSink(cfg.kafka.bootstrap_servers, extra=cfg.kafka.extra)
+    elif out is not None:
+        from broker.adapters.streams.files import StreamFileSink
+
+        sink = StreamFileSink(out)
+    try:
+        store, index = open_store(cfg, create=False), open_index(cfg, create=False)
+    except StoreMissing as exc:
+        raise click.ClickException(f"{exc}: ingest notices first") from exc
+    try:
+        try:
+            rec, new = build_alert_publisher(cfg, store, index, sink).issue(event_id)
+        except KeyError:
+            raise click.ClickException(f"no event {event_id!r}") from None
+    finally:
+        store.close()
+        index.close()
+        if sink is not None:
+            sink.close()
+    if not rec:
+        raise click.ClickException(f"{event_id} was retracted before any alert was issued: nothing to retract")
+    click.echo(f"{event_id}: revision {rec['record_number']} ({rec['alert_type']}, {rec['candidates']} candidate(s))"
+               + (" issued" if new else " unchanged, not reissued"), err=True)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        stem = f"{event_id}-{rec['record_number']}"
+        for kind, ext in (("neutrino", "json"), ("optical", "json"), ("voevent", "xml"), ("circular", "txt")):
+            if rec.get(kind) is not None:
+                doc = rec[kind]
+                (out / f"{stem}.{kind}.{ext}").write_text(json.dumps(doc, indent=2) if ext == "json" else doc)
+    if show != "none" and rec.get(show) is not None:
+        doc = rec[show]
+        click.echo(json.dumps(doc, indent=2) if isinstance(doc, dict) else doc.rstrip("\n"))

@@ -20,7 +20,10 @@ work. Per batch:
    store, the exact containment of every alert in the window decides, the filters run again on the
    loci that gained the event, and every tag gained is published as any filter's tag is, every tag
    lost (retraction, superseded localization) as an ``untag`` message on that tag's stream;
-5. **save** the changed loci and the event, and queue their documents for the index.
+5. **save** the changed loci and the event, and queue their documents for the index;
+6. **outgoing alerts** (when an :class:`~broker.multimessenger.outgoing.publish.AlertPublisher` is
+   given): the event's next revision of GCN notices, VOEvent and circular, from the loci found in
+   step 4 (the index may not hold them yet), stored and published — only if it changed.
 
 Everything written is keyed (notice id, event id, locus id), so a batch replayed after a crash
 ends in the same state.
@@ -93,12 +96,15 @@ class NoticePipeline:
     def __init__(self, store: Store, index: Index, sink: Sink, *, index_writer: IndexWriter | None = None,
                  filters: FilterRunner | None = None, fetcher: SkymapFetcher | None = None,
                  settings: NoticeSettings | None = None, output_prefix: str = "albireo.loci.",
-                 dead_letter_topic: str = "albireo.notices.dlq", metrics: Metrics | None = None):
+                 dead_letter_topic: str = "albireo.notices.dlq", metrics: Metrics | None = None,
+                 alerts: Any = None):
         self.store, self.index, self.sink = store, index, sink
         self.index_writer, self.filters, self.fetcher = index_writer, filters, fetcher
         self.settings = settings or NoticeSettings()
         self.output_prefix, self.dead_letter_topic = output_prefix, dead_letter_topic
         self.metrics = metrics or Metrics()
+        #: ``multimessenger.outgoing.publish.AlertPublisher`` (None: no outgoing alerts).
+        self.alerts = alerts
         #: failure injection for the fault tests (``broker.faults``); the notice pipeline has no points yet.
         self.faults = None
         self.localizations = LocalizationCache(store)
@@ -152,11 +158,20 @@ class NoticePipeline:
             loc = self._localization(after) if after.get("status") == "active" else None
             if loc is not None and after.get("summary") is None:
                 after["summary"] = loc.summary(tuple(self.settings.coincidence.tag_levels))
+            carrying: list[Locus] | None = None
             if change != revisions.STALE and (revisions.localization_changed(before, after)
                                               or after.get("status") != (before or {}).get("status")):
                 with m.time("notice_coincide"):
-                    self._coincide(before, after, loc, res)
+                    carrying = self._coincide(before, after, loc, res)
             self.store.put_event(after)
+            if self.alerts is not None and change != revisions.STALE:
+                with m.time("notice_alerts"):
+                    try:
+                        _, new = self.alerts.issue(event_id, loci=carrying)
+                        m.inc("outgoing_revisions", int(new), messenger=after["messenger"])
+                    except NoticeError as exc:  # our alert failed its own schema: said, counted; the event stands
+                        log.error("event %s: outgoing alert not issued: %s", event_id, exc)
+                        m.inc("outgoing_invalid", messenger=after["messenger"])
             events_out.append(after)
             self.totals[f"events_{change}"] += 1
             log.info("event %s: %s (%d notice(s) in batch, status %s)", event_id, change, len(notices),
@@ -231,12 +246,15 @@ class NoticePipeline:
 
     # ------------------------------------------------------------------------------------
     def _coincide(self, before: dict[str, Any] | None, after: dict[str, Any], loc: Localization | None,
-                  res: BatchResult) -> None:
-        """Move the event's tags from the loci it was on (before) to the loci inside its region now (after)."""
+                  res: BatchResult) -> list[Locus] | None:
+        """Move the event's tags from the loci it was on (before) to the loci inside its region now (after).
+
+        Returns the loci that carry the event afterwards (None when the messenger has no coincidences).
+        """
         s = self.settings.coincidence
         event_id, messenger = after["event_id"], after["messenger"]
         if messenger not in s.windows:
-            return
+            return None
         old_ids = self._loci_listing(event_id) if before is not None else []
         active = (after.get("status") == "active" and loc is not None and (s.accept_test or not after.get("test")))
         new_ids: list[str] = []
@@ -250,9 +268,11 @@ class NoticePipeline:
         reason = "retraction" if after.get("status") == "retracted" else "superseded"
         ids = list(dict.fromkeys(old_ids + new_ids))
         self.metrics.inc("notice_candidates", len(ids), messenger=messenger)
+        carrying: list[Locus] = []
         for i in range(0, len(ids), LOAD_CHUNK):
             chunk = self.store.load_loci(ids[i : i + LOAD_CHUNK])
-            self._update(list(chunk.values()), ev, event_id, messenger, reason, res)
+            carrying += self._update(list(chunk.values()), ev, event_id, messenger, reason, res)
+        return carrying
 
     def _loci_listing(self, event_id: str) -> list[str]:
         return self._page(LocusQuery(events=[event_id], limit=1000, sort="locus_id"))
@@ -275,7 +295,7 @@ class NoticePipeline:
             q.search_after = r.next_cursor
 
     def _update(self, loci: list[Locus], ev: ActiveEvent | None, event_id: str, messenger: str, reason: str,
-                res: BatchResult) -> None:
+                res: BatchResult) -> list[Locus]:
         s = self.settings.coincidence
         before_tags = {x.locus_id: set(x.user_tags) for x in loci}
         had = {x.locus_id: drop_event(x, event_id, messenger) for x in loci}
@@ -335,6 +355,7 @@ class NoticePipeline:
             if self.index_writer is not None:
                 self.index_writer.write(changed)
         res.loci_updated += len(changed)
+        return gained_event
 
 
 def encode_action(locus: Locus, tag: str, action: str, event_id: str, reason: str) -> bytes:

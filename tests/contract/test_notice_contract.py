@@ -118,3 +118,15 @@ def test_region_queries_find_exactly_the_loci_inside(index, locus_factory):
         index.search(LocusQuery(region=SkyRegion(30, [(0, 1)])))
     with pytest.raises(QueryError):
         index.search(LocusQuery(region=SkyRegion(4, [(5, 2)])))
+
+
+def test_outgoing_alert_revisions_by_number_never_rewritten(store):
+    """``put_outgoing``/``outgoing``: one row per (event, record_number), in number order whatever the arrival."""
+    for n in (3, 1, 2, 10):
+        store.put_outgoing({"event_id": "IceCube-1", "record_number": n, "alert_type": "update",
+                            "circular": f"revision {n}\n", "neutrino": {"record_number": n}})
+    store.put_outgoing({"event_id": "IceCube-2", "record_number": 1, "alert_type": "initial"})
+    got = store.outgoing("IceCube-1")
+    assert [r["record_number"] for r in got] == [1, 2, 3, 10]  # numerically, not as text
+    assert got[0]["circular"] == "revision 1\n" and got[3]["neutrino"] == {"record_number": 10}
+    assert [r["record_number"] for r in store.outgoing("IceCube-2")] == [1] and store.outgoing("nope") == []

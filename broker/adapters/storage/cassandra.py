@@ -90,6 +90,10 @@ MIGRATIONS.append((3, "multi-messenger notices and events", [
         bucket int, event_mjd double, event_id text, status text, record text,
         PRIMARY KEY ((bucket), event_mjd, event_id)) WITH CLUSTERING ORDER BY (event_mjd ASC, event_id ASC)""",
 ]))
+MIGRATIONS.append((4, "outgoing alerts per event and revision", [
+    """CREATE TABLE IF NOT EXISTS mm_outgoing (
+        event_id text, record_number int, record text, PRIMARY KEY ((event_id), record_number))""",
+]))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # each migration once, in order: two with one number would leave a store upgraded by one of them without the other
 assert [v for v, _, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1)), "migrations must be numbered 1, 2, 3 ..."
@@ -595,6 +599,16 @@ class CassandraStore(Store):
             (lo, hi))))
         out = [loads(r.record) for r in rows if status is None or r.status == status]
         return out[:limit]
+
+    def put_outgoing(self, record: dict[str, Any]) -> None:
+        eid, num, rec = record["event_id"], int(record["record_number"]), dumps(record)
+        self._retry(lambda: self._session.execute(
+            "INSERT INTO mm_outgoing (event_id, record_number, record) VALUES (%s, %s, %s)", (eid, num, rec)))
+
+    def outgoing(self, event_id: str) -> list[dict[str, Any]]:
+        rows = self._retry(lambda: list(self._session.execute(
+            "SELECT record FROM mm_outgoing WHERE event_id=%s", (event_id,))))
+        return [loads(r.record) for r in rows]  # clustered by record_number
 
     # -- claims --------------------------------------------------------------------------
     def claim_new_loci(self, candidates: Sequence[tuple[str, float, float]], radius_arcsec: float) -> dict[str, str]:

@@ -80,6 +80,10 @@ CREATE TABLE IF NOT EXISTS mm_events (
     event_id TEXT PRIMARY KEY, event_mjd REAL, status TEXT, record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS mm_events_by_time ON mm_events(event_mjd);
+CREATE TABLE IF NOT EXISTS mm_outgoing (
+    event_id TEXT NOT NULL, record_number INTEGER NOT NULL, record TEXT NOT NULL,
+    PRIMARY KEY (event_id, record_number)
+);
 """
 
 #: created after the migrations (the column they index may be new).
@@ -438,6 +442,17 @@ class SQLiteStore(Store):
             args.append(status)
         with self._lock:
             rows = self._db.execute(q + " ORDER BY event_mjd, event_id LIMIT ?", (*args, limit)).fetchall()
+        return [loads(r[0]) for r in rows]
+
+    def put_outgoing(self, record: dict) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO mm_outgoing VALUES (?,?,?)",
+                             (record["event_id"], int(record["record_number"]), dumps(record)))
+
+    def outgoing(self, event_id: str) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute("SELECT record FROM mm_outgoing WHERE event_id=? ORDER BY record_number",
+                                    (event_id,)).fetchall()
         return [loads(r[0]) for r in rows]
 
     def close(self) -> None:
