@@ -217,7 +217,7 @@ class ServicesConfig:
     elasticsearch_transport_port: int = 9300
     #: JVM heap of each server (``-Xms``/``-Xmx``), e.g. ``512m`` or ``2g``.
     kafka_heap: str = "512m"
-    cassandra_heap: str = "512m"
+    cassandra_heap: str = "1g"
     elasticsearch_heap: str = "512m"
     #: a starting server that shows no progress (log output, CPU time) for this long is declared stuck, seconds.
     stall_s: float = 120.0

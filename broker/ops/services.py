@@ -509,7 +509,7 @@ def _start_cassandra() -> None:
     jvm_args: list[str] = []
     for opt in options:  # "--add-opens a=b" is one option written as two argv words
         jvm_args.extend(opt.split(" ", 1) if opt.startswith("--") else [opt])
-    heap = _heap("cassandra", "512m")
+    heap = _heap("cassandra", "1g")
     jamm = sorted(p.lib.glob("jamm-*.jar"))
     cmd = [str(java), f"-Xms{heap}", f"-Xmx{heap}", *jvm_args,
            *(f"-javaagent:{j}" for j in jamm[:1]),
