@@ -61,6 +61,7 @@ bench: $(STAMP) services
 ## Long fault runs: the exactly-once failure matrix (every point, raise and crash).
 chaos: $(STAMP) services
 	ALBIREO_CHAOS=1 ALBIREO_REQUIRE_SHARED=1 $(PY) -m pytest -p no:cacheprovider -m integration tests/integration/test_exactly_once.py $(PYTEST_ARGS)
+	ALBIREO_CHAOS=1 ALBIREO_REQUIRE_SHARED=1 $(PY) -m pytest -p no:cacheprovider -s tests/unit/test_fuzz_ingest.py $(PYTEST_ARGS)
 
 ## The whole stack on the real servers: 200,000 alerts, 1 and 2 workers, latency and a 40,000-alert burst.
 bench-e2e: $(STAMP) services
