@@ -259,8 +259,8 @@ class IngestConfig:
     max_decompressed_bytes: int = 32 * 1024 * 1024
     max_field_bytes: int = 4 * 1024 * 1024
     schema_cache_entries: int = 64
-    #: a history row later than its trigger by more than this (days) is dropped and counted.
-    history_future_days: float = 0.01
+    #: a history row later than now by more than this (days) is dropped and counted.
+    history_future_days: float = 1.0
 
 
 @dataclass

@@ -306,6 +306,7 @@ class Pipeline:
         return out, letters
 
     def _letter(self, msg: Message, reason: str, text: str) -> DeadLetter:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # no lone surrogates into the store
         log.warning("rejected %s: %s: %s", msg.origin, reason, text.splitlines()[0] if text else "",
                     extra={"origin": msg.origin, "reason": reason, "partition": msg.partition, "offset": msg.offset})
         return DeadLetter(

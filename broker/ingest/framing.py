@@ -64,8 +64,8 @@ class IngestLimits:
     max_field_bytes: int = 4 * 1024 * 1024
     #: distinct parsed writer schemas kept (least recently used dropped first).
     schema_cache_entries: int = 64
-    #: a history row later than its trigger by more than this many days is dropped (and counted).
-    history_future_days: float = 0.01
+    #: a history row later than now by more than this many days is dropped (and counted).
+    history_future_days: float = 1.0
 
 
 #: the process-wide limits; :func:`configure_limits` replaces them from ``[ingest]``.
@@ -85,6 +85,8 @@ class DecodeError(Exception):
 
     def __init__(self, reason: str, message: str = "") -> None:
         self.reason = reason
+        # an error text quotes hostile bytes; lone surrogates (a JSON "\\ud800") cannot be stored as UTF-8
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         self.message = message
         super().__init__(f"{reason}: {message}" if message else reason)
 

@@ -1,13 +1,16 @@
 """The last ingest step: reject packets later stages cannot place or key (a dead letter with a reason).
 
-History rows are hostile input too: a row dated after its trigger would become ``locus.alert``
+History rows are hostile input too: a row dated in the future would become ``locus.alert``
 (the newest alert) for ever, and a NaN time was silently lost by the store. Such rows are
 dropped from the packet and counted by reason; the trigger and the other rows are kept.
+"Future" is judged against the clock, not the trigger: packets rebuilt from a stored locus
+(``broker/ops/devkit_ztf.py``) legitimately carry history later than their trigger.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 
 import broker.ingest.framing as framing
@@ -26,7 +29,7 @@ def validate_packet(packet: Packet) -> Counter:
     (trigger mjd not finite), ``implausible_time`` (trigger mjd outside :data:`PLAUSIBLE_MJD`,
     1970-2100). History rows may lack a position (upper limits). History rows with a time that
     is not finite (``history_nan_time``), outside 1970-2100 (``history_implausible_time``) or
-    later than the trigger by over ``ingest.history_future_days`` (``history_after_trigger``)
+    later than now by over ``ingest.history_future_days`` (``history_in_future``)
     are removed from ``packet.history``; returns reason → rows removed.
     """
     t = packet.trigger
@@ -40,7 +43,7 @@ def validate_packet(packet: Packet) -> Counter:
     lo, hi = PLAUSIBLE_MJD
     if not lo <= t.mjd <= hi:
         raise DecodeError("implausible_time", f"{t.alert_id}: mjd={t.mjd!r} is no plausible MJD ({lo:.0f}-{hi:.0f})")
-    latest = t.mjd + framing.LIMITS.history_future_days
+    latest = time.time() / 86400.0 + 40587.0 + framing.LIMITS.history_future_days  # MJD of now, + slack
     dropped: Counter = Counter()
     kept = []
     for i, h in enumerate(packet.history):
@@ -52,7 +55,7 @@ def validate_packet(packet: Packet) -> Counter:
         elif not lo <= m <= hi:
             dropped["history_implausible_time"] += 1
         elif m > latest:
-            dropped["history_after_trigger"] += 1
+            dropped["history_in_future"] += 1
         else:
             kept.append(h)
     if dropped:

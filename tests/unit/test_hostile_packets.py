@@ -174,7 +174,7 @@ def test_hostile_history_rows_are_dropped_counted_and_never_become_locus_alert(t
     def poison(rec: dict) -> None:
         rows = [r for r in rec["prv_candidates"] if r.get("jd") is not None]
         assert len(rows) >= 3
-        rows[0]["jd"] = rec["candidate"]["jd"] + 400.0  # a year after its trigger
+        rows[0]["jd"] = 2_400_000.5 + 87_000.0  # MJD 87000: the year 2096, plausible but in the future
         rows[1]["jd"] = math.nan
         rows[2]["jd"] = 1.7e9  # seconds, not days
 
@@ -185,12 +185,13 @@ def test_hostile_history_rows_are_dropped_counted_and_never_become_locus_alert(t
     res = pipe.process(msgs)
     assert res.packets == 1 and res.rejected["recursive_schema"] == 1
     assert res.messages == res.packets + res.empty + res.rejected_total
-    assert res.history_dropped == {"history_after_trigger": 1, "history_nan_time": 1,
+    assert res.history_dropped == {"history_in_future": 1, "history_nan_time": 1,
                                    "history_implausible_time": 1}
     (locus,) = store.load_loci([lid for b in store.iter_loci() for lid in (x.locus_id for x in b)]).values()
     trigger_mjd = decode_message(raw, cache=SchemaCache())[0].trigger.mjd
     assert locus.alert.mjd == trigger_mjd and not locus.alert.is_history
     assert all(math.isfinite(a.mjd) and a.mjd <= trigger_mjd for a in locus.alerts)
+    assert len(locus.alerts) == len(decode_message(raw, cache=SchemaCache())[0].alerts) - 3
     assert {d.reason for d in store.dead_letters()} == {"recursive_schema"}
 
 
@@ -237,3 +238,13 @@ def test_the_recursive_schema_attack_is_real_without_admission() -> None:
             "fastavro.schemaless_reader(io.BytesIO(b'\\x02' * 100000 + b'\\x00'), s)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
     assert proc.returncode != 0  # a segfault (-11) or RecursionError: either way not decodable in-process
+
+
+def test_an_error_text_quoting_a_lone_surrogate_is_stored(tmp_path) -> None:
+    """Found by the chaos fuzz run: a schema JSON escape "\\ud800" made the dead-letter text unstorable."""
+    schema = b'{"type": "record", "name": "\\ud800", "fields": [{"name": "a", "type": "long"}]}'
+    store, _, pipe = _setup(tmp_path)
+    res = pipe.process([Message(container(schema, 1, b"\x02"), "t", 0, 0)])
+    assert res.rejected_total == 1 and res.dead_letters_new == 1
+    (letter,) = store.dead_letters()
+    assert letter.reason in ("bad_schema", "unknown_schema") and "ud800" in letter.message
