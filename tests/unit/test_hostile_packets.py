@@ -242,9 +242,9 @@ def test_the_recursive_schema_attack_is_real_without_admission() -> None:
 
 def test_an_error_text_quoting_a_lone_surrogate_is_stored(tmp_path) -> None:
     """Found by the chaos fuzz run: a schema JSON escape "\\ud800" made the dead-letter text unstorable."""
-    schema = b'{"type": "record", "name": "\\ud800", "fields": [{"name": "a", "type": "long"}]}'
+    schema = b'{"type": "record", "name": "r", "fields": [{"name": "a", "type": "x.\\ud800at"}]}'
     store, _, pipe = _setup(tmp_path)
     res = pipe.process([Message(container(schema, 1, b"\x02"), "t", 0, 0)])
     assert res.rejected_total == 1 and res.dead_letters_new == 1
     (letter,) = store.dead_letters()
-    assert letter.reason in ("bad_schema", "unknown_schema") and "ud800" in letter.message
+    assert letter.reason == "bad_schema" and "ud800" in letter.message
