@@ -5,8 +5,9 @@ Why each:
   query) must never be sniffed into HTML and run as a page.
 * ``Content-Security-Policy`` — scripts only from this origin (the portal serves its own,
   vendored JavaScript; it has no inline scripts), no plugins, no base-URL rewriting, forms post
-  only here. Images and ``connect-src`` may come from ``https:`` because the event page's Aladin
-  Lite fetches HiPS sky surveys from public servers; inline styles are allowed for its widgets and
+  only here. Images and ``connect-src`` may come from ``http:``/``https:``/``data:``/``blob:``
+  because the event page's Aladin Lite fetches HiPS sky surveys from public servers and builds
+  tiles as blobs (tests/browser/test_events_browser.py fails without it); inline styles are allowed for its widgets and
   a few ``style`` attributes. ``'wasm-unsafe-eval'`` lets Aladin Lite's WebAssembly core compile.
 * ``X-Frame-Options: DENY`` and ``frame-ancestors 'none'`` — no clickjacking of the
   approve/grant forms from another site's frame.
@@ -20,8 +21,8 @@ CONTENT_SECURITY_POLICY = "; ".join((
     "default-src 'self'",
     "script-src 'self' 'wasm-unsafe-eval'",
     "style-src 'self' 'unsafe-inline'",
-    "img-src 'self' data: blob: https:",
-    "connect-src 'self' https:",
+    "img-src 'self' data: blob: http: https:",
+    "connect-src 'self' data: blob: http: https:",
     "worker-src 'self' blob:",
     "object-src 'none'",
     "base-uri 'self'",
