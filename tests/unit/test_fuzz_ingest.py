@@ -49,7 +49,8 @@ CHAOS = os.environ.get("ALBIREO_CHAOS") == "1"
 #: messages to push through: a few hundred normally, ≥ 10^5 under ALBIREO_CHAOS=1.
 TARGET = 100_000 if CHAOS else 300
 BATCH = (5, 15) if CHAOS else (1, 4)
-EXAMPLES = TARGET // ((BATCH[0] + BATCH[1]) // 2) + 1
+#: examples to run: 10% over TARGET at the mean batch size, so that a random run still reaches TARGET.
+EXAMPLES = int(TARGET * 1.1 / ((BATCH[0] + BATCH[1]) / 2)) + 1
 
 TOTALS: Counter = Counter()
 
@@ -211,7 +212,7 @@ def test_mutated_real_packets_are_processed_or_dead_lettered(seeds, pipeline):
             print(f"fuzz progress: {TOTALS['inputs']} inputs", file=sys.stderr, flush=True)
 
     one_batch()
-    assert TOTALS["inputs"] >= TARGET * 0.9
+    assert TOTALS["inputs"] >= TARGET
     assert TOTALS["processed"] + TOTALS["empty"] + TOTALS["dead_lettered"] == TOTALS["inputs"]
     assert TOTALS["processed"] > 0 and TOTALS["dead_lettered"] > 0  # both outcomes were exercised
     # every rejection reached the DLQ topic; the store keeps each distinct dead letter once
