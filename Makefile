@@ -58,9 +58,10 @@ bench: $(STAMP) services
 	$(PY) bench/bench_api.py --workdir albireo-demo
 	$(PY) -m bench.bench_multimessenger
 
-## Long fault runs: the exactly-once failure matrix (every point, raise and crash).
+## Long fault runs: the exactly-once failure matrix (every point, raise and crash), the fault tests at full size, 10^5 fuzz cases.
 chaos: $(STAMP) services
 	ALBIREO_CHAOS=1 ALBIREO_REQUIRE_SHARED=1 $(PY) -m pytest -p no:cacheprovider -m integration tests/integration/test_exactly_once.py tests/integration/test_faults.py $(PYTEST_ARGS)
+	ALBIREO_CHAOS=1 ALBIREO_REQUIRE_SHARED=1 $(PY) -m pytest -p no:cacheprovider -s tests/unit/test_fuzz_ingest.py $(PYTEST_ARGS)
 
 ## The whole stack on the real servers: 200,000 alerts, 1 and 2 workers, latency and a 40,000-alert burst.
 bench-e2e: $(STAMP) services

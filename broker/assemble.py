@@ -19,6 +19,7 @@ embedded mode needs none of them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -199,12 +200,20 @@ def build_coincidence(cfg: Config, store: Store, metrics: Metrics | None = None)
     return CoincidenceStage(store, coincidence_settings(cfg), metrics=metrics)
 
 
+def configure_ingest(cfg: Config) -> None:
+    """Install the ``[ingest]`` bounds for every decode in this process (one process, one config)."""
+    from broker.ingest.framing import IngestLimits, configure_limits
+
+    configure_limits(IngestLimits(**dataclasses.asdict(cfg.ingest)))
+
+
 def build_pipeline(cfg: Config, store: Store, sink: Sink, *, index_writer: IndexWriter | None = None,
                    catalogs: CatalogMatcher | None = None, filters: FilterRunner | None = None,
                    metrics: Metrics | None = None, associator: Associator | None = None,
                    exactly_once: bool = False) -> Pipeline:
     """The pipeline over the given adapters, its stages set from ``cfg``."""
     metrics = metrics or Metrics()
+    configure_ingest(cfg)
     return Pipeline(
         store=store,
         sink=sink,

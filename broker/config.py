@@ -267,6 +267,23 @@ class MultimessengerConfig:
 
 
 @dataclass
+class IngestConfig:
+    """Bounds on hostile packets, checked before they are decoded into memory (docs/security.md).
+
+    Each default is about 10x the largest real ZTF/Rubin alert part, so real data never meets them.
+    """
+
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_schema_bytes: int = 256 * 1024
+    max_schema_depth: int = 32
+    max_decompressed_bytes: int = 32 * 1024 * 1024
+    max_field_bytes: int = 4 * 1024 * 1024
+    schema_cache_entries: int = 64
+    #: a history row later than now by more than this (days) is dropped and counted.
+    history_future_days: float = 1.0
+
+
+@dataclass
 class Config:
     association: AssociationConfig = field(default_factory=AssociationConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
@@ -281,6 +298,7 @@ class Config:
     users: UsersConfig = field(default_factory=UsersConfig)
     services: ServicesConfig = field(default_factory=ServicesConfig)
     multimessenger: MultimessengerConfig = field(default_factory=MultimessengerConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -455,6 +473,14 @@ def validate(cfg: Config) -> Config:
     check(mm.max_notice_bytes >= 1024, "multimessenger.max_notice_bytes", mm.max_notice_bytes, "must be >= 1024")
     check(bool(re.fullmatch(r"[A-Za-z0-9._-]{1,200}", mm.alert_topic_prefix)), "multimessenger.alert_topic_prefix",
           mm.alert_topic_prefix, "must be a Kafka topic prefix (letters, digits, '.', '_', '-')")
+    ig = cfg.ingest
+    for name in ("max_message_bytes", "max_schema_bytes", "max_decompressed_bytes", "max_field_bytes"):
+        check(getattr(ig, name) >= 1024, f"ingest.{name}", getattr(ig, name), "must be >= 1024 bytes")
+    check(4 <= ig.max_schema_depth <= 200, "ingest.max_schema_depth", ig.max_schema_depth,
+          "must be between 4 and 200 (deeper overflows the decoder's C stack)")
+    check(ig.schema_cache_entries >= 1, "ingest.schema_cache_entries", ig.schema_cache_entries, "must be at least 1")
+    check(0 <= ig.history_future_days <= 365, "ingest.history_future_days", ig.history_future_days,
+          "must be a number of days in [0, 365]")
     return cfg
 
 

@@ -72,6 +72,8 @@ class BatchResult:
     published: int = 0
     #: outputs of already stored packets re-emitted because their transaction had not committed.
     reemitted: int = 0
+    #: reason → history rows dropped from otherwise good packets (NaN, implausible, after the trigger).
+    history_dropped: Counter = field(default_factory=Counter)
 
     def add(self, other: BatchResult) -> None:
         for name in ("messages", "empty", "packets", "alerts_new", "duplicates", "dead_letters_new", "loci_created",
@@ -79,6 +81,7 @@ class BatchResult:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.rejected.update(other.rejected)
         self.tags.update(other.tags)
+        self.history_dropped.update(other.history_dropped)
 
     @property
     def rejected_total(self) -> int:
@@ -277,8 +280,9 @@ class Pipeline:
                 packets = decode_message(msg.value, lsst_schema_version=self.lsst_schema_version,
                                          ztf_schema_version=self.ztf_schema_version,
                                          registry=self.schema_registry)
+                dropped: Counter = Counter()
                 for p in packets:
-                    validate_packet(p)
+                    dropped.update(validate_packet(p))
             except DecodeError as exc:
                 letters.append(self._letter(msg, exc.reason, str(exc)))
                 res.rejected[exc.reason] += 1
@@ -287,6 +291,10 @@ class Pipeline:
                 letters.append(self._letter(msg, "internal_error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
                 res.rejected["internal_error"] += 1
                 continue
+            if dropped:
+                res.history_dropped.update(dropped)
+                for reason, n in dropped.items():
+                    self.metrics.inc("history_rows_dropped", n, reason=reason)
             if not packets:  # an empty container: nothing to ingest and nothing wrong with it
                 res.empty += 1
                 continue
@@ -298,6 +306,7 @@ class Pipeline:
         return out, letters
 
     def _letter(self, msg: Message, reason: str, text: str) -> DeadLetter:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # no lone surrogates into the store
         log.warning("rejected %s: %s: %s", msg.origin, reason, text.splitlines()[0] if text else "",
                     extra={"origin": msg.origin, "reason": reason, "partition": msg.partition, "offset": msg.offset})
         return DeadLetter(

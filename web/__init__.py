@@ -31,7 +31,7 @@ def create_app(cfg: Config | None = None, *, store: Store | None = None, index: 
     write: API keys and login sessions (:mod:`web.auth`).
     """
     from broker.assemble import open_catalogs, open_index, open_store, open_users
-    from web import api, auth, errors, events, own_api, portal, users_api
+    from web import api, auth, errors, events, hardening, own_api, portal, users_api
     from web import metrics as web_metrics
     from web.backend import Backend
 
@@ -51,4 +51,5 @@ def create_app(cfg: Config | None = None, *, store: Store | None = None, index: 
     auth.install(app, users if users is not None else open_users(cfg, check_reachable_now=False))
     web_metrics.install(app)
     errors.register(app)
+    hardening.install(app)
     return app

@@ -17,6 +17,7 @@ from web.auth import require_user
 from web.backend import backend
 from web.errors import ApiError, bad_request, not_found
 from web.openapi import spec
+from web.params import json_object_body
 from web.stats import statistics
 from web.streams_view import streams
 
@@ -55,8 +56,8 @@ def filter_submit():
     author = require_user().name
     code = request.form.get("code") if request.form else None
     if code is None and request.is_json:
-        code = (request.get_json(silent=True) or {}).get("code")
-    if not code or not code.strip():
+        code = json_object_body().get("code")
+    if not isinstance(code, str) or not code.strip():
         raise bad_request("field 'code' (the filter's Python source) is required")
     name = request.form.get("name") or None
     try:
@@ -73,8 +74,7 @@ def _registry():
 def _params() -> dict:
     """The request's fields: a JSON object, or form fields."""
     if request.is_json:
-        body = request.get_json(silent=True)
-        return body if isinstance(body, dict) else {}
+        return json_object_body()
     return request.form.to_dict()
 
 
@@ -197,7 +197,7 @@ def watchlist_list():
 def watchlist_create():
     author = require_user().name
     try:
-        wl = watchlists.create(backend().cfg.web.data_dir, request.get_json(silent=True), author)
+        wl = watchlists.create(backend().cfg.web.data_dir, json_object_body(required=True), author)
     except watchlists.WatchListError as exc:
         raise bad_request(str(exc)) from exc
     return jsonify({"data": wl}), 201

@@ -16,12 +16,13 @@ from broker.access import AccessError, NotFound
 from broker.errors import UserError
 from web.auth import require_user, users
 from web.errors import ApiError, bad_request, not_found
+from web.params import json_object_body
 
 bp = Blueprint("users", __name__, url_prefix="/api/users")
 
 
 def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True) if request.is_json else request.form.to_dict()
+    body = json_object_body(required=True) if request.is_json else request.form.to_dict()
     if not isinstance(body, dict):
         raise bad_request("send a JSON object")
     return body

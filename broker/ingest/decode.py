@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import broker.ingest.framing as framing_mod
 from broker.alert import Packet
 from broker.ingest.framing import (
     CONTAINER_MAGIC,
@@ -110,6 +111,9 @@ def decode_message(
     """
     if not raw:
         raise DecodeError("empty", "zero-byte message")
+    limit = framing_mod.LIMITS.max_message_bytes
+    if len(raw) > limit:
+        raise DecodeError("message_too_large", f"{len(raw)} bytes (limit ingest.max_message_bytes = {limit})")
     if lsst_schema_version and ztf_schema_version:
         raise DecodeError("bad_config", "schemaless bodies can have one writer schema: set the Rubin or the "
                           "ZTF schemaless version, not both")

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -40,11 +41,52 @@ _BODY_ERRORS = (EOFError, ValueError, UnicodeDecodeError, IndexError, KeyError, 
                 StopIteration, MemoryError)
 
 
+@dataclass(frozen=True, slots=True)
+class IngestLimits:
+    """Bounds a hostile message hits before it can exhaust memory or crash the decoder.
+
+    Why before decoding: fastavro's C reader recurses on recursive schemas until the C stack
+    overflows (a segfault no ``except`` catches), loops on array counts of 2**62 and trusts
+    deflate blocks to be small. Each bound here is checked on bytes and counts we can see
+    cheaply first; the defaults (``[ingest]`` in broker/config.py, docs/security.md) are an
+    order of magnitude above the largest real ZTF/Rubin alert.
+    """
+
+    #: a whole message (ZTF alerts with three cutouts are ~60-120 KB; Rubin ~100 KB).
+    max_message_bytes: int = 16 * 1024 * 1024
+    #: the embedded writer schema's JSON (the ZTF schema is ~20 KB).
+    max_schema_bytes: int = 256 * 1024
+    #: nesting depth of the schema JSON (ZTF's is 6).
+    max_schema_depth: int = 32
+    #: a deflate block decompressed (a deflate bomb is refused at this many bytes).
+    max_decompressed_bytes: int = 32 * 1024 * 1024
+    #: one string/bytes value (a cutout is ~20-60 KB); anything longer would be copied into every output.
+    max_field_bytes: int = 4 * 1024 * 1024
+    #: distinct parsed writer schemas kept (least recently used dropped first).
+    schema_cache_entries: int = 64
+    #: a history row later than now by more than this many days is dropped (and counted).
+    history_future_days: float = 1.0
+
+
+#: the process-wide limits; :func:`configure_limits` replaces them from ``[ingest]``.
+LIMITS = IngestLimits()
+
+
+def configure_limits(limits: IngestLimits) -> None:
+    """Install ``limits`` for every later decode in this process (called by broker/assemble.py)."""
+    global LIMITS
+    LIMITS = limits
+    SCHEMA_CACHE.max_entries = limits.schema_cache_entries
+    SCHEMA_CACHE.trim()
+
+
 class DecodeError(Exception):
     """A message that cannot be decoded; ``reason`` is a short code (``bad_magic``, ``truncated`` ...)."""
 
     def __init__(self, reason: str, message: str = "") -> None:
         self.reason = reason
+        # an error text quotes hostile bytes; lone surrogates (a JSON "\\ud800") cannot be stored as UTF-8
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         self.message = message
         super().__init__(f"{reason}: {message}" if message else reason)
 
@@ -63,11 +105,14 @@ class SchemaCache:
     """Parsed schemas keyed by the SHA-256 of their JSON bytes, with hit/miss counters.
 
     The counters exist so tests (and ``/metrics``) can prove the cache is used without timing.
-    Unbounded on purpose: a survey has a handful of schema versions, not thousands.
+    Bounded (LRU, ``max_entries``): a survey has a handful of schema versions, but every hostile
+    message can embed a new one, and an unbounded cache is then a memory leak an attacker drives.
+    A schema is admitted (:func:`admit_schema`) before fastavro parses it.
     """
 
-    def __init__(self) -> None:
-        self._by_fp: dict[bytes, CachedSchema] = {}
+    def __init__(self, max_entries: int | None = None) -> None:
+        self._by_fp: OrderedDict[bytes, CachedSchema] = OrderedDict()
+        self.max_entries = max_entries if max_entries is not None else LIMITS.schema_cache_entries
         self._last_json: bytes | None = None
         self._last_entry: CachedSchema | None = None
         self.hits = 0
@@ -83,17 +128,33 @@ class SchemaCache:
         entry = self._by_fp.get(fp)
         if entry is not None:
             self.hits += 1
+            self._by_fp.move_to_end(fp)
             self._last_json, self._last_entry = schema_json, entry
             return entry
         self.misses += 1
+        limits = LIMITS
+        if len(schema_json) > limits.max_schema_bytes:
+            raise DecodeError("schema_too_large", f"embedded schema is {len(schema_json)} bytes "
+                              f"(limit ingest.max_schema_bytes = {limits.max_schema_bytes})")
         try:
-            parsed = fastavro.parse_schema(json.loads(schema_json))
-        except Exception as exc:  # any malformed schema JSON/definition is the message's fault
+            doc = json.loads(schema_json)
+        except (ValueError, RecursionError) as exc:  # malformed or absurdly nested JSON is the message's fault
+            raise DecodeError("bad_schema", f"embedded schema is not JSON: {type(exc).__name__}: {exc}") from exc
+        admit_schema(doc, limits.max_schema_depth)
+        try:
+            parsed = fastavro.parse_schema(doc)
+        except Exception as exc:  # any malformed schema definition is the message's fault
             raise DecodeError("bad_schema", f"embedded schema does not parse: {exc}") from exc
         entry = CachedSchema(parsed, schema_full_name(parsed), fp)
         self._by_fp[fp] = entry
+        self.trim()
         self._last_json, self._last_entry = schema_json, entry
         return entry
+
+    def trim(self) -> None:
+        """Drop least recently used schemas beyond ``max_entries``."""
+        while len(self._by_fp) > max(1, self.max_entries):
+            self._by_fp.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._by_fp)
@@ -106,6 +167,81 @@ class SchemaCache:
 
 #: process-wide default cache used by :func:`read_container`.
 SCHEMA_CACHE = SchemaCache()
+
+
+_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+
+
+def admit_schema(doc: Any, max_depth: int) -> None:
+    """Refuse a writer schema fastavro must not parse or read with: recursive, too deep, zero-width items.
+
+    * **recursive** (a named type used inside its own definition): fastavro's C reader recurses
+      once per nesting level of the *data*, so 10 KB of union indexes overflow the C stack and
+      kill the process. No ZTF or Rubin schema is recursive.
+    * **too deep** (``max_depth``): the same stack, through the schema instead of the data.
+    * **arrays/maps of zero-byte items** (``null``, a record without fields): a count of 2**62
+      then costs no input bytes per item, and the reader appends ``None`` until memory runs out.
+    Raises DecodeError('bad_schema'|'schema_too_deep'|'recursive_schema').
+    """
+    # an explicit stack, not recursion: the document itself may be deep.
+    stack: list[tuple[Any, int, str, frozenset[str]]] = [(doc, 1, "", frozenset())]
+    while stack:
+        node, depth, ns, enclosing = stack.pop()
+        if depth > max_depth:
+            raise DecodeError("schema_too_deep", f"embedded schema nests deeper than {max_depth} "
+                              "(limit ingest.max_schema_depth)")
+        if isinstance(node, str):
+            full = node if "." in node or node in _PRIMITIVES or not ns else f"{ns}.{node}"
+            if full in enclosing or node in enclosing:
+                raise DecodeError("recursive_schema", f"embedded schema uses type {node!r} inside its own "
+                                  "definition (recursive schemas crash the C decoder)")
+            continue
+        if isinstance(node, list):
+            stack.extend((b, depth + 1, ns, enclosing) for b in node)
+            continue
+        if not isinstance(node, dict):
+            raise DecodeError("bad_schema", f"schema node of type {type(node).__name__}")
+        kind = node.get("type")
+        if kind in ("record", "error", "enum", "fixed"):
+            name = str(node.get("name", ""))
+            ns = str(node.get("namespace") or (name.rpartition(".")[0] if "." in name else ns))
+            full = name if "." in name else (f"{ns}.{name}" if ns else name)
+            if kind in ("record", "error"):
+                inner = enclosing | {full, name}
+                fields = node.get("fields")
+                if not isinstance(fields, list):
+                    raise DecodeError("bad_schema", f"record {name!r} has no list of fields")
+                for f in fields:
+                    if not isinstance(f, dict):
+                        raise DecodeError("bad_schema", f"record {name!r} has a field that is no object")
+                    stack.append((f.get("type"), depth + 1, ns, inner))
+        elif kind in ("array", "map"):
+            items = node.get("items" if kind == "array" else "values")
+            if _zero_width(items):
+                raise DecodeError("bad_schema", f"{kind} of zero-byte items ({items!r}): a huge count would "
+                                  "cost no input bytes")
+            stack.append((items, depth + 1, ns, enclosing))
+        elif isinstance(kind, (dict, list)):
+            stack.append((kind, depth + 1, ns, enclosing))
+        elif kind is None:
+            raise DecodeError("bad_schema", "schema object has no type")
+
+
+def _zero_width(items: Any, depth: int = 0) -> bool:
+    """Whether an array/map item type can encode in zero bytes (null, fixed(0), records of such)."""
+    if depth > 32:
+        return False
+    if items == "null":
+        return True
+    if not isinstance(items, dict):
+        return False
+    kind = items.get("type")
+    if kind == "null" or (kind == "fixed" and items.get("size") == 0):
+        return True
+    if kind in ("record", "error"):
+        fields = items.get("fields") or []
+        return all(isinstance(f, dict) and _zero_width(f.get("type"), depth + 1) for f in fields)
+    return False
 
 
 def schema_full_name(parsed: Any) -> str:
@@ -214,16 +350,23 @@ def _iter_blocks(raw: bytes, header: ContainerHeader) -> Iterator[dict]:
         if raw[end : end + _SYNC_SIZE] != header.sync:
             raise DecodeError("bad_sync", f"sync marker mismatch after the block ending at byte {end}")
         if header.codec == "deflate":
+            limit = LIMITS.max_decompressed_bytes
             try:
-                block = zlib.decompress(raw[pos:end], -15)
+                inflater = zlib.decompressobj(-15)
+                block = inflater.decompress(raw[pos:end], limit)
             except zlib.error as exc:
                 raise DecodeError("bad_compression", f"deflate block at byte {pos}: {exc}") from exc
+            if inflater.unconsumed_tail:  # stopped at the limit with input left: a deflate bomb
+                raise DecodeError("decompressed_too_large", f"deflate block at byte {pos} inflates past {limit} "
+                                  "bytes (limit ingest.max_decompressed_bytes)")
             fo = io.BytesIO(block)
             block_end = len(block)
         else:
             fo = io.BytesIO(raw)
             fo.seek(pos)
             block_end = end
+        # no string/bytes value can be longer than its block: only a big block needs its fields checked.
+        check_fields = block_end - fo.tell() > LIMITS.max_field_bytes
         for i in range(count):
             try:
                 rec = reader(fo, parsed)
@@ -233,11 +376,40 @@ def _iter_blocks(raw: bytes, header: ContainerHeader) -> Iterator[dict]:
                     f"record {i} of block at byte {pos} does not decode with the writer schema "
                     f"{header.schema.name!r}: {type(exc).__name__}: {exc}",
                 ) from exc
+            if check_fields:
+                check_field_sizes(rec)
             yield rec
         if fo.tell() != block_end:
             raise DecodeError("schema_mismatch", f"block at byte {pos} has {block_end - fo.tell()} bytes "
                               f"left over after {count} records")
         pos = end + _SYNC_SIZE
+
+
+def check_field_sizes(record: Any, limit: int | None = None) -> None:
+    """Refuse a record holding a string/bytes value over ``ingest.max_field_bytes`` (iterative walk).
+
+    Called only when the encoded record is larger than the limit, so normal alerts skip the walk.
+    """
+    limit = LIMITS.max_field_bytes if limit is None else limit
+    stack = [record]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if isinstance(v, (str, bytes)):
+                    if len(v) > limit:
+                        raise DecodeError("field_too_large", f"field {k!r} holds {len(v)} bytes/characters "
+                                          f"(limit ingest.max_field_bytes = {limit})")
+                elif isinstance(v, (dict, list)):
+                    stack.append(v)
+        elif isinstance(node, list):
+            for v in node:
+                if isinstance(v, (str, bytes)):
+                    if len(v) > limit:
+                        raise DecodeError("field_too_large", f"an array item holds {len(v)} bytes/characters "
+                                          f"(limit ingest.max_field_bytes = {limit})")
+                elif isinstance(v, (dict, list)):
+                    stack.append(v)
 
 
 def write_container(records: Iterable[dict], schema: Any, codec: str = "null") -> bytes:
@@ -283,6 +455,8 @@ def decode_schemaless(raw: bytes | memoryview, parsed: dict, *, offset: int = 0,
     if left:
         raise DecodeError("schema_mismatch", f"{left} bytes left over after the record "
                           f"(schema {name or schema_full_name(parsed)!r})")
+    if len(raw) - offset > LIMITS.max_field_bytes:
+        check_field_sizes(rec)
     return rec
 
 
