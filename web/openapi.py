@@ -90,6 +90,11 @@ def spec(server: str) -> dict[str, Any]:
         "/api/mm/events/{event_id}": {"get": _op("One event: state, areas, revisions", [_p("event_id", "path")])},
         "/api/mm/events/{event_id}/loci": {"get": _op("The loci inside an event's credible region",
                                                       [_p("event_id", "path"), _p("limit")])},
+        "/api/mm/events/{event_id}/alerts": {"get": _op("Every revision of an event's outgoing alerts (GCN JSON "
+                                                        "notices, VOEvent, circular)", [_p("event_id", "path")])},
+        "/api/mm/events/{event_id}/alerts/{record_number}/{kind}": {"get": _op(
+            "One outgoing alert exactly as published (kind: neutrino, optical, voevent, circular)",
+            [_p("event_id", "path"), _p("record_number", "path"), _p("kind", "path")])},
         "/api/mm/events/{event_id}/moc/{level}.json": {"get": _op("An event's credible region as a MOC (JSON)", [
             _p("event_id", "path"), _p("level", "path")])},
         "/api/mm/notices/{notice_id}": {"get": _op("One stored notice", [_p("notice_id", "path")])},

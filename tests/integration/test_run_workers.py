@@ -62,7 +62,6 @@ def test_two_workers_share_the_partitions_and_store_each_packet_once(tmp_path, s
             triggers.update(p.trigger.alert_id for p in decode_message(raw))
         except DecodeError:
             undecodable += 1
-    replay([stream], topic=topic, bootstrap=boot, progress=False)  # the same bytes, into Kafka
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALBIREO_")}
     env.update(ALBIREO_KAFKA__BOOTSTRAP_SERVERS=boot, ALBIREO_KAFKA__INPUT_TOPICS=topic, ALBIREO_KAFKA__GROUP_ID=group,
@@ -71,9 +70,13 @@ def test_two_workers_share_the_partitions_and_store_each_packet_once(tmp_path, s
                ALBIREO_SEARCH__PATH=str(tmp_path / "index.sqlite"), ALBIREO_CATALOGS__ENABLED="false",
                ALBIREO_FILTERS__REGISTRY="false", ALBIREO_SERVICE__METRICS_PORT=str(port),
                ALBIREO_SERVICE__LOG_FORMAT="json", ALBIREO_HOME=str(tmp_path / "home"), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "broker.cli", "run", "--workers", "2", "--idle-timeout", "15"],
+    proc = subprocess.Popen([sys.executable, "-m", "broker.cli", "run", "--workers", "2", "--idle-timeout", "45"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        # the input goes in once both workers hold partitions: otherwise the first to join could read
+        # it all before the second arrives (seen on a loaded CI machine), and the test would show nothing
+        _wait_for_members(boot, group, 2, timeout_s=150)
+        replay([stream], topic=topic, bootstrap=boot, progress=False)  # the same bytes, into Kafka
         health, metrics = {}, {}
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and len(metrics) < 2:
@@ -118,6 +121,24 @@ def test_two_workers_share_the_partitions_and_store_each_packet_once(tmp_path, s
     rejected_lines = [j for j in json_lines if j.get("reason")]
     assert rejected >= 1 and rejected_lines, "a rejected packet is logged as JSON with its reason"
     assert all("origin" in j and j["origin"].startswith(topic) for j in rejected_lines)
+
+
+def _wait_for_members(boot: str, group: str, n: int, timeout_s: float) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": boot})
+    deadline = time.monotonic() + timeout_s
+    members: list = []
+    while time.monotonic() < deadline:
+        try:
+            desc = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+            members = [m for m in desc.members if m.assignment.topic_partitions]
+        except Exception as exc:  # the group does not exist until the first member joins  # noqa: BLE001
+            members = [exc]
+        if len(members) == n and str(desc.state).endswith("STABLE"):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the group never had {n} members with partitions: {members}")
 
 
 def _listening(port: int) -> bool:
