@@ -30,7 +30,7 @@ import fastavro
 
 import broker
 from broker.alert import Alert
-from broker.ingest.framing import SINGLE_OBJECT_MAGIC, decode_single_object, encode_schemaless
+from broker.ingest.framing import SINGLE_OBJECT_MAGIC, decode_single_object, encode_schemaless, zigzag
 from broker.ingest.registries import SingleObjectRegistry
 from broker.jsonutil import dumps
 from broker.locus import Locus
@@ -147,17 +147,6 @@ CONTAINER_MAGIC = b"Obj\x01"
 _SYNC = b"albireo.locus.v1"
 
 
-def _avro_long(n: int) -> bytes:
-    """Avro's zig-zag varint encoding of a long (block count and size)."""
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 @cache
 def _container_header(version: str = LOCUS_SCHEMA_VERSION) -> bytes:
     """The container header (magic, schema, codec ``null``, sync marker) every message of ``version`` starts with."""
@@ -170,7 +159,7 @@ def _container_header(version: str = LOCUS_SCHEMA_VERSION) -> bytes:
 def encode_container(record: dict[str, Any], version: str = LOCUS_SCHEMA_VERSION) -> bytes:
     """One locus record as a complete one-record Avro container file (the stream wire format)."""
     body = encode_schemaless(record, locus_schema(version))
-    return _container_header(version) + _avro_long(1) + _avro_long(len(body)) + body + _SYNC
+    return _container_header(version) + zigzag(1) + zigzag(len(body)) + body + _SYNC
 
 
 def encode_locus(locus: Locus, stream: str) -> bytes:

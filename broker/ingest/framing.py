@@ -394,22 +394,15 @@ def check_field_sizes(record: Any, limit: int | None = None) -> None:
     stack = [record]
     while stack:
         node = stack.pop()
-        if isinstance(node, dict):
-            for k, v in node.items():
-                if isinstance(v, (str, bytes)):
-                    if len(v) > limit:
-                        raise DecodeError("field_too_large", f"field {k!r} holds {len(v)} bytes/characters "
-                                          f"(limit ingest.max_field_bytes = {limit})")
-                elif isinstance(v, (dict, list)):
-                    stack.append(v)
-        elif isinstance(node, list):
-            for v in node:
-                if isinstance(v, (str, bytes)):
-                    if len(v) > limit:
-                        raise DecodeError("field_too_large", f"an array item holds {len(v)} bytes/characters "
-                                          f"(limit ingest.max_field_bytes = {limit})")
-                elif isinstance(v, (dict, list)):
-                    stack.append(v)
+        pairs = node.items() if isinstance(node, dict) else ((None, v) for v in node)
+        for k, v in pairs:
+            if isinstance(v, (str, bytes)):
+                if len(v) > limit:
+                    where = "an array item" if k is None else f"field {k!r}"
+                    raise DecodeError("field_too_large", f"{where} holds {len(v)} bytes/characters "
+                                      f"(limit ingest.max_field_bytes = {limit})")
+            elif isinstance(v, (dict, list)):
+                stack.append(v)
 
 
 def write_container(records: Iterable[dict], schema: Any, codec: str = "null") -> bytes:

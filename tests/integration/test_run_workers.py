@@ -19,12 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.adapters.streams.files import StreamFileSink, iter_stream_file
 from broker.adapters.streams.kafka import ensure_topics
-from broker.ingest.decode import decode_message
-from broker.ingest.framing import DecodeError
 from broker.ops import services
 from broker.ops.loadgen import replay
+from tests.integration.test_faults import _make_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.shared_data]
 
@@ -51,17 +49,7 @@ def test_two_workers_share_the_partitions_and_store_each_packet_once(tmp_path, s
     topic, group = f"workers-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
     ensure_topics(boot, [topic], partitions=4)
     n = 600
-    stream = tmp_path / "jittered.avro-stream"
-    sink = StreamFileSink(stream)
-    replay([shared_data / "ztf"], topic=topic, sink=sink, count=n, jitter=True, seed=5, progress=False)
-    sink.close()
-    triggers = set()
-    undecodable = 0
-    for raw in iter_stream_file(stream):
-        try:
-            triggers.update(p.trigger.alert_id for p in decode_message(raw))
-        except DecodeError:
-            undecodable += 1
+    stream, triggers, undecodable = _make_stream(tmp_path / "jittered.avro-stream", shared_data, n, seed=5)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALBIREO_")}
     env.update(ALBIREO_KAFKA__BOOTSTRAP_SERVERS=boot, ALBIREO_KAFKA__INPUT_TOPICS=topic, ALBIREO_KAFKA__GROUP_ID=group,
