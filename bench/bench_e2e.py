@@ -183,7 +183,7 @@ def register_devkit_filters(env: dict[str, str]) -> list[str]:
     script = ("import json, sys\nfrom broker.assemble import open_store\nfrom broker.config import load_config\n"
               "from broker.filtering import registry as reg\n"
               "store = open_store(load_config())\nfor name, src in json.load(sys.stdin).items():\n"
-              "    reg.add_revision(store, src, 'bench', name=name, enable=True)\nstore.close()\n")
+              "    reg.add_revision(store, src, 'bench', name=name, approved_by='bench', enable=True)\nstore.close()\n")
     subprocess.run([sys.executable, "-c", script], input=json.dumps(code), text=True, env=env, check=True)
     return list(code)
 

@@ -109,6 +109,9 @@ class FiltersConfig:
     tmp_mb: int = 256
     #: run the registry's enabled user filters (off: built-ins only).
     registry: bool = True
+    #: a revision must be approved by an operator (``albireo filter approve``) before it can be
+    #: enabled (off: any revision that loads may be enabled, as before the review step existed).
+    require_review: bool = True
 
 
 @dataclass

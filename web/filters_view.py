@@ -38,6 +38,8 @@ def _builtin(b: Backend, tag_counts: dict[str, int]) -> list[dict[str, Any]]:
             "tagged_loci": {t: tag_counts.get(t, 0) for t in tags},
             "triggering_survey": getattr(inst, "TRIGGERING_SURVEY", "all"),
             "errors": [],
+            "review": {"decision": "built-in", "by": None, "at": None, "note": ""},
+            "requires": list(lf.requires),
             "revisions": [{"revision": lf.revision, "author": "built-in", "status": "enabled"}],
         })
     return out
@@ -53,6 +55,8 @@ def _from_registry(row: dict[str, Any], tag_counts: dict[str, int]) -> dict[str,
         "output_tags": tags, "tagged_loci": {t: tag_counts.get(t, 0) for t in tags},
         "errors": [{"exception": "LoadError", "message": err}] if err else [],
         "revision_count": row.get("revisions"),
+        "review": row.get("review") or {"decision": "pending", "by": None, "at": None, "note": ""},
+        "requires": row.get("requires") or [],
     }
 
 
@@ -80,6 +84,7 @@ def get_filter(b: Backend, name: str) -> dict[str, Any] | None:
     out = _from_registry(row, tag_counts)
     out["revisions"] = [{"revision": r.get("revision"), "author": r.get("author"), "status": r.get("status"),
                          "created_at": r.get("created"), "load_error": r.get("load_error"),
+                         "review": r.get("review"), "requires": r.get("requires") or [],
                          "code": r.get("code")} for r in f.get("revisions", [])]
     return out
 

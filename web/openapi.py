@@ -16,7 +16,8 @@ def _op(summary: str, params: list[dict[str, Any]] | None = None, auth: bool = F
         op["responses"][str(c)] = {"description": {200: "OK", 201: "Created", 204: "Deleted", 400: "Bad parameter",
                                                    401: "No, unknown or revoked API key",
                                                    403: "Not allowed (role, owner or CSRF token)", 502: "Kafka refused",
-                                                   404: "Not found", 422: "Submission refused"}[c],
+                                                   404: "Not found", 409: "Conflicts with the current state (reason given)",
+                                                   422: "Submission refused"}[c],
                                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/"
                                                                                + ("Error" if c >= 400 else
                                                                                   "Envelope")}}}}
@@ -64,9 +65,16 @@ def spec(server: str) -> dict[str, Any]:
                          "post": _op("Submit a filter revision", auth=True, body="multipart/form-data",
                                      codes=(201, 400, 401, 403, 422))},
         "/api/filters/{name}": {"get": _op("One filter with its revisions", [_p("name", "path")])},
-        "/api/filters/{name}/enable": {"post": _op("Enable a revision (field revision; default the newest)",
+        "/api/filters/{name}/approve": {"post": _op("Approve a revision (fields revision, default the newest; note); "
+                                                    "admin key", [_p("name", "path")], auth=True,
+                                                    body="application/json", codes=(200, 400, 401, 403, 404))},
+        "/api/filters/{name}/reject": {"post": _op("Reject a revision (fields revision; reason, required); admin key",
                                                    [_p("name", "path")], auth=True, body="application/json",
-                                                   codes=(200, 401, 403, 404, 422))},
+                                                   codes=(200, 400, 401, 403, 404))},
+        "/api/filters/{name}/enable": {"post": _op("Enable an approved revision (field revision; default the newest); "
+                                                   "409 with the reason when it is not approved or a filter it "
+                                                   "requires is not enabled", [_p("name", "path")], auth=True,
+                                                   body="application/json", codes=(200, 401, 403, 404, 409, 422))},
         "/api/filters/{name}/disable": {"post": _op("Disable the enabled revision (field reason)",
                                                     [_p("name", "path")], auth=True, body="application/json",
                                                     codes=(200, 401, 403, 404))},

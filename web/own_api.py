@@ -107,12 +107,42 @@ def filter_set_status(name: str):
     status = "enabled" if request.path.endswith("/enable") else "disabled"
     p = _params()
     reason = str(p.get("reason") or f"{status} over the API by {author}")
+    b = backend()
     try:
-        rec = reg.set_status(backend().store, name, status, revision=p.get("revision") or None, reason=reason)
+        rec = reg.set_status(b.store, name, status, revision=p.get("revision") or None, reason=reason,
+                             require_review=b.cfg.filters.require_review, known=b.cfg.filters.builtin)
     except KeyError as exc:
         raise not_found(str(exc.args[0])) from exc
+    except (reg.NotApproved, reg.DependencyError) as exc:  # the revision's state forbids it: a conflict
+        raise ApiError(str(exc), 409) from exc
     except ValueError as exc:  # e.g. a revision that could not load cannot be enabled
         raise ApiError(str(exc), 422) from exc
+    return jsonify({"data": rec})
+
+
+@bp.post("/filters/<name>/approve")
+@bp.post("/filters/<name>/reject")
+def filter_review(name: str):
+    """An operator's review of a revision (default: the newest): ``albireo filter approve/reject``.
+
+    Admins only; the reviewer recorded is the key's user. A rejection needs ``reason``.
+    """
+    who = require_user(admin=True).name
+    reg = _registry()
+    p = _params()
+    decision = "approved" if request.path.endswith("/approve") else "rejected"
+    note = p.get("reason") if decision == "rejected" else p.get("note")
+    if note is not None and not isinstance(note, str):
+        raise bad_request("note/reason must be a string")
+    revision = p.get("revision") or None
+    if revision is not None and not isinstance(revision, str):
+        raise bad_request("revision must be a string")
+    try:
+        rec = reg.review(backend().store, name, decision, who, revision, note or "")
+    except KeyError as exc:
+        raise not_found(str(exc.args[0])) from exc
+    except ValueError as exc:  # a rejection without a reason
+        raise bad_request(str(exc)) from exc
     return jsonify({"data": rec})
 
 

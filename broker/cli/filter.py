@@ -47,7 +47,11 @@ _json_opt = click.option("--json", "as_json", is_flag=True, help="Print the full
 
 @click.group(name="filter")
 def filter_group() -> None:
-    """Register, list, enable, test and backfill user filters (ANTARES devkit compatible)."""
+    """Register, review, enable, test and backfill user filters (ANTARES devkit compatible).
+
+    A new revision is submitted; an operator approves (or rejects) it; only then can it be
+    enabled (unless ``[filters] require_review = false``).
+    """
 
 
 @filter_group.command("add")
@@ -55,18 +59,24 @@ def filter_group() -> None:
 @click.option("--author", default=None, help="Who submits it (default: the current user).")
 @click.option("--name", default=None, help="Filter name (default: the filter class name).")
 @click.option("--priority", type=int, default=100, show_default=True, help="Lower runs earlier.")
-@click.option("--enable", is_flag=True, help="Enable the new revision at once.")
+@click.option("--approve", is_flag=True, help="Approve it at once, as the operator named by --by.")
+@click.option("--by", "by", default=None, help="With --approve: the operator approving it.")
+@click.option("--enable", is_flag=True, help="Enable the new revision at once (needs --approve --by while "
+              "[filters] require_review is on).")
 @_config_opt
 @_json_opt
-def add(file: Path, author: str | None, name: str | None, priority: int, enable: bool, config_path: str | None,
-        as_json: bool) -> None:
+def add(file: Path, author: str | None, name: str | None, priority: int, approve: bool, by: str | None,
+        enable: bool, config_path: str | None, as_json: bool) -> None:
     """Submit FILE.py as a new revision (loading is tried in the sandbox first)."""
     from broker.filtering import registry as reg
 
-    store, _ = _store(config_path)
+    if approve and not by:
+        raise click.UsageError("--approve needs --by NAME (the operator approving it)")
+    store, cfg = _store(config_path)
     try:
         rec = reg.add_revision(store, file.read_text(), author or getpass.getuser(), name=name, priority=priority,
-                               enable=enable)
+                               enable=enable, approved_by=by if approve else None,
+                               require_review=cfg.filters.require_review, known=cfg.filters.builtin)
     except (reg.FilterRejected, ValueError) as exc:
         raise click.ClickException(f"{file}: {exc}") from exc
     finally:
@@ -96,7 +106,8 @@ def list_(config_path: str | None, as_json: bool) -> None:
     if not rows:
         click.echo("(no filters registered)")
     for r in rows:
-        click.echo(f"{r['name']:30s} {r['status']:9s} enabled={r['enabled_revision'] or '-':12s} "
+        click.echo(f"{r['name']:30s} {r['status']:9s} review={r['review']['decision']:8s} "
+                   f"enabled={r['enabled_revision'] or '-':12s} "
                    f"latest={r['latest_revision']} revisions={r['revisions']} prio={r['priority']} "
                    f"by {r['author']} {_when(r['created'])}" + (f"  [cannot load: {r['load_error']}]"
                                                                 if r["load_error"] else ""))
@@ -125,6 +136,14 @@ def show(name: str, with_code: bool, config_path: str | None, as_json: bool) -> 
         click.echo(f"{r['revision']}  {r['status']:9s} by {r['author']} {_when(r['created'])}"
                    + (f"  ({r['status_reason']})" if r.get("status_reason") else "")
                    + (f"  [cannot load: {r['load_error']}]" if r.get("load_error") else ""))
+        rv = r.get("review") or {}
+        if rv.get("decision") not in (None, "pending"):
+            click.echo(f"    review: {rv['decision']} by {rv['by']} {_when(rv['at'])}"
+                       + (f" ({rv['note']})" if rv.get("note") else ""))
+        else:
+            click.echo("    review: pending (albireo filter approve / reject)")
+        if r.get("requires"):
+            click.echo(f"    requires: {', '.join(r['requires'])}")
         tags = [t.get("name") for t in meta.get("OUTPUT_LOCUS_TAGS", []) if isinstance(t, dict)]
         props = [p.get("name") for p in meta.get("OUTPUT_LOCUS_PROPERTIES", []) if isinstance(p, dict)]
         click.echo(f"    tags: {', '.join(tags) or '-'}   properties: {', '.join(props) or '-'}")
@@ -136,9 +155,10 @@ def show(name: str, with_code: bool, config_path: str | None, as_json: bool) -> 
 def _set(name: str, status: str, revision: str | None, reason: str, config_path: str | None, as_json: bool) -> None:
     from broker.filtering import registry as reg
 
-    store, _ = _store(config_path)
+    store, cfg = _store(config_path)
     try:
-        rec = reg.set_status(store, name, status, revision, reason)
+        rec = reg.set_status(store, name, status, revision, reason, require_review=cfg.filters.require_review,
+                             known=cfg.filters.builtin)
     except (KeyError, ValueError) as exc:
         raise click.ClickException(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from exc
     finally:
@@ -147,13 +167,58 @@ def _set(name: str, status: str, revision: str | None, reason: str, config_path:
         click.echo(f"{rec['name']}@{rec['revision']} {rec['status']} (workers pick it up at their next refresh)")
 
 
+def _review(name: str, decision: str, revision: str | None, by: str, note: str, config_path: str | None,
+            as_json: bool) -> None:
+    from broker.filtering import registry as reg
+
+    store, _ = _store(config_path)
+    try:
+        rec = reg.review(store, name, decision, by, revision, note)
+    except (KeyError, ValueError) as exc:
+        raise click.ClickException(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from exc
+    finally:
+        store.close()
+    if not _emit(rec, as_json):
+        click.echo(f"{rec['name']}@{rec['revision']} {decision} by {rec['review']['by']} "
+                   f"{_when(rec['review']['at'])}; status {rec['status']}")
+
+
+@filter_group.command("approve")
+@click.argument("name")
+@click.option("--revision", default=None, help="Revision (prefix) to approve; default: the newest.")
+@click.option("--by", "by", required=True, help="The operator approving it (kept with the revision).")
+@click.option("--note", default="", help="Why, or what was checked.")
+@_config_opt
+@_json_opt
+def approve(name: str, revision: str | None, by: str, note: str, config_path: str | None, as_json: bool) -> None:
+    """Approve a submitted revision, so that it may be enabled (who and when are recorded)."""
+    _review(name, "approved", revision, by, note, config_path, as_json)
+
+
+@filter_group.command("reject")
+@click.argument("name")
+@click.option("--revision", default=None, help="Revision (prefix) to reject; default: the newest.")
+@click.option("--by", "by", required=True, help="The operator rejecting it (kept with the revision).")
+@click.option("--reason", required=True, help="Why it is rejected (shown to its author).")
+@_config_opt
+@_json_opt
+def reject(name: str, revision: str | None, by: str, reason: str, config_path: str | None, as_json: bool) -> None:
+    """Reject a revision: it cannot be enabled (an enabled one stops at the workers' next refresh)."""
+    _review(name, "rejected", revision, by, reason, config_path, as_json)
+
+
 @filter_group.command("enable")
 @click.argument("name")
 @click.option("--revision", default=None, help="Revision (prefix) to enable; default: the newest.")
 @_config_opt
 @_json_opt
 def enable(name: str, revision: str | None, config_path: str | None, as_json: bool) -> None:
-    """Enable a revision (any other enabled revision of the filter is disabled)."""
+    """Enable an approved revision (any other enabled revision of the filter is disabled).
+
+    Refused (exit 1, with the reason) for a revision not approved (while ``[filters]
+    require_review`` is on) or rejected, and when a filter it requires (``REQUIRES_FILTERS``) is
+    not enabled or the requirements would form a cycle.
+    """
     _set(name, "enabled", revision, "", config_path, as_json)
 
 

@@ -27,7 +27,8 @@ log = logging.getLogger("albireo.filters")
 
 # ---- what the pipeline calls ------------------------------------------------------------------
 def loaded_from_spec(spec: FilterSpec) -> LoadedFilter:
-    return LoadedFilter(spec.name, spec.revision, None, spec.priority, isolation="sandbox", code=spec.code)
+    return LoadedFilter(spec.name, spec.revision, None, spec.priority, isolation="sandbox", code=spec.code,
+                        requires=tuple(spec.requires))
 
 
 class PlatformRunner:
@@ -59,7 +60,10 @@ class PlatformRunner:
 
     @property
     def filters(self) -> list[LoadedFilter]:
-        return sorted(self.builtins + self.user, key=lambda f: f.priority)
+        """Every filter in run order: declared dependencies first, then priority, then name."""
+        from broker.filtering.dependencies import order_filters
+
+        return order_filters(self.builtins + self.user)
 
     def refresh(self, force: bool = False) -> bool:
         """Re-read the enabled revisions; rebuild the pool when they changed. True if anything changed."""
@@ -72,8 +76,8 @@ class PlatformRunner:
             log.error("could not read the filter registry (%s: %s); keeping the current filters",
                       type(exc).__name__, exc)
             return False
-        want = {(s.name, s.revision, s.priority) for s in specs}
-        have = {(f.name, f.revision, f.priority) for f in self.user}
+        want = {(s.name, s.revision, s.priority, tuple(s.requires)) for s in specs}
+        have = {(f.name, f.revision, f.priority, f.requires) for f in self.user}
         if want == have:
             return False
         old = {(f.name, f.revision): f for f in self.user}
@@ -82,9 +86,12 @@ class PlatformRunner:
         self.user = []
         for s in specs:
             f = old.get((s.name, s.revision)) or self.retired.pop((s.name, s.revision), None) or loaded_from_spec(s)
-            f.priority = s.priority
+            f.priority, f.requires = s.priority, tuple(s.requires)
             f.enabled, f.disabled_reason = True, ""  # the registry says enabled
             self.user.append(f)
+        from broker.filtering.dependencies import order_filters
+
+        self.user = order_filters(self.user)  # the sandbox runs its chain in this list's order
         if self.pool is not None:
             self.pool.close()
             self.pool = None
@@ -112,8 +119,8 @@ class PlatformRunner:
                 for x in loci:
                     run_tags = report.tags_by_locus[x.locus_id]
                     for f in group:
-                        if f.enabled:
-                            self._inproc._run_one(f, x, report, run_tags)
+                        if x.halted_by is None:
+                            self._inproc.run_or_skip(f, x, report, run_tags)
         return report
 
     def _groups(self) -> list[tuple[str, list[LoadedFilter]]]:

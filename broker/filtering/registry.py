@@ -3,9 +3,14 @@
 Plain functions over a :class:`~broker.storage.base.Store`, so that the CLI
 (``albireo filter ...``) and the HTTP API (``web/``) share one implementation.
 Every submission is a *revision*: its code, hash, author, creation time and a
-status that moves ``submitted → enabled ⇄ disabled``. At most one revision of a
-filter is enabled; enabling another disables the previous one. Workers poll
-:func:`enabled_specs` and load changes without restarting.
+status that moves ``submitted → approved → enabled ⇄ disabled`` (or ``submitted →
+rejected``). An operator reviews each revision (:func:`review`: who, when, a note);
+with ``[filters] require_review`` (the default) an unapproved revision cannot be
+enabled (:class:`NotApproved`). At most one revision of a filter is enabled;
+enabling another disables the previous one. A filter may declare the filters it
+depends on (``REQUIRES_FILTERS``); enabling it is refused while one of them is not
+enabled or when the declarations form a cycle (:class:`DependencyError`). Workers
+poll :func:`enabled_specs` (in dependency order) and load changes without restarting.
 
 A submission is inspected without executing it in this process: its filter class
 is found with :mod:`ast`, and loading (imports, ``setup()``) is tried inside a
@@ -21,22 +26,29 @@ import math
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from broker.filtering.contract import FilterLoadError, code_hash
+from broker.filtering.dependencies import DependencyError, check_enabled_set, declared_requires
 from broker.filtering.platform import PlatformRunner, loaded_from_spec
 from broker.filtering.runner import export_filter_metrics
 from broker.filtering.sandbox import FilterSpec, SandboxLimits, SandboxPool
 from broker.locus import Locus
 
-STATUSES = ("submitted", "enabled", "disabled")
+STATUSES = ("submitted", "approved", "rejected", "enabled", "disabled")
+#: review decisions (:func:`review`).
+DECISIONS = ("approved", "rejected")
 DEFAULT_PRIORITY = 100
 
 
 class FilterRejected(ValueError):
     """A submission that cannot become a revision at all (no parsable filter class)."""
+
+
+class NotApproved(ValueError):
+    """Enabling a revision no operator approved (or one that was rejected): a conflict with its state."""
 
 
 # ---- inspecting code without running it ----------------------------------------------------------
@@ -57,11 +69,16 @@ def inspect_code(code: str) -> dict[str, Any]:
             targets = stmt.targets if isinstance(stmt, ast.Assign) else (
                 [stmt.target] if isinstance(stmt, ast.AnnAssign) and stmt.value is not None else [])
             for t in targets:
-                if isinstance(t, ast.Name) and (t.id.startswith(("OUTPUT_", "REQUIRED_")) or t.id == "TRIGGERING_SURVEY"):
+                if isinstance(t, ast.Name) and (t.id.startswith(("OUTPUT_", "REQUIRED_"))
+                                                or t.id in ("TRIGGERING_SURVEY", "REQUIRES_FILTERS")):
                     try:
                         meta[t.id] = ast.literal_eval(stmt.value)
                     except (ValueError, SyntaxError):
                         meta[t.id] = ast.unparse(stmt.value)
+        try:
+            declared_requires(meta)
+        except DependencyError as exc:
+            raise FilterRejected(str(exc)) from None
         return meta
     raise FilterRejected("no filter class found: define a class with a _run(self, locus) method")
 
@@ -76,30 +93,89 @@ def probe_load(spec: FilterSpec, limits: SandboxLimits | None = None) -> str | N
 
 # ---- revisions -----------------------------------------------------------------------------------
 def add_revision(store, code: str, author: str, name: str | None = None, priority: int = DEFAULT_PRIORITY,
-                 enable: bool = False, limits: SandboxLimits | None = None) -> dict[str, Any]:
-    """Register ``code`` as a new revision (idempotent: the same code is the same revision)."""
+                 enable: bool = False, limits: SandboxLimits | None = None, approved_by: str | None = None,
+                 note: str = "", require_review: bool = True, known: Iterable[str] = ()) -> dict[str, Any]:
+    """Register ``code`` as a new revision (idempotent: the same code is the same revision).
+
+    ``approved_by``: an operator approves it at once (the review is recorded as with
+    :func:`review`); ``enable``: then enable it, which with ``require_review`` needs that approval.
+    ``known``: names of filters that run besides the registry's (the built-ins), for dependencies.
+    """
     meta = inspect_code(code)
     name = name or meta["class"]
     digest = code_hash(code)
     revision = digest[:12]
     for rec in store.list_filter_revisions(name):
         if rec["revision"] == revision:
-            return set_status(store, name, "enabled", revision) if enable and rec["status"] != "enabled" else rec
-    meta["load_error"] = probe_load(FilterSpec(name, revision, code, priority), limits)
+            if approved_by and _decision(rec) != "approved":
+                rec = review(store, name, "approved", approved_by, revision, note)
+            if enable and rec["status"] != "enabled":
+                return set_status(store, name, "enabled", revision, require_review=require_review, known=known)
+            return rec
+    meta["load_error"] = probe_load(FilterSpec(name, revision, code, priority,
+                                               declared_requires(meta)), limits)
     now = time.time()
     rec = {"name": name, "revision": revision, "hash": digest, "code": code, "author": author, "created": now,
            "status": "submitted", "status_reason": "", "status_changed": now, "priority": int(priority),
            "meta": meta}
     store.put_filter_revision(rec)
+    if approved_by:
+        rec = review(store, name, "approved", approved_by, revision, note)
     if enable:
-        return set_status(store, name, "enabled", revision)
+        return set_status(store, name, "enabled", revision, require_review=require_review, known=known)
     return rec
 
 
 def _public(rec: dict[str, Any], with_code: bool = False) -> dict[str, Any]:
     out = {k: v for k, v in rec.items() if k != "code" or with_code}
     out["load_error"] = (rec.get("meta") or {}).get("load_error")
+    out["review"] = review_state(rec)
+    out["requires"] = list(declared_requires(rec.get("meta") or {}))
     return out
+
+
+def review_state(rec: dict[str, Any]) -> dict[str, Any]:
+    """The revision's review: ``decision`` (``pending``, ``approved``, ``rejected``), ``by``, ``at``, ``note``."""
+    r = (rec.get("meta") or {}).get("review") or {}
+    return {"decision": r.get("decision") or "pending", "by": r.get("by"), "at": r.get("at"),
+            "note": r.get("note") or ""}
+
+
+def _decision(rec: dict[str, Any]) -> str:
+    return review_state(rec)["decision"]
+
+
+def review(store, name: str, decision: str, by: str, revision: str | None = None, note: str = "") -> dict[str, Any]:
+    """An operator approves or rejects a revision (default: the newest); who, when and why are kept.
+
+    Approving moves a ``submitted`` (or ``rejected``) revision to ``approved``; an enabled or
+    disabled one keeps its status and gains the review. Rejecting needs a reason (``note``); a
+    rejected revision that was enabled is no longer (workers drop it at their next refresh).
+    Every decision is also appended to the revision's ``review_history``.
+    """
+    if decision not in DECISIONS:
+        raise ValueError(f"decision must be one of {', '.join(DECISIONS)}")
+    by = (by or "").strip()
+    if not by:
+        raise ValueError("say who reviews the revision (--by NAME)")
+    note = (note or "").strip()
+    if decision == "rejected" and not note:
+        raise ValueError("a rejection needs a reason (--reason TEXT)")
+    rec = _revision(store, name, revision)
+    now = time.time()
+    meta = dict(rec.get("meta") or {})
+    entry = {"decision": decision, "by": by[:200], "at": now, "note": note[:4000]}
+    meta["review"] = entry
+    meta["review_history"] = [*(meta.get("review_history") or []), entry][-50:]
+    status = rec["status"]
+    if decision == "rejected":
+        status = "rejected"
+    elif status in ("submitted", "rejected"):
+        status = "approved"
+    reason = f"{decision} by {entry['by']}" + (f": {entry['note']}" if entry["note"] else "")
+    new = {**rec, "meta": meta, "status": status, "status_reason": reason, "status_changed": now}
+    store.put_filter_revision(new)
+    return _public(_revision(store, name, rec["revision"]))
 
 
 def list_filters(store) -> list[dict[str, Any]]:
@@ -117,6 +193,8 @@ def list_filters(store) -> list[dict[str, Any]]:
                     "enabled_revision": enabled[0]["revision"] if enabled else None, "revisions": len(recs),
                     "priority": (enabled[0] if enabled else latest)["priority"],
                     "load_error": (latest.get("meta") or {}).get("load_error"),
+                    "review": review_state(latest), "latest_status": latest["status"],
+                    "requires": list(_spec(enabled[0] if enabled else latest).requires),
                     "tags": [t.get("name") if isinstance(t, dict) else t
                              for t in (latest.get("meta") or {}).get("OUTPUT_LOCUS_TAGS", [])
                              if isinstance(t, (dict, str))]})
@@ -145,10 +223,17 @@ def _revision(store, name: str, revision: str | None) -> dict[str, Any]:
     raise KeyError(f"filter {name!r} has no revision {revision!r}")
 
 
-def set_status(store, name: str, status: str, revision: str | None = None, reason: str = "") -> dict[str, Any]:
-    """Enable or disable a revision (default: the newest; for ``disabled``, the enabled one)."""
-    if status not in STATUSES:
-        raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+def set_status(store, name: str, status: str, revision: str | None = None, reason: str = "",
+               require_review: bool = True, known: Iterable[str] = ()) -> dict[str, Any]:
+    """Enable or disable a revision (default: the newest; for ``disabled``, the enabled one).
+
+    Enabling is refused (:class:`NotApproved`) for a rejected revision, and, with
+    ``require_review``, for one no operator approved; and (:class:`DependencyError`) when a
+    filter it requires is not enabled (``known``: names that run besides the registry's, the
+    built-ins) or when the enabled filters would then depend on each other in a cycle.
+    """
+    if status not in ("enabled", "disabled"):
+        raise ValueError("status must be enabled or disabled (approve and reject are reviews: use review())")
     recs = store.list_filter_revisions(name)
     if status == "disabled" and revision is None:
         enabled = [r for r in recs if r["status"] == "enabled"]
@@ -159,6 +244,23 @@ def set_status(store, name: str, status: str, revision: str | None = None, reaso
         err = (rec.get("meta") or {}).get("load_error")
         if err:
             raise ValueError(f"{name}@{rec['revision']} cannot be enabled: {err}")
+        rv = review_state(rec)
+        if rv["decision"] == "rejected":
+            raise NotApproved(f"{name}@{rec['revision']} cannot be enabled: it was rejected by {rv['by']}"
+                              + (f" ({rv['note']})" if rv["note"] else "") + "; submit a new revision or approve "
+                              "this one again")
+        if require_review and rv["decision"] != "approved" and rec["status"] != "enabled":
+            raise NotApproved(f"{name}@{rec['revision']} cannot be enabled: it has not been approved; an operator "
+                              f"approves it first (albireo filter approve {name} --revision {rec['revision']} "
+                              "--by NAME)")
+        others = [r for r in store.list_filter_revisions() if r["status"] == "enabled" and r["name"] != name]
+        nodes = [(r["name"], int(r["priority"] or DEFAULT_PRIORITY), declared_requires(r.get("meta") or {}))
+                 for r in [*others, rec]]
+        nodes += [(k, -1, ()) for k in known if k not in {n for n, _, _ in nodes}]
+        try:
+            check_enabled_set(nodes)
+        except DependencyError as exc:
+            raise DependencyError(f"{name}@{rec['revision']} cannot be enabled: {exc}") from None
         for other in recs:
             if other["status"] == "enabled" and other["revision"] != rec["revision"]:
                 store.set_filter_status(name, other["revision"], "disabled", f"replaced by {rec['revision']}")
@@ -166,11 +268,26 @@ def set_status(store, name: str, status: str, revision: str | None = None, reaso
     return _public(_revision(store, name, rec["revision"]))
 
 
+def _spec(r: dict[str, Any]) -> FilterSpec:
+    try:
+        requires = declared_requires(r.get("meta") or {})
+    except DependencyError:
+        requires = ()
+    return FilterSpec(r["name"], r["revision"], r["code"], int(r["priority"] or DEFAULT_PRIORITY), requires)
+
+
 def enabled_specs(store) -> list[FilterSpec]:
-    """What workers load: the enabled revision of every filter, in priority order."""
-    specs = [FilterSpec(r["name"], r["revision"], r["code"], int(r["priority"] or DEFAULT_PRIORITY))
-             for r in store.list_filter_revisions() if r["status"] == "enabled"]
-    return sorted(specs, key=lambda s: (s.priority, s.name))
+    """What workers load: the enabled revision of every filter, dependencies first, then by priority and name."""
+    from broker.filtering.dependencies import topological_order
+
+    specs = sorted((_spec(r) for r in store.list_filter_revisions() if r["status"] == "enabled"),
+                   key=lambda s: (s.priority, s.name))
+    try:
+        names = topological_order([(s.name, s.priority, s.requires) for s in specs], strict=False)
+    except DependencyError:  # a cycle enabled behind the registry's back: priority order, dependents skipped
+        return specs
+    pos = {n: i for i, n in enumerate(names)}
+    return sorted(specs, key=lambda s: pos[s.name])
 
 
 # ---- reports -------------------------------------------------------------------------------------
@@ -321,7 +438,7 @@ def backfill_filter(store, name: str, since: str | float | None = None, until: s
     ``on_batch`` is called with the number of loci of each batch run (progress bars).
     """
     rec = _revision(store, name, revision)
-    spec = FilterSpec(rec["name"], rec["revision"], rec["code"], int(rec["priority"] or DEFAULT_PRIORITY))
+    spec = _spec(rec)
     lo, hi = to_mjd(since), to_mjd(until)
     f, pool = _pool_for(spec, limits)
     t0 = time.perf_counter()
@@ -352,6 +469,6 @@ def platform_runner(store, builtins: list, limits: SandboxLimits | None = None, 
                           **kwargs)
 
 
-__all__ = ["FilterLoadError", "FilterRejected", "add_revision", "enabled_specs", "get_filter", "inspect_code",
+__all__ = ["DependencyError", "FilterLoadError", "FilterRejected", "NotApproved", "add_revision", "review", "enabled_specs", "get_filter", "inspect_code",
            "list_filters", "platform_runner", "backfill_filter", "set_status", "test_filter"]
 test_filter.__test__ = False  # a library function, not a pytest test

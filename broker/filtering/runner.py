@@ -66,6 +66,8 @@ class FilterStats:
     timeouts: int = 0
     crashes: int = 0
     tagged: int = 0
+    #: loci this filter was not run on because a filter it requires did not run successfully there.
+    dependency_skipped: int = 0
     total_s: float = 0.0
     slow: int = 0
     latencies: deque = field(default_factory=lambda: deque(maxlen=2048))
@@ -86,7 +88,8 @@ class FilterStats:
     def to_dict(self) -> dict[str, Any]:
         return {
             "runs": self.runs, "skipped": self.skipped, "errors": self.errors, "timeouts": self.timeouts,
-            "crashes": self.crashes, "tagged": self.tagged, "total_s": self.total_s, "slow": self.slow,
+            "crashes": self.crashes, "tagged": self.tagged, "dependency_skipped": self.dependency_skipped,
+            "total_s": self.total_s, "slow": self.slow,
             "p50_s": self.percentile(0.5), "p99_s": self.percentile(0.99),
             "histogram": dict(zip([*map(str, BUCKETS), "+Inf"], self.histogram, strict=True)),
         }
@@ -115,6 +118,8 @@ class LoadedFilter:
     consecutive_failures: int = 0
     #: the recent runs the :class:`ErrorPolicy` judges (created on the first run).
     window: Any = None
+    #: filters that must run successfully on a locus before this one (``REQUIRES_FILTERS``).
+    requires: tuple[str, ...] = ()
 
     @property
     def output_tags(self) -> list[str]:
@@ -123,7 +128,10 @@ class LoadedFilter:
 
 
 def load_filter_class(cls: type, name: str | None = None, priority: int = 0) -> LoadedFilter:
-    return LoadedFilter(name=name or cls.__name__, revision=source_hash(cls), instance=cls(), priority=priority)
+    from broker.filtering.dependencies import declared_requires
+
+    return LoadedFilter(name=name or cls.__name__, revision=source_hash(cls), instance=cls(), priority=priority,
+                        requires=declared_requires(cls))
 
 
 def load_builtin_filters(names: list[str]) -> list[LoadedFilter]:
@@ -146,14 +154,49 @@ class RunReport:
     skipped: int = 0
     #: locus id → the filter that halted the chain on it (``locus.halt()``).
     halted: dict[str, str] = field(default_factory=dict)
+    #: locus id → filter name → how its run ended (``ok``, ``halted``, ``error``, ``timeout``, ``crash``,
+    #: ``skipped``, ``disabled``, ``dependency_skipped``): what a dependent's skip is decided from.
+    outcomes: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: one entry per (filter, locus) not run because a dependency did not run there: filter, locus_id,
+    #: dependency, reason. Not errors: the dependent is not charged.
+    dependency_skips: list[dict[str, str]] = field(default_factory=list)
 
     def merge(self, other: RunReport) -> None:
         for lid, tags in other.tags_by_locus.items():
             self.tags_by_locus.setdefault(lid, set()).update(tags)
         self.errors.extend(other.errors)
         self.halted.update(other.halted)
+        for lid, out in other.outcomes.items():
+            self.outcomes.setdefault(lid, {}).update(out)
+        self.dependency_skips.extend(other.dependency_skips)
         self.runs += other.runs
         self.skipped += other.skipped
+
+    def outcome(self, locus_id: str, filter_name: str, status: str) -> None:
+        """Record how ``filter_name`` ended on ``locus_id`` (its dependents read it)."""
+        self.outcomes.setdefault(locus_id, {})[filter_name] = status
+
+
+#: the most dependency skips a report keeps in full (the counters count all of them).
+MAX_DEPENDENCY_SKIPS_KEPT = 1000
+
+
+def skip_if_blocked(f: LoadedFilter, locus: Locus, report: RunReport) -> bool:
+    """True (and the skip counted and recorded, not charged) when a filter ``f`` requires did not run ok here."""
+    if not f.requires:
+        return False
+    from broker.filtering.dependencies import blocked_reason
+
+    blocked = blocked_reason(f.requires, report.outcomes.get(locus.locus_id))
+    if blocked is None:
+        return False
+    dep, reason = blocked
+    f.stats.dependency_skipped += 1
+    report.outcome(locus.locus_id, f.name, "dependency_skipped")
+    if len(report.dependency_skips) < MAX_DEPENDENCY_SKIPS_KEPT:
+        report.dependency_skips.append({"filter": f.name, "revision": f.revision, "locus_id": locus.locus_id,
+                                        "dependency": dep, "reason": reason})
+    return True
 
 
 class RunWindow:
@@ -312,6 +355,7 @@ def export_filter_metrics(filters: list[LoadedFilter], metrics: Metrics) -> None
         st = f.stats
         for name, value in (("runs", st.runs), ("skipped", st.skipped), ("errors", st.errors),
                             ("timeouts", st.timeouts), ("crashes", st.crashes), ("tagged", st.tagged),
+                            ("dependency_skipped", st.dependency_skipped),
                             ("enabled", int(f.enabled)), ("seconds", st.total_s)):
             metrics.set(f"filter_stats_{name}", value, filter=f.name, revision=f.revision)
 
@@ -354,7 +398,9 @@ class InProcessRunner:
 
     def __init__(self, filters: list[LoadedFilter], slow_s: float = 5.0, enforce_budget: bool = False,
                  policy: ErrorPolicy | None = None, metrics: Metrics | None = None, **policy_options: Any):
-        self.filters = sorted(filters, key=lambda f: f.priority)
+        from broker.filtering.dependencies import order_filters
+
+        self.filters = order_filters(filters)
         self.slow_s = slow_s
         self.enforce_budget = enforce_budget
         self.metrics = metrics
@@ -378,10 +424,19 @@ class InProcessRunner:
             for f in self.filters:
                 if locus.halted_by is not None:
                     break
-                if not f.enabled:
-                    continue
-                self._run_one(f, locus, report, run_tags)
+                self.run_or_skip(f, locus, report, run_tags)
         return report
+
+    def run_or_skip(self, f: LoadedFilter, locus: Locus, report: RunReport, run_tags: set[str]) -> str:
+        """Run ``f`` on ``locus`` unless it is disabled or a dependency did not run ok; record the outcome."""
+        if not f.enabled:
+            report.outcome(locus.locus_id, f.name, "disabled")
+            return "disabled"
+        if skip_if_blocked(f, locus, report):
+            return "dependency_skipped"
+        status = self._run_one(f, locus, report, run_tags)
+        report.outcome(locus.locus_id, f.name, status)
+        return status
 
     def _run_one(self, f: LoadedFilter, locus: Locus, report: RunReport, run_tags: set[str]) -> str:
         """Run one filter on one locus; returns ``ok``, ``halted``, ``skipped``, ``error`` or ``timeout``.

@@ -60,6 +60,7 @@ from broker.filtering.runner import (
     apply_effects,
     declared_tag_set,
     rejected_output_error,
+    skip_if_blocked,
 )
 from broker.locus import Locus
 from broker.metrics import Metrics
@@ -83,6 +84,8 @@ class FilterSpec:
     revision: str
     code: str
     priority: int = 100
+    #: names of the filters that must run (successfully) on a locus before this one (``REQUIRES_FILTERS``).
+    requires: tuple[str, ...] = ()
 
 
 @dataclass
@@ -316,7 +319,9 @@ class SandboxPool:
 
     def __init__(self, filters: list[LoadedFilter], limits: SandboxLimits | None = None,
                  policy: ErrorPolicy | None = None, metrics: Metrics | None = None):
-        self.filters = sorted(filters, key=lambda f: f.priority)
+        from broker.filtering.dependencies import order_filters
+
+        self.filters = order_filters(filters)  # dependencies first, then priority, then name
         self.by_name = {f.name: f for f in self.filters}
         self.limits = limits or SandboxLimits()
         self.policy = policy or ErrorPolicy()
@@ -519,7 +524,11 @@ class _Batch:
         x = self.loci[i]
         while k < len(self.chain) and x.halted_by is None:
             f = self.chain[k]
-            if f.enabled:
+            if not f.enabled:
+                self.report.outcome(x.locus_id, f.name, "disabled")
+            elif skip_if_blocked(f, x, self.report):
+                pass  # a dependency did not run ok here: counted and recorded, not charged
+            else:
                 cons = self.pool.constraints.get(f.name)
                 try:
                     ok = cons is not None and satisfies_constraints(cons, x)
@@ -528,12 +537,14 @@ class _Batch:
                                       type(exc).__name__, str(exc), f"checking the constraints: {exc!r}", time.time())
                     f.stats.observe(0.0)
                     self.report.runs += 1
+                    self.report.outcome(x.locus_id, f.name, "error")
                     self.pool.policy.observe(f, 0.0, [err], self.report)
                     ok = False
                 else:
                     if cons is not None and not ok:
                         f.stats.skipped += 1
                         self.report.skipped += 1
+                        self.report.outcome(x.locus_id, f.name, "skipped")
                 if ok:
                     self.queues[k].append(i)
                     return
@@ -549,6 +560,7 @@ class _Batch:
             c.inflight.clear()
             c.kill()
         for i in pending:
+            self.report.outcome(self.loci[i].locus_id, self.chain[k].name, "disabled")
             self._enter(i, k + 1)
 
     def _send(self, c: _Child, i: int, now: float) -> None:
@@ -622,6 +634,8 @@ class _Batch:
         if problems:
             errors.append(rejected_output_error(f, x, problems))
         apply_effects(f, x, tags, props, self.report.tags_by_locus.setdefault(x.locus_id, set()))
+        outcome = {"ok": "ok", "halt": "halted", "timeout": "timeout"}.get(status, "error")
+        self.report.outcome(x.locus_id, f.name, "error" if problems and outcome in ("ok", "halted") else outcome)
         f.stats.observe(dt)
         self.report.runs += 1
         if status == "timeout":
@@ -644,6 +658,7 @@ class _Batch:
         c.inflight.clear()
         dt = max(0.0, time.monotonic() - max(queued, c.head_since))
         x = self.loci[i]
+        self.report.outcome(x.locus_id, f.name, "timeout" if timeout else "crash")
         if timeout:
             f.stats.timeouts += 1
         f.stats.observe(dt)

@@ -50,9 +50,9 @@ def test_registered_filters_on_kafka_with_hostile_neighbours(kafka, tmp_path, sh
     cfg.filters.max_mean_s = 0.0
     assoc = Associator(cfg.association.radius_arcsec)
     store = SQLiteStore(cfg.store.path, assoc.order)
-    good = reg.add_revision(store, GOOD, "alice", enable=True)
+    good = reg.add_revision(store, GOOD, "alice", approved_by="operator", enable=True)
     for name in ("Segv", "Looper"):
-        reg.add_revision(store, HOSTILE[name][0], "mallory", enable=True)
+        reg.add_revision(store, HOSTILE[name][0], "mallory", approved_by="operator", enable=True)
     runner = build_filters(cfg, store=store)
     source = KafkaSource(kafka, cfg.kafka.group_id, [topic])
     sink = KafkaSink(kafka)

@@ -164,7 +164,7 @@ def stack(request, tmp_path, shared_data):
     store = s.open_store()
     from broker.filtering import registry
 
-    registry.add_revision(store, mm_scenario.FILTER_CODE, "astronomer", enable=True)
+    registry.add_revision(store, mm_scenario.FILTER_CODE, "astronomer", approved_by="operator", enable=True)
     store.close()
     yield s
     s.cleanup()

@@ -71,15 +71,15 @@ def worker_run(tmp_path_factory, webhook):
     tmp = tmp_path_factory.mktemp("registry")
     cfg = _cfg(tmp, url)
     store = SQLiteStore(cfg.store.path, Associator(1.0).order)
-    reg.add_revision(store, GOOD, "alice", enable=True)
+    reg.add_revision(store, GOOD, "alice", approved_by="operator", enable=True)
     for name in ("Raiser", "Segv", "Looper", "Netter"):
-        reg.add_revision(store, HOSTILE[name][0], "mallory", enable=True)
+        reg.add_revision(store, HOSTILE[name][0], "mallory", approved_by="operator", enable=True)
     runner = build_filters(cfg, store=store)
     pipeline = build_pipeline(cfg, store, StreamFileSink(tmp / "streams"), filters=runner)
     worker = Worker(pipeline, FileSource([ZTF]), batch_size=8)
     first = worker.run(max_messages=24)
     # a new filter registered while the worker runs is picked up at the next batch, no restart
-    reg.add_revision(store, LATE, "bob", enable=True)
+    reg.add_revision(store, LATE, "bob", approved_by="operator", enable=True)
     second = worker.run()
     yield {"store": store, "runner": runner, "first": first, "second": second, "received": received, "cfg": cfg,
            "tmp": tmp}
@@ -143,6 +143,26 @@ def test_registry_revisions_and_status(tmp_path):
     assert reg.add_revision(store, GOOD, "alice")["revision"] == a["revision"]  # same code, same revision
     b = reg.add_revision(store, GOOD + "\n# v2\n", "alice")
     assert b["revision"] != a["revision"]
+    # the review step: nobody approved it, so it cannot be enabled
+    with pytest.raises(reg.NotApproved, match=r"has not been approved.*albireo filter approve Good"):
+        reg.set_status(store, "Good", "enabled", a["revision"])
+    assert reg.enabled_specs(store) == []
+    approved = reg.review(store, "Good", "approved", "olga", a["revision"], "read the code")
+    assert approved["status"] == "approved" and approved["review"]["by"] == "olga"
+    assert approved["review"]["decision"] == "approved" and approved["review"]["note"] == "read the code"
+    assert approved["review"]["at"] >= a["created"]
+    with pytest.raises(ValueError, match="needs a reason"):
+        reg.review(store, "Good", "rejected", "olga", b["revision"])
+    rejected = reg.review(store, "Good", "rejected", "olga", b["revision"], "prints secrets")
+    assert rejected["status"] == "rejected"
+    with pytest.raises(reg.NotApproved, match="rejected by olga \\(prints secrets\\)"):
+        reg.set_status(store, "Good", "enabled", b["revision"])
+    # without the review requirement an unapproved revision may be enabled, a rejected one still not
+    with pytest.raises(reg.NotApproved):
+        reg.set_status(store, "Good", "enabled", b["revision"], require_review=False)
+    reg.review(store, "Good", "approved", "pavel", b["revision"], "fixed after all")
+    history = reg.get_filter(store, "Good")["revisions"][1]["meta"]["review_history"]
+    assert [h["decision"] for h in history] == ["rejected", "approved"]
     reg.set_status(store, "Good", "enabled", a["revision"])
     reg.set_status(store, "Good", "enabled", b["revision"])
     revs = {r["revision"]: r for r in reg.get_filter(store, "Good")["revisions"]}
@@ -187,6 +207,12 @@ def test_cli_add_list_show_enable_disable_test(tmp_path, monkeypatch):
     r = cli.invoke(main, ["filter", "add", str(good), "--author", "alice"])
     assert r.exit_code == 0, r.output
     assert "Good@" in r.output and "submitted" in r.output
+    r = cli.invoke(main, ["filter", "enable", "Good"])
+    assert r.exit_code == 1 and "has not been approved" in r.output
+    r = cli.invoke(main, ["filter", "approve", "Good", "--by", "olga", "--note", "looked fine"])
+    assert r.exit_code == 0 and "approved by olga" in r.output, r.output
+    r = cli.invoke(main, ["filter", "show", "Good"])
+    assert "review: approved by olga" in r.output and "(looked fine)" in r.output
     assert cli.invoke(main, ["filter", "enable", "Good"]).exit_code == 0
     r = cli.invoke(main, ["filter", "list"])
     assert "Good" in r.output and "enabled" in r.output

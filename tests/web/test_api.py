@@ -277,8 +277,22 @@ def test_filter_enable_test_replay_disable_over_http(client, store, admin_auth, 
     # approving is an admin's job: the submitting user's key is refused
     r = client.post("/api/filters/ApiCounting/enable", headers=user_auth, json={"revision": rev})
     assert r.status_code == 403 and "admin" in r.get_json()["message"]
+    # nobody approved it yet: enabling is a conflict with its state, said plainly
+    r = client.post("/api/filters/ApiCounting/enable", headers=auth, json={"revision": rev})
+    assert r.status_code == 409 and "has not been approved" in r.get_json()["message"]
+    r = client.post("/api/filters/ApiCounting/approve", headers=user_auth, json={"revision": rev})
+    assert r.status_code == 403
+    r = client.post("/api/filters/ApiCounting/reject", headers=auth, json={"revision": rev})
+    assert r.status_code == 400 and "reason" in r.get_json()["message"]
+    r = client.post("/api/filters/ApiCounting/approve", headers=auth, json={"revision": rev, "note": "ok"})
+    assert r.status_code == 200, r.get_json()
+    review = r.get_json()["data"]["review"]
+    assert review["decision"] == "approved" and review["note"] == "ok" and review["by"]
+    assert client.get("/api/filters/ApiCounting").get_json()["data"]["review"]["decision"] == "approved"
     r = client.post("/api/filters/ApiCounting/enable", headers=auth, json={"revision": rev})
     assert r.status_code == 200 and r.get_json()["data"]["status"] == "enabled"
+    page = client.get("/filters/ApiCounting").get_data(as_text=True)
+    assert "Review: <b>approved</b> by " + review["by"] in page
     assert client.get("/api/filters/ApiCounting").get_json()["data"]["status"] == "enabled"
 
     # test on stored loci: the tags it reports are exactly those the store says it should give
