@@ -267,6 +267,22 @@ def stream_router(cfg: Config) -> StreamRouter:
                         formats=dict(s.formats), default_format=s.default_format)
 
 
+def open_stream_sink(cfg: Config, streams_dir: str | Path | None = None) -> Sink:
+    """The sink tagged streams are published to outside a worker (``albireo filter backfill --publish``).
+
+    ``streams_dir``: one ``.avro-stream`` file per topic under it, as the embedded worker
+    (``albireo demo``) writes them; None: Kafka at ``kafka.bootstrap_servers``, as ``albireo run``.
+    Either way the same sink classes the workers use.
+    """
+    if streams_dir is not None:
+        from broker.adapters.streams.files import StreamFileSink
+
+        return StreamFileSink(streams_dir)
+    from broker.adapters.streams.kafka import KafkaSink
+
+    return KafkaSink(cfg.kafka.bootstrap_servers, extra=cfg.kafka.extra)
+
+
 # ---- whole workers ----------------------------------------------------------------------------
 @dataclass
 class Assembly:

@@ -252,12 +252,18 @@ def aggregate_properties(alerts: list[Alert]) -> dict[str, Any]:
 
 @dataclass
 class Provenance:
-    """Who set a tag or property: which filter revision, under which pipeline version."""
+    """Who set a tag or property: which filter revision, under which pipeline version.
+
+    A backfill (``albireo filter backfill --write``) also records its run id and the wall-clock
+    time it wrote (``backfill_run``, ``set_at``, a Unix time); the live pipeline leaves them None.
+    """
 
     filter: str
     revision: str
     pipeline_version: str
     set_at_mjd: float | None = None
+    backfill_run: str | None = None
+    set_at: float | None = None
 
 
 class EventMetadata(dict):

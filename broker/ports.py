@@ -301,7 +301,24 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def set_filter_status(self, name: str, revision: str, status: str, reason: str = "",
                           at: float | None = None) -> None:
-        """Change one revision's status (``submitted``, ``enabled``, ``disabled``) and say why."""
+        """Change one revision's status (``submitted``, ``approved``, ``rejected``, ``enabled``, ``disabled``) and say why."""
+
+    # -- backfill runs (``albireo filter backfill --write``): each run's checkpoint, for ``--resume`` ------
+    @abc.abstractmethod
+    def locus_ids(self, since_mjd: float | None = None, until_mjd: float | None = None) -> list[str]:
+        """Ids of the loci whose newest alert lies in [since_mjd, until_mjd], sorted (a deterministic order)."""
+
+    @abc.abstractmethod
+    def put_backfill_run(self, rec: dict[str, Any]) -> None:
+        """Insert or replace one backfill run's record (keyed by ``run_id``; a JSON-able dict)."""
+
+    @abc.abstractmethod
+    def get_backfill_run(self, run_id: str) -> dict[str, Any] | None:
+        """One backfill run's record, None when unknown."""
+
+    @abc.abstractmethod
+    def list_backfill_runs(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Backfill runs (of filter ``name``, every filter when None), oldest first."""
 
     # -- multi-messenger notices and events (``broker.multimessenger``) -------------------------------
     @abc.abstractmethod

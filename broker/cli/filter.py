@@ -311,23 +311,79 @@ def _mjd_option(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--until", default=None, callback=_mjd_option, help="Newest newest-alert time: MJD or ISO date.")
 @click.option("--revision", default=None, help="Revision (prefix); default: the newest.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Stop after this many loci.")
+@click.option("--compare", nargs=2, default=None, metavar="REV_A REV_B",
+              help="Compare two revisions on the same loci: tags gained and lost, properties changed.")
+@click.option("--against", default=None, metavar="REV",
+              help="Compare --revision (default: the newest) against REV (as --compare REV REVISION).")
+@click.option("--write", is_flag=True, help="Write the new tags and properties to the store and the index, "
+              "with provenance (filter, revision, run id, time).")
+@click.option("--publish", is_flag=True, help="With --write: also publish the loci that gained a tag to its "
+              "stream (Kafka; with --streams-dir, stream files).")
+@click.option("--streams-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --publish: write .avro-stream files under this folder (the embedded stack's "
+              "sink, as albireo demo writes them) instead of Kafka.")
+@click.option("--resume", "resume", default=None, metavar="RUN_ID",
+              help="Continue an interrupted --write run after its last finished locus.")
+@click.option("--batch-size", type=click.IntRange(min=1, max=10_000), default=200, show_default=True)
 @_config_opt
 @_json_opt
 def backfill(name: str, since: str | None, until: str | None, revision: str | None, limit: int | None,
-             config_path: str | None, as_json: bool) -> None:
-    """Dry run: what a revision would have tagged on stored loci (nothing is written)."""
+             compare: tuple[str, str] | None, against: str | None, write: bool, publish: bool,
+             streams_dir: Path | None, resume: str | None, batch_size: int, config_path: str | None,
+             as_json: bool) -> None:
+    """Run a registered revision over stored loci: a dry run unless --write.
+
+    \b
+    dry run (default)      what it would tag and set; nothing is written
+    --compare A B          two revisions on the same loci; per locus tags gained/lost, property changes
+    --write                write new tags and properties (store + index) with provenance
+    --write --publish      also publish each locus that gained a tag to that tag's stream
+    --resume RUN_ID        continue an interrupted --write run (no locus written or published twice)
+
+    A --write run prints its id first; its checkpoint is kept in the store.
+    """
     from broker.cli.common import progress_bar
     from broker.filtering import registry as reg
 
+    if compare and against:
+        raise click.UsageError("give --compare REV_A REV_B or --against REV, not both")
+    comparing = bool(compare or against)
+    if comparing and (write or publish or resume):
+        raise click.UsageError("a comparison writes nothing: --compare/--against cannot go with --write, "
+                               "--publish or --resume")
+    if publish and not (write or resume):
+        raise click.UsageError("--publish needs --write (a dry run publishes nothing)")
+    if streams_dir is not None and not publish:
+        raise click.UsageError("--streams-dir goes with --publish")
     store, cfg = _store(config_path)
     setup_logging("CRITICAL")  # every error is in the report; log lines would repeat them
     try:
         total = store.counts().get("loci", 0)
-        with progress_bar(min(total, limit) if limit else total, "loci", f"backfill {name}") as bar:
+        total = min(total, limit) if limit else total
+        if comparing:
+            a, b = compare if compare else (against, revision or reg._revision(store, name, None)["revision"])
+            with progress_bar(total, "loci", f"compare {name}") as bar:
+                rep = reg.compare_revisions(store, name, a, b, since, until, limit=limit, limits=_limits(cfg),
+                                            batch_size=batch_size, on_batch=bar.update)
+            if not _emit(rep, as_json):
+                _print_comparison(rep)
+            return
+        if write or resume:
+            rep = _write_backfill(store, cfg, name, since, until, revision, limit, publish, streams_dir, resume,
+                                  batch_size, as_json)
+            if not _emit(rep, as_json):
+                _print_write(rep)
+            if rep.get("status") == "stopped":
+                click.echo(f"Error: {name} was stopped: {rep.get('stopped_reason')}", err=True)
+                raise SystemExit(1)
+            return
+        with progress_bar(total, "loci", f"backfill {name}") as bar:
             rep = reg.backfill_filter(store, name, since, until, revision=revision, limit=limit,
-                                      limits=_limits(cfg), on_batch=bar.update)
+                                      limits=_limits(cfg), batch_size=batch_size, on_batch=bar.update)
     except KeyError as exc:
         raise click.ClickException(str(exc.args[0])) from exc
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     finally:
         store.close()
     if not _emit(rep, as_json):
@@ -336,6 +392,83 @@ def backfill(name: str, since: str | None, until: str | None, revision: str | No
         for tag, ids in sorted(rep["tag_examples"].items()):
             click.echo(f"  would tag {tag}: {', '.join(ids[:10])}" + (" ..." if len(ids) > 10 else ""))
     _fail_if_broken(rep)
+
+
+def _write_backfill(store, cfg, name: str, since: str | None, until: str | None, revision: str | None,
+                    limit: int | None, publish: bool, streams_dir: Path | None, resume: str | None,
+                    batch_size: int, as_json: bool) -> dict[str, Any]:
+    """A writing run with its index writer (drained at the end) and, to publish, the configured sink."""
+    from broker.assemble import open_index_writer, open_stream_sink, stream_router
+    from broker.cli.common import progress_bar
+    from broker.filtering import registry as reg
+
+    if resume and not publish:
+        prior = store.get_backfill_run(resume)
+        publish = bool(prior and prior.get("publish"))  # a publishing run resumes publishing
+    sink = open_stream_sink(cfg, streams_dir) if publish else None
+    index_writer = open_index_writer(cfg)
+    bar = None
+
+    def started(run: dict[str, Any]) -> None:
+        nonlocal bar
+        if not as_json:
+            click.echo(f"backfill run {run['run_id']} ({'resuming' if resume else 'writing'}"
+                       f"{', publishing' if run.get('publish') else ''}); "
+                       f"resume with: albireo filter backfill {name} --resume {run['run_id']}", err=True)
+        bar = progress_bar(run["total"], "loci", f"backfill {name}")
+        bar.update(run["position"])
+
+    try:
+        rep = reg.run_backfill(store, name, revision, since, until, limit=limit, limits=_limits(cfg),
+                               batch_size=batch_size, sink=sink, router=stream_router(cfg),
+                               index_writer=index_writer, resume=resume, on_start=started,
+                               on_batch=lambda n: bar.update(n) if bar is not None else None)
+    except KeyboardInterrupt:
+        run = store.list_backfill_runs(name)[-1:] if not resume else [store.get_backfill_run(resume)]
+        rid = run[0]["run_id"] if run and run[0] else "?"
+        raise click.ClickException(f"interrupted; nothing is lost: albireo filter backfill {name} --resume {rid}") \
+            from None
+    finally:
+        if bar is not None:
+            bar.close()
+        index_writer.close()
+        if sink is not None:
+            sink.close()
+    return rep
+
+
+def _print_write(rep: dict[str, Any]) -> None:
+    t = rep.get("totals") or {}
+    if rep.get("nothing_to_do"):
+        click.echo(f"backfill run {rep['run_id']} had already finished: nothing to do")
+        return
+    click.echo(f"backfill run {rep['run_id']}: {rep['name']}@{rep['revision']} {rep['status']}"
+               + (" (resumed)" if rep.get("resumed") else ""))
+    click.echo(f"  loci {t.get('loci', 0)} of {rep.get('total', 0)}  changed {t.get('loci_changed', 0)}  "
+               f"runs {t.get('runs', 0)}  errors {t.get('errors', 0)}  "
+               f"skipped (dependencies) {t.get('dependency_skipped', 0)}  published {t.get('published', 0)}")
+    click.echo("  tags written: " + (", ".join(f"{k}={v}" for k, v in sorted(t.get("tags_written", {}).items()))
+                                     or "(none)"))
+    click.echo("  properties written: " + (", ".join(f"{k}={v}" for k, v in
+                                                     sorted(t.get("properties_written", {}).items())) or "(none)"))
+    for e in rep.get("first_errors") or []:
+        click.echo(f"  ERROR {e['exception']}: {e['message']}  (locus {e['locus_id']})")
+
+
+def _print_comparison(rep: dict[str, Any]) -> None:
+    t = rep["totals"]
+    click.echo(f"compare {rep['filter']}: {rep['revision_a']} (A) -> {rep['revision_b']} (B), nothing written")
+    click.echo(f"  loci {t['loci']}  differing {t['loci_differing']}")
+    click.echo("  tags gained: " + (", ".join(f"{k}={v}" for k, v in sorted(t["tags_gained"].items())) or "(none)"))
+    click.echo("  tags lost: " + (", ".join(f"{k}={v}" for k, v in sorted(t["tags_lost"].items())) or "(none)"))
+    click.echo("  properties changed: " + (", ".join(f"{k}={v}" for k, v in
+                                                     sorted(t["properties_changed"].items())) or "(none)"))
+    for c in rep["per_locus"][:20]:
+        click.echo(f"    {c['locus_id']}: +{c['tags_gained']} -{c['tags_lost']} "
+                   + ", ".join(f"{k}: {v['a']!r} -> {v['b']!r}" for k, v in c["properties_changed"].items()))
+    for rev, e in rep["errors"].items():
+        if e["count"]:
+            click.echo(f"  {rev}: {e['count']} errors" + (f", stopped: {e['stopped']}" if e["stopped"] else ""))
 
 
 @filter_group.command("sandbox")

@@ -462,6 +462,20 @@ def backfill_filter(store, name: str, since: str | float | None = None, until: s
     return out
 
 
+def compare_revisions(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Two revisions on the same stored loci (see :func:`broker.filtering.backfill.compare_revisions`)."""
+    from broker.filtering.backfill import compare_revisions as compare
+
+    return compare(*args, **kwargs)
+
+
+def run_backfill(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """A writing, resumable backfill (see :func:`broker.filtering.backfill.run_backfill`)."""
+    from broker.filtering.backfill import run_backfill as run
+
+    return run(*args, **kwargs)
+
+
 def platform_runner(store, builtins: list, limits: SandboxLimits | None = None, refresh_s: float = 30.0,
                     **kwargs: Any) -> PlatformRunner:
     """A :class:`PlatformRunner` whose user filters follow ``store``'s registry."""
@@ -469,6 +483,7 @@ def platform_runner(store, builtins: list, limits: SandboxLimits | None = None, 
                           **kwargs)
 
 
-__all__ = ["DependencyError", "FilterLoadError", "FilterRejected", "NotApproved", "add_revision", "review", "enabled_specs", "get_filter", "inspect_code",
+__all__ = ["DependencyError", "FilterLoadError", "FilterRejected", "NotApproved", "add_revision", "review",
+           "compare_revisions", "run_backfill", "enabled_specs", "get_filter", "inspect_code",
            "list_filters", "platform_runner", "backfill_filter", "set_status", "test_filter"]
 test_filter.__test__ = False  # a library function, not a pytest test

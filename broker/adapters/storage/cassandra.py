@@ -531,6 +531,43 @@ class CassandraStore(Store):
         if not res.was_applied:
             raise KeyError(f"no filter revision {name}@{revision}")
 
+    # -- backfill runs (one small partition; created on first use, like ``filter_registry``) ----------
+    def locus_ids(self, since_mjd: float | None = None, until_mjd: float | None = None) -> list[str]:
+        """A token-order scan of ``loci`` (ids and times only), sorted here: backfills need one fixed order."""
+        from cassandra.query import SimpleStatement
+
+        lo = -np.inf if since_mjd is None else since_mjd
+        hi = np.inf if until_mjd is None else until_mjd
+        stmt = SimpleStatement("SELECT locus_id, newest_mjd FROM loci", fetch_size=5000)
+        rows = self._retry(lambda: list(self._session.execute(stmt, timeout=120)))
+        return sorted(r.locus_id for r in rows if r.newest_mjd is not None and lo <= r.newest_mjd <= hi)
+
+    def _backfill_table(self) -> None:
+        if not getattr(self, "_backfill_ok", False):
+            self._retry(lambda: self._session.execute(
+                "CREATE TABLE IF NOT EXISTS backfill_runs (bucket int, run_id text, name text, started double, "
+                "record text, PRIMARY KEY ((bucket), run_id))", timeout=60))
+            self._backfill_ok = True
+
+    def put_backfill_run(self, rec: dict[str, Any]) -> None:
+        self._backfill_table()
+        params = (rec["run_id"], rec["name"], rec.get("started"), dumps(rec))
+        self._retry(lambda: self._session.execute(
+            "INSERT INTO backfill_runs (bucket, run_id, name, started, record) VALUES (0, %s, %s, %s, %s)", params))
+
+    def get_backfill_run(self, run_id: str) -> dict[str, Any] | None:
+        self._backfill_table()
+        row = self._retry(lambda: self._session.execute(
+            "SELECT record FROM backfill_runs WHERE bucket=0 AND run_id=%s", (run_id,)).one())
+        return loads(row.record) if row else None
+
+    def list_backfill_runs(self, name: str | None = None) -> list[dict[str, Any]]:
+        self._backfill_table()
+        rows = self._retry(lambda: list(self._session.execute("SELECT record FROM backfill_runs WHERE bucket=0")))
+        recs = [loads(r.record) for r in rows]
+        return sorted((r for r in recs if name is None or r.get("name") == name),
+                      key=lambda r: (r.get("started") or 0.0, r["run_id"]))
+
     # -- multi-messenger notices and events ----------------------------------------------
     def put_notice(self, record: dict[str, Any], skymap: bytes | None = None) -> None:
         """The map's chunks first, then the notice rows: a notice row is never read without its map."""

@@ -393,6 +393,41 @@ class SQLiteStore(Store):
             if cur.rowcount == 0:
                 raise KeyError(f"no filter revision {name}@{revision}")
 
+    # -- backfill runs -----------------------------------------------------------------
+    def locus_ids(self, since_mjd: float | None = None, until_mjd: float | None = None) -> list[str]:
+        lo = -np.inf if since_mjd is None else since_mjd
+        hi = np.inf if until_mjd is None else until_mjd
+        with self._lock:
+            return [r[0] for r in self._db.execute(
+                "SELECT locus_id FROM loci WHERE newest_mjd >= ? AND newest_mjd <= ? ORDER BY locus_id", (lo, hi))]
+
+    def _backfill_table(self) -> None:
+        """Created on first use, so stores written before backfills wrote need no migration."""
+        if not getattr(self, "_backfill_table_ok", False):
+            self._db.execute("CREATE TABLE IF NOT EXISTS backfill_runs (run_id TEXT PRIMARY KEY, name TEXT NOT NULL, "
+                             "started REAL, record TEXT NOT NULL)")
+            self._backfill_table_ok = True
+
+    def put_backfill_run(self, rec: dict) -> None:
+        with self._lock:
+            self._backfill_table()
+            self._db.execute("INSERT OR REPLACE INTO backfill_runs VALUES (?,?,?,?)",
+                             (rec["run_id"], rec["name"], rec.get("started"), dumps(rec)))
+
+    def get_backfill_run(self, run_id: str) -> dict | None:
+        with self._lock:
+            self._backfill_table()
+            row = self._db.execute("SELECT record FROM backfill_runs WHERE run_id=?", (run_id,)).fetchone()
+        return loads(row[0]) if row else None
+
+    def list_backfill_runs(self, name: str | None = None) -> list[dict]:
+        q = "SELECT record FROM backfill_runs"
+        with self._lock:
+            self._backfill_table()
+            rows = (self._db.execute(q + " WHERE name=? ORDER BY started, run_id", (name,)) if name is not None
+                    else self._db.execute(q + " ORDER BY started, run_id")).fetchall()
+        return [loads(r[0]) for r in rows]
+
     # -- multi-messenger notices and events ---------------------------------------------
     def put_notice(self, record: dict, skymap: bytes | None = None) -> None:
         with self._lock:
