@@ -81,9 +81,12 @@ def spec(server: str) -> dict[str, Any]:
         "/api/filters/test": {"post": _op("Run code, sandboxed, on uploaded Avro packets (alerts) or stored loci "
                                           "(locus_ids); returns tags, properties, timing and errors", auth=True,
                                           body="multipart/form-data", codes=(200, 400, 401, 403, 404, 422))},
-        "/api/filters/{name}/backfill": {"post": _op("Dry run of a revision over stored loci (since, until, "
-                                                   "revision, limit)", [_p("name", "path")], auth=True,
-                                                   body="application/json", codes=(200, 400, 401, 403, 404))},
+        "/api/filters/{name}/backfill": {"post": _op("A revision over stored loci (since, until, revision, limit): "
+                                                   "a dry run; compare [A, B] or against; write (store + index, "
+                                                   "with provenance; admin); publish (also to the streams; "
+                                                   "admin); resume (a run id; admin)", [_p("name", "path")],
+                                                   auth=True, body="application/json",
+                                                   codes=(200, 400, 401, 403, 404, 502))},
         "/api/streams": {"get": _op("Tag streams, their topics and subscription snippets", codes=(200,))},
         "/api/watchlists": {"get": _op("Watch lists", codes=(200,)),
                             "post": _op("Create a watch list", auth=True, body="application/json",

@@ -190,25 +190,93 @@ def filter_test():
     return jsonify({"data": _report(rep)})
 
 
+def _flag(p: dict, key: str) -> bool:
+    v = p.get(key)
+    if isinstance(v, bool):
+        return v
+    if v in (None, "", "0", "false", "no", "off"):
+        return False
+    if v in ("1", "true", "yes", "on"):
+        return True
+    raise bad_request(f"{key} must be true or false, not {v!r}")
+
+
+def _str_field(p: dict, key: str) -> str | None:
+    v = p.get(key)
+    if v in (None, ""):
+        return None
+    if not isinstance(v, str):
+        raise bad_request(f"{key} must be a string")
+    return v
+
+
 @bp.post("/filters/<name>/backfill")
 def filter_replay(name: str):
-    """Dry run of a registered revision over stored loci (``since``/``until``: MJD or ISO; nothing written)."""
-    require_user()
-    reg = _registry()
+    """Run a registered revision over stored loci: what ``albireo filter backfill`` does.
+
+    Fields: ``since``/``until`` (MJD or ISO), ``revision``, ``limit`` (default 1000, at most
+    100000), ``timeout``; ``compare`` (``[REV_A, REV_B]``) or ``against`` (REV): a comparison;
+    ``write``: write tags and properties (store + index) with provenance; ``publish``: also
+    publish to the streams (Kafka); ``resume``: a run id. A dry run or comparison needs a user key;
+    writing, publishing or resuming an admin key.
+    """
     p = _params()
+    write, publish, resume = _flag(p, "write"), _flag(p, "publish"), _str_field(p, "resume")
+    compare, against = p.get("compare"), _str_field(p, "against")
+    require_user(admin=write or publish or bool(resume))
+    reg = _registry()
     try:
         limit = int(p.get("limit") or 1000)
     except (TypeError, ValueError) as exc:
         raise bad_request("limit must be an integer") from exc
+    limit = max(1, min(limit, 100_000))
+    if compare is not None and (not isinstance(compare, list) or len(compare) != 2
+                                or not all(isinstance(x, str) and x for x in compare)):
+        raise bad_request("compare must be a list of two revisions [REV_A, REV_B]")
+    if (compare or against) and (write or publish or resume):
+        raise bad_request("a comparison writes nothing: compare/against cannot go with write, publish or resume")
+    if publish and not (write or resume):
+        raise bad_request("publish needs write (a dry run publishes nothing)")
+    b = backend()
+    revision = _str_field(p, "revision")
     try:
-        rep = reg.backfill_filter(backend().store, name, p.get("since"), p.get("until"),
-                                revision=p.get("revision") or None, limit=max(1, min(limit, 100_000)),
-                                limits=_limits(p.get("timeout")))
+        if compare or against:
+            a, bb = compare if compare else (against, revision or reg.get_filter(b.store, name)["revisions"][-1]["revision"])
+            rep = reg.compare_revisions(b.store, name, a, bb, p.get("since"), p.get("until"), limit=limit,
+                                        limits=_limits(p.get("timeout")))
+        elif write or resume:
+            rep = _write_backfill(b, reg, name, p, revision, limit, publish, resume)
+        else:
+            rep = reg.backfill_filter(b.store, name, p.get("since"), p.get("until"), revision=revision, limit=limit,
+                                      limits=_limits(p.get("timeout")))
     except KeyError as exc:
         raise not_found(str(exc.args[0])) from exc
-    except ValueError as exc:  # an unreadable since/until
+    except ValueError as exc:  # an unreadable since/until, a run of another filter
         raise bad_request(str(exc)) from exc
     return jsonify({"data": _report(rep)})
+
+
+def _write_backfill(b, reg, name: str, p: dict, revision: str | None, limit: int, publish: bool,
+                    resume: str | None) -> dict:
+    """A writing run through the pipeline's index writer and, to publish, the configured Kafka sink."""
+    from broker.assemble import open_index_writer, open_stream_sink, stream_router
+
+    if resume and not publish:
+        prior = b.store.get_backfill_run(resume)
+        publish = bool(prior and prior.get("publish"))
+    try:
+        sink = open_stream_sink(b.cfg) if publish else None
+    except Exception as exc:  # Kafka unreachable or refused: the caller learns why
+        raise ApiError(f"cannot publish: {exc}", 502) from exc
+    writer = open_index_writer(b.cfg, b.index)
+    try:
+        return reg.run_backfill(b.store, name, revision, p.get("since"), p.get("until"), limit=limit,
+                                limits=_limits(p.get("timeout")), sink=sink, router=stream_router(b.cfg),
+                                index_writer=writer, resume=resume)
+    finally:
+        writer.close(timeout=60)
+        if sink is not None:
+            sink.close()
 
 
 @bp.get("/streams")

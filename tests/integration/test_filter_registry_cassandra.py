@@ -29,6 +29,11 @@ def test_revisions_statuses_and_enabled_specs_on_cassandra(store):
     b = reg.add_revision(store, GOOD + "\n# v2\n", "bob", priority=7)
     assert [r["revision"] for r in store.list_filter_revisions("Good")] == [a["revision"], b["revision"]]
     assert store.list_filter_revisions("Good")[0]["meta"]["class"] == "Good"
+    with pytest.raises(reg.NotApproved, match="has not been approved"):
+        reg.set_status(store, "Good", "enabled", a["revision"])
+    rv = reg.review(store, "Good", "approved", "olga", a["revision"], "checked")
+    assert rv["status"] == "approved" and (rv["review"]["by"], rv["review"]["note"]) == ("olga", "checked")
+    reg.review(store, "Good", "approved", "olga", b["revision"])
     reg.set_status(store, "Good", "enabled", a["revision"])
     reg.set_status(store, "Good", "enabled", b["revision"])
     statuses = {r["revision"]: r["status"] for r in store.list_filter_revisions("Good")}
@@ -42,3 +47,8 @@ def test_revisions_statuses_and_enabled_specs_on_cassandra(store):
     other = reg.add_revision(store, filter_code("Other", "        pass"), "carol")
     assert [r["name"] for r in reg.list_filters(store)] == ["Good", "Other"]
     assert other["status"] == "submitted"
+    rejected = reg.review(store, "Other", "rejected", "olga", note="no docstring")
+    assert rejected["status"] == "rejected"
+    assert store.list_filter_revisions("Other")[0]["meta"]["review"]["note"] == "no docstring"
+    with pytest.raises(reg.NotApproved, match="rejected by olga"):
+        reg.set_status(store, "Other", "enabled")

@@ -365,3 +365,54 @@ def test_random_loci_are_drawn_from_the_whole_index(client, app):
     a = client.get("/v2/loci/random", query_string={"n": 5, "seed": 7}).get_json()["data"]
     assert a == client.get("/v2/loci/random", query_string={"n": 5, "seed": 7}).get_json()["data"]
     assert client.get("/v2/loci/random?n=0").status_code == 400
+
+
+BACKFILL_CODE = """
+from broker.filtering.contract import BaseFilter
+
+
+class ApiBackfill(BaseFilter):
+    OUTPUT_LOCUS_TAGS = [{"name": "api_bf_many", "description": "more than ten alerts"}]
+    OUTPUT_LOCUS_PROPERTIES = [{"name": "api_bf_n", "type": "int", "description": "alerts seen"}]
+
+    def _run(self, locus):
+        locus.set_property("api_bf_n", len(locus.alerts))
+        if len(locus.alerts) > 10:
+            locus.tag("api_bf_many")
+"""
+
+
+def test_filter_backfill_compare_and_write_over_http(client, store, admin_auth, user_auth):
+    """Comparing needs a user key; writing an admin key; what is written is what the store then holds."""
+    r = client.post("/api/filters", data={"code": BACKFILL_CODE}, headers=user_auth)
+    assert r.status_code == 201, r.get_json()
+    a = r.get_json()["data"]["revision"]
+    r = client.post("/api/filters", data={"code": BACKFILL_CODE.replace("> 10", "> 20")}, headers=user_auth)
+    b = r.get_json()["data"]["revision"]
+    r = client.post("/api/filters/ApiBackfill/backfill", headers=user_auth, json={"compare": [a, b], "limit": 40})
+    assert r.status_code == 200, r.get_json()
+    rep = r.get_json()["data"]
+    ids = store.locus_ids()[:40]
+    n = {lid: len(x.alerts) for lid, x in store.load_loci(ids).items()}
+    assert rep["totals"]["loci"] == len(ids)
+    assert rep["totals"]["tags_lost"].get("api_bf_many", 0) == sum(10 < v <= 20 for v in n.values())
+    assert rep["totals"]["tags_gained"] == {} and rep["totals"]["properties_changed"] == {}
+    for bad in ({"compare": a}, {"compare": [a]}, {"publish": True}, {"write": "maybe"},
+                {"compare": [a, b], "write": True}):
+        r = client.post("/api/filters/ApiBackfill/backfill", headers=admin_auth, json=bad)
+        assert r.status_code == 400, (bad, r.get_json())
+    r = client.post("/api/filters/ApiBackfill/backfill", headers=user_auth, json={"write": True})
+    assert r.status_code == 403
+    r = client.post("/api/filters/ApiBackfill/backfill", headers=admin_auth, json={"resume": "bf-nope"})
+    assert r.status_code == 404 and "no backfill run" in r.get_json()["message"]
+    r = client.post("/api/filters/ApiBackfill/backfill", headers=admin_auth,
+                    json={"write": True, "revision": a, "limit": 5})
+    assert r.status_code == 200, r.get_json()
+    run = r.get_json()["data"]
+    assert run["status"] == "done" and run["totals"]["loci"] == 5
+    written = store.load_loci(store.locus_ids()[:5])
+    for lid, x in written.items():
+        assert x.user_properties["api_bf_n"] == n[lid]
+        assert ("api_bf_many" in x.user_tags) == (n[lid] > 10)
+        assert x.provenance["property:api_bf_n"].backfill_run == run["run_id"]
+    assert store.get_backfill_run(run["run_id"])["position"] == 5
