@@ -50,7 +50,7 @@ def filter_group() -> None:
     """Register, review, enable, test and backfill user filters (ANTARES devkit compatible).
 
     A new revision is submitted; an operator approves (or rejects) it; only then can it be
-    enabled (unless ``[filters] require_review = false``).
+    enabled (unless the configuration sets [filters] require_review = false).
     """
 
 
@@ -353,7 +353,7 @@ def backfill(name: str, since: str | None, until: str | None, revision: str | No
                                "--publish or --resume")
     if publish and not (write or resume):
         raise click.UsageError("--publish needs --write (a dry run publishes nothing)")
-    if streams_dir is not None and not publish:
+    if streams_dir is not None and not (publish or resume):
         raise click.UsageError("--streams-dir goes with --publish")
     store, cfg = _store(config_path)
     setup_logging("CRITICAL")  # every error is in the report; log lines would repeat them
@@ -402,9 +402,12 @@ def _write_backfill(store, cfg, name: str, since: str | None, until: str | None,
     from broker.cli.common import progress_bar
     from broker.filtering import registry as reg
 
-    if resume and not publish:
-        prior = store.get_backfill_run(resume)
-        publish = bool(prior and prior.get("publish"))  # a publishing run resumes publishing
+    prior = store.get_backfill_run(resume) if resume else None
+    if prior and prior.get("publish"):  # a publishing run resumes publishing, to the same sink by default
+        publish = True
+        to = prior.get("publish_to") or "kafka"
+        if streams_dir is None and to.startswith("files:"):
+            streams_dir = Path(to.removeprefix("files:"))
     sink = open_stream_sink(cfg, streams_dir) if publish else None
     index_writer = open_index_writer(cfg)
     bar = None
@@ -422,6 +425,7 @@ def _write_backfill(store, cfg, name: str, since: str | None, until: str | None,
         rep = reg.run_backfill(store, name, revision, since, until, limit=limit, limits=_limits(cfg),
                                batch_size=batch_size, sink=sink, router=stream_router(cfg),
                                index_writer=index_writer, resume=resume, on_start=started,
+                               publish_to=f"files:{streams_dir.resolve()}" if streams_dir is not None else "kafka",
                                on_batch=lambda n: bar.update(n) if bar is not None else None)
     except KeyboardInterrupt:
         run = store.list_backfill_runs(name)[-1:] if not resume else [store.get_backfill_run(resume)]

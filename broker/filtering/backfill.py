@@ -163,14 +163,15 @@ def run_backfill(store, name: str, revision: str | None = None, since: str | flo
                  router: Any = None, index_writer: Any = None, resume: str | None = None,
                  run_id: str | None = None, on_batch: Callable[[int], None] | None = None,
                  on_start: Callable[[dict[str, Any]], None] | None = None,
-                 hook: Callable[[str, int], None] | None = None) -> dict[str, Any]:
+                 hook: Callable[[str, int], None] | None = None, publish_to: str | None = None) -> dict[str, Any]:
     """Run a revision over stored loci and write what it sets (and publish, with ``sink``); resumable.
 
     ``resume``: the id of an interrupted run: its revision, window, limit and publishing are
     taken from its checkpoint (the arguments given for them are ignored) and it goes on after
     the last locus it finished. ``on_start`` is called with the run record once it exists (so a
     caller can say which id to resume). ``hook(point, batch)`` is the tests' interruption point
-    (:data:`HOOK_POINTS`). An interruption (``KeyboardInterrupt`` or any error) marks the run
+    (:data:`HOOK_POINTS`). ``publish_to`` describes the sink in the checkpoint (``kafka`` or
+    ``files:<dir>``), so that a resume can reopen the same one. An interruption (``KeyboardInterrupt`` or any error) marks the run
     ``interrupted`` in its checkpoint and is raised again.
     """
     from broker.emit import StreamRouter
@@ -193,7 +194,8 @@ def run_backfill(store, name: str, revision: str | None = None, since: str | flo
         rec = _revision(store, name, revision)
         lo, hi = _window(since, until)
         run = {"run_id": run_id or new_run_id(), "name": name, "revision": rec["revision"], "since_mjd": lo,
-               "until_mjd": hi, "limit": limit, "publish": sink is not None, "status": "running", "started": now,
+               "until_mjd": hi, "limit": limit, "publish": sink is not None,
+               "publish_to": publish_to if sink is not None else None, "status": "running", "started": now,
                "updated": now, "position": 0, "last_locus_id": None, "totals": _empty_totals(),
                "stopped_reason": None, "resumed_at": []}
     ids = store.locus_ids(run["since_mjd"], run["until_mjd"])

@@ -231,11 +231,12 @@ def test_cli_compare_write_publish_resume(copy, tmp_path, monkeypatch):
     # an interrupted run (by a limit on this call's side: a hook stops it), then resumed from the CLI
     with pytest.raises(KeyboardInterrupt):
         reg.run_backfill(store, "BfCount", a, limits=LIMITS, batch_size=5,
-                         sink=StreamFileSink(tmp_path / "s"), hook=lambda p, k: (_ for _ in ()).throw(
+                         sink=StreamFileSink(tmp_path / "s"), publish_to=f"files:{tmp_path / 's'}",
+                         hook=lambda p, k: (_ for _ in ()).throw(
                              KeyboardInterrupt) if (p, k) == ("after_write", 1) else None)
     (run,) = store.list_backfill_runs("BfCount")
-    r = cli.invoke(main, ["filter", "backfill", "BfCount", "--resume", run["run_id"], "--publish",
-                          "--streams-dir", str(tmp_path / "s")])
+    # the checkpoint says where it published: the resume publishes there again without being told
+    r = cli.invoke(main, ["filter", "backfill", "BfCount", "--resume", run["run_id"]])
     assert r.exit_code == 0, r.output
     assert f"backfill run {run['run_id']}: BfCount@{a} done (resumed)" in r.output
     multi = sum(v > 12 for v in n.values())
