@@ -199,3 +199,58 @@ def test_cli_enable_refuses_a_missing_dependency(tmp_path, monkeypatch):
     assert r.exit_code == 1 and "requires 'Producer', which is not enabled" in r.output, r.output
     r = cli.invoke(main, ["filter", "show", "Consumer"])
     assert "requires: Producer" in r.output and "review: approved by olga" in r.output
+
+
+AFTER_SNR = '''from antares_devkit.models import BaseFilter
+
+class AfterSnr(BaseFilter):
+    REQUIRES_FILTERS = ["high_snr"]
+    OUTPUT_LOCUS_TAGS = [{"name": "after_snr", "description": "high_snr said so first"}]
+    OUTPUT_LOCUS_PROPERTIES = [{"name": "dep_snr_copy", "type": "float", "description": "high_snr's S/N"},
+                               {"name": "dep_snr_alert", "type": "str", "description": "the alert it was for"}]
+
+    def _run(self, locus):
+        locus.set_property("dep_snr_copy", locus.properties["newest_alert_snr"])
+        locus.set_property("dep_snr_alert", str(locus.alert.id))
+        if "high_snr" in locus.tags:
+            locus.tag("after_snr")
+'''
+
+
+def test_a_sandboxed_filter_after_a_builtin_in_the_pipeline_on_real_ztf(tmp_path, shared_data):
+    """The worker on ../shared/data: a user filter (priority -5) that requires the built-in high_snr runs
+    after it on every packet, in the sandbox, and reads the S/N high_snr set for that very alert."""
+    from broker.adapters.streams.files import FileSource, StreamFileSink
+    from broker.assemble import build_filters, build_pipeline
+    from broker.config import Config
+    from broker.worker import Worker
+
+    cfg = Config()
+    cfg.store.path = str(tmp_path / "albireo.sqlite")
+    cfg.catalogs.enabled = False
+    cfg.filters.refresh_s = 0.0
+    store = SQLiteStore(cfg.store.path, Associator(1.0).order)
+    with pytest.raises(reg.DependencyError, match="requires 'high_snr'"):
+        reg.add_revision(store, AFTER_SNR, "alice", priority=-5, approved_by="olga", enable=True)
+    reg.add_revision(store, AFTER_SNR, "alice", priority=-5, approved_by="olga", enable=True, known=cfg.filters.builtin)
+    runner = build_filters(cfg, store=store)
+    worker = Worker(build_pipeline(cfg, store, StreamFileSink(tmp_path / "streams"), filters=runner),
+                    FileSource([shared_data / "ztf"]), batch_size=20)
+    try:
+        worker.run(max_messages=60)
+        order = [f.name for f in runner.filters]
+        assert order.index("AfterSnr") == order.index("high_snr") + 1
+        after = next(f for f in runner.filters if f.name == "AfterSnr")
+        assert after.stats.runs > 20 and after.stats.errors == 0
+    finally:
+        runner.close()
+    loci = [x for batch in store.iter_loci() for x in batch]
+    ran = [x for x in loci if "dep_snr_copy" in x.user_properties]
+    assert len(ran) > 10
+    for x in ran:
+        assert x.user_properties["dep_snr_copy"] == x.user_properties["newest_alert_snr"]
+        assert ("after_snr" in x.user_tags) == ("high_snr" in x.user_tags)
+    assert any("after_snr" in x.user_tags for x in ran)
+    newest = {x.locus_id: x.alerts[-1].alert_id for x in ran}
+    assert sum(x.user_properties["dep_snr_alert"] == newest[x.locus_id] for x in ran) >= len(ran) // 2
+    store.close()
