@@ -244,3 +244,38 @@ def test_per_filter_counters_and_latency_histogram(worker_run):
     text = m.render()
     assert f'albireo_filter_stats_errors{{filter="Raiser",revision="{raiser.revision}"}} {float(raiser.stats.errors)}' in text
     assert f'albireo_filter_stats_enabled{{filter="Good",revision="{good.revision}"}} 1.0' in text
+
+
+def test_cli_review_flow_add_enable_reject_and_require_review_off(tmp_path, monkeypatch):
+    from broker.cli import main
+
+    monkeypatch.setenv("ALBIREO_STORE__PATH", str(tmp_path / "review.sqlite"))
+    good = tmp_path / "good.py"
+    good.write_text(GOOD)
+    cli = CliRunner()
+    r = cli.invoke(main, ["filter", "add", str(good), "--enable"])
+    assert r.exit_code == 1 and "has not been approved" in r.output, r.output
+    r = cli.invoke(main, ["filter", "add", str(good), "--approve"])
+    assert r.exit_code == 2 and "--approve needs --by" in r.output
+    r = cli.invoke(main, ["filter", "list"])
+    assert "submitted" in r.output and "review=pending" in r.output
+    r = cli.invoke(main, ["filter", "add", str(good), "--approve", "--by", "olga", "--enable", "--json"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.output)
+    assert rec["status"] == "enabled" and rec["review"]["by"] == "olga" and rec["review"]["decision"] == "approved"
+    # rejecting the enabled revision takes it out of what workers load
+    r = cli.invoke(main, ["filter", "reject", "Good", "--by", "pavel"])
+    assert r.exit_code == 2 and "--reason" in r.output
+    r = cli.invoke(main, ["filter", "reject", "Good", "--by", "pavel", "--reason", "leaks memory"])
+    assert r.exit_code == 0 and "rejected by pavel" in r.output, r.output
+    store = SQLiteStore(tmp_path / "review.sqlite", Associator(1.0).order)
+    assert reg.enabled_specs(store) == []
+    store.close()
+    r = cli.invoke(main, ["filter", "enable", "Good"])
+    assert r.exit_code == 1 and "rejected by pavel (leaks memory)" in r.output
+    # with the review requirement off, a fresh unreviewed revision may be enabled
+    other = tmp_path / "other.py"
+    other.write_text(filter_code("Other", "        pass"))
+    monkeypatch.setenv("ALBIREO_FILTERS__REQUIRE_REVIEW", "false")
+    r = cli.invoke(main, ["filter", "add", str(other), "--enable"])
+    assert r.exit_code == 0 and "status=enabled" in r.output, r.output
