@@ -346,6 +346,7 @@ class _Recorder:
             "load_error": self.pool.load_errors.get(f.name, {}).get("message"),
             "disabled_reason": f.disabled_reason or None,
             "loci": len(self.loci), "runs": f.stats.runs, "skipped": f.stats.skipped,
+            "dependency_skipped": f.stats.dependency_skipped,
             "tags": dict(self.tags), "tag_examples": self.examples, "properties": self.props,
             "timing": {"total_s": f.stats.total_s, "p50_s": pct(0.5), "p99_s": pct(0.99),
                        "max_s": lat[-1] if lat else 0.0},
@@ -363,7 +364,9 @@ STOP_AFTER_FAILURES = 3
 def _pool_for(spec: FilterSpec, limits: SandboxLimits | None):
     from broker.filtering.runner import ErrorPolicy
 
-    f = loaded_from_spec(spec)
+    # A test or a backfill runs this one filter: what the filters it requires set is read from the
+    # loci as stored (a backfill) or is absent (a test); it is not skipped for their not running here.
+    f = loaded_from_spec(FilterSpec(spec.name, spec.revision, spec.code, spec.priority))
     # A test or a backfill reports every error and ignores the error-rate limit, but stops a filter
     # that fails STOP_AFTER_FAILURES times in a row: a hanging filter costs three budgets, not one per locus.
     return f, SandboxPool([f], limits or SandboxLimits(), ErrorPolicy(max_error_rate=0, max_mean_s=0,

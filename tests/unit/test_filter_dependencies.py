@@ -253,4 +253,9 @@ def test_a_sandboxed_filter_after_a_builtin_in_the_pipeline_on_real_ztf(tmp_path
     assert any("after_snr" in x.user_tags for x in ran)
     newest = {x.locus_id: x.alerts[-1].alert_id for x in ran}
     assert sum(x.user_properties["dep_snr_alert"] == newest[x.locus_id] for x in ran) >= len(ran) // 2
+    # a backfill runs the one filter on the loci as stored: high_snr's results are read from the store
+    rep = reg.backfill_filter(store, "AfterSnr", limits=SandboxLimits(timeout_s=30))
+    assert rep["dependency_skipped"] == 0 and rep["runs"] == len(loci)
+    assert rep["error_count"] == sum("newest_alert_snr" not in x.user_properties for x in loci)
+    assert rep["tags"].get("after_snr", 0) == 0  # already tagged where high_snr is: nothing new
     store.close()
