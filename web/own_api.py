@@ -11,7 +11,7 @@ from pathlib import Path
 
 from flask import Blueprint, jsonify, request
 
-from broker.ports import LocusQuery
+from broker.ports import DeliveryError, LocusQuery
 from web import filters_view, serialize, watchlists
 from web.auth import require_user
 from web.backend import backend
@@ -269,10 +269,14 @@ def _write_backfill(b, reg, name: str, p: dict, revision: str | None, limit: int
     except Exception as exc:  # Kafka unreachable or refused: the caller learns why
         raise ApiError(f"cannot publish: {exc}", 502) from exc
     writer = open_index_writer(b.cfg, b.index)
+    started: dict = {}
     try:
         return reg.run_backfill(b.store, name, revision, p.get("since"), p.get("until"), limit=limit,
                                 limits=_limits(p.get("timeout")), sink=sink, router=stream_router(b.cfg),
-                                index_writer=writer, resume=resume)
+                                index_writer=writer, resume=resume, publish_to="kafka" if publish else None,
+                                on_start=started.update)
+    except DeliveryError as exc:  # Kafka did not acknowledge: the run is checkpointed as interrupted
+        raise ApiError(f"publishing failed; resume it with resume={started.get('run_id')!r}: {exc}", 502) from exc
     finally:
         writer.close(timeout=60)
         if sink is not None:
