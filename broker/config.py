@@ -267,6 +267,41 @@ class MultimessengerConfig:
 
 
 @dataclass
+class ScansConfig:
+    """Reconstruction scans, the SkyDriver pattern (``broker.multimessenger.scans``; ``docs/realtime.md``)."""
+
+    #: the task and result queue: ``sqlite`` (one file, the embedded stack: workers on this machine) or ``kafka``.
+    queue: str = "sqlite"
+    #: the SQLite queue's file (``queue = sqlite``).
+    queue_path: str = str(DEFAULT_HOME / "scan-queue.sqlite")
+    #: topics ``<prefix>tasks.realtime``, ``<prefix>tasks.backfill`` (realtime is always served first), ``<prefix>results``.
+    topic_prefix: str = "albireo.scans."
+    #: partitions of each task topic (Kafka): at most this many workers share one lane.
+    partitions: int = 8
+    #: consumer group of ``albireo scan-worker`` (one per lane: ``<group>.realtime``, ``<group>.backfill``).
+    group_id: str = "albireo-scan-workers"
+    #: consumer group of ``albireo scan-server`` (one results topic partition: one active server).
+    server_group_id: str = "albireo-scan-server"
+    #: pixels per task message (a worker evaluates them in one vectorised call).
+    pixels_per_task: int = 16
+    #: task messages a worker takes per poll.
+    batch_size: int = 8
+    #: refinement: the best pixels kept at each step (beside every pixel inside the 90 % region).
+    refine_best: int = 12
+    #: SQLite queue: a task not committed within this many seconds is delivered again (its worker died).
+    lease_s: float = 30.0
+    #: the scan server sends a running step's missing pixels again after this long without progress.
+    resend_after_s: float = 300.0
+    max_nside: int = 1024
+    #: the first step scans the whole sky: 12·nside² pixels, at most this many.
+    max_first_pixels: int = 50000
+    #: a refinement step scans at most this many pixels (those nearest the best pixel).
+    max_step_pixels: int = 20000
+    #: modules (``module`` or ``module:attr``) that register more reconstructions when imported.
+    plugins: list[str] = field(default_factory=list)
+
+
+@dataclass
 class IngestConfig:
     """Bounds on hostile packets, checked before they are decoded into memory (docs/security.md).
 
@@ -299,6 +334,7 @@ class Config:
     services: ServicesConfig = field(default_factory=ServicesConfig)
     multimessenger: MultimessengerConfig = field(default_factory=MultimessengerConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    scans: ScansConfig = field(default_factory=ScansConfig)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

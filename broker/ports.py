@@ -345,6 +345,31 @@ class Store(abc.ABC):
     def outgoing(self, event_id: str) -> list[dict[str, Any]]:
         """Every stored revision of an event's outgoing alerts, by ``record_number``."""
 
+    # -- reconstruction scans (``broker.multimessenger.scans``) ----------------------------------------
+    @abc.abstractmethod
+    def put_scan(self, record: dict[str, Any]) -> None:
+        """Insert or replace one scan record (keyed by ``scan_id``; the manifest lives inside it).
+
+        Kept in the store so that the API, the scan server and the workers can be separate processes.
+        """
+
+    @abc.abstractmethod
+    def scan(self, scan_id: str) -> dict[str, Any] | None:
+        """One scan record by id."""
+
+    @abc.abstractmethod
+    def scans(self, status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Scan records (with ``status`` when given), newest ``created`` first."""
+
+    @abc.abstractmethod
+    def put_scan_pixels(self, scan_id: str, nside: int, rows: Any) -> None:
+        """Upsert pixel results ``(n, 4)``: pixel, llh, E_in, E_tot; keyed by (scan, nside, pixel): a
+        redelivered result rewrites the same row (NaN kept as NaN)."""
+
+    @abc.abstractmethod
+    def scan_pixels(self, scan_id: str) -> dict[int, Any]:
+        """nside → ``(n, 4)`` float array of the stored pixel results of a scan, by pixel."""
+
 
 # =========================================================================== the index
 class QueryError(ValueError):

@@ -135,7 +135,10 @@ def event_page(event_id: str):
     ev = _event(event_id)
     candidates, total = _candidates(event_id)
     loc = _localizations().get(ev) if ev.get("status") == "active" else None
+    from web.scans import scans_for_event
+
     return render_template("event.html", event=ev, notices=_notice_rows(ev), candidates=candidates, alerts=_alerts(event_id),
+                           scans=scans_for_event(event_id),
                            n_candidates=total, has_map=loc is not None, aladin=ALADIN.is_file(),
                            summary=ev.get("summary") or {}, meta=ev.get("metadata") or {})
 

@@ -94,6 +94,15 @@ MIGRATIONS.append((4, "outgoing alerts per event and revision", [
     """CREATE TABLE IF NOT EXISTS mm_outgoing (
         event_id text, record_number int, record text, PRIMARY KEY ((event_id), record_number))""",
 ]))
+MIGRATIONS.append((5, "reconstruction scans and their pixel results", [
+    """CREATE TABLE IF NOT EXISTS scans (scan_id text PRIMARY KEY, status text, created double, record text)""",
+    """CREATE TABLE IF NOT EXISTS scans_by_created (
+        bucket int, created double, scan_id text, status text, record text,
+        PRIMARY KEY ((bucket), created, scan_id)) WITH CLUSTERING ORDER BY (created DESC, scan_id ASC)""",
+    """CREATE TABLE IF NOT EXISTS scan_pixels (
+        scan_id text, nside int, pixel bigint, llh double, e_in double, e_tot double,
+        PRIMARY KEY ((scan_id), nside, pixel))""",
+]))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # each migration once, in order: two with one number would leave a store upgraded by one of them without the other
 assert [v for v, _, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1)), "migrations must be numbered 1, 2, 3 ..."
@@ -609,6 +618,45 @@ class CassandraStore(Store):
         rows = self._retry(lambda: list(self._session.execute(
             "SELECT record FROM mm_outgoing WHERE event_id=%s", (event_id,))))
         return [loads(r.record) for r in rows]  # clustered by record_number
+
+    # -- reconstruction scans --------------------------------------------------------------
+    def put_scan(self, record: dict[str, Any]) -> None:
+        """Both rows carry the record: by id (reads), and in the one time-ordered partition (lists; scans are few)."""
+        sid, status, created, rec = record["scan_id"], record.get("status"), float(record.get("created") or 0), \
+            dumps(record)
+        self._retry(lambda: self._session.execute(
+            "INSERT INTO scans_by_created (bucket, created, scan_id, status, record) VALUES (0, %s, %s, %s, %s)",
+            (created, sid, status, rec)))
+        self._retry(lambda: self._session.execute(
+            "INSERT INTO scans (scan_id, status, created, record) VALUES (%s, %s, %s, %s)",
+            (sid, status, created, rec)))
+
+    def scan(self, scan_id: str) -> dict[str, Any] | None:
+        row = self._retry(lambda: self._session.execute(
+            "SELECT record FROM scans WHERE scan_id=%s", (scan_id,)).one())
+        return loads(row.record) if row else None
+
+    def scans(self, status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = self._retry(lambda: list(self._session.execute(
+            "SELECT status, record FROM scans_by_created WHERE bucket=0")))
+        return [loads(r.record) for r in rows if status is None or r.status == status][:limit]
+
+    def put_scan_pixels(self, scan_id: str, nside: int, rows: Any) -> None:
+        if not hasattr(self, "_ins_scan_pixel"):
+            self._ins_scan_pixel = self._session.prepare(
+                "INSERT INTO scan_pixels (scan_id, nside, pixel, llh, e_in, e_tot) VALUES (?,?,?,?,?,?)")
+        arr = np.asarray(rows, dtype=float).reshape(-1, 4)
+        self._concurrent(self._ins_scan_pixel, [(scan_id, int(nside), int(r[0]), float(r[1]), float(r[2]),
+                                                 float(r[3])) for r in arr])
+
+    def scan_pixels(self, scan_id: str) -> dict[int, Any]:
+        rows = self._retry(lambda: list(self._session.execute(
+            "SELECT nside, pixel, llh, e_in, e_tot FROM scan_pixels WHERE scan_id=%s", (scan_id,), timeout=60)))
+        out: dict[int, list] = {}
+        for r in rows:
+            out.setdefault(int(r.nside), []).append([float(r.pixel), *(np.nan if v is None else float(v)
+                                                                        for v in (r.llh, r.e_in, r.e_tot))])
+        return {n: np.array(v, dtype=float).reshape(-1, 4) for n, v in out.items()}
 
     # -- claims --------------------------------------------------------------------------
     def claim_new_loci(self, candidates: Sequence[tuple[str, float, float]], radius_arcsec: float) -> dict[str, str]:

@@ -84,6 +84,14 @@ CREATE TABLE IF NOT EXISTS mm_outgoing (
     event_id TEXT NOT NULL, record_number INTEGER NOT NULL, record TEXT NOT NULL,
     PRIMARY KEY (event_id, record_number)
 );
+CREATE TABLE IF NOT EXISTS scans (
+    scan_id TEXT PRIMARY KEY, status TEXT, created REAL, record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS scans_by_created ON scans(created);
+CREATE TABLE IF NOT EXISTS scan_pixels (
+    scan_id TEXT NOT NULL, nside INTEGER NOT NULL, pixel INTEGER NOT NULL, llh REAL, e_in REAL, e_tot REAL,
+    PRIMARY KEY (scan_id, nside, pixel)
+);
 """
 
 #: created after the migrations (the column they index may be new).
@@ -454,6 +462,39 @@ class SQLiteStore(Store):
             rows = self._db.execute("SELECT record FROM mm_outgoing WHERE event_id=? ORDER BY record_number",
                                     (event_id,)).fetchall()
         return [loads(r[0]) for r in rows]
+
+    def put_scan(self, record: dict) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO scans VALUES (?,?,?,?)",
+                             (record["scan_id"], record.get("status"), record.get("created"), dumps(record)))
+
+    def scan(self, scan_id: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute("SELECT record FROM scans WHERE scan_id=?", (scan_id,)).fetchone()
+        return loads(row[0]) if row else None
+
+    def scans(self, status: str | None = None, limit: int = 1000) -> list[dict]:
+        q, args = "SELECT record FROM scans", []
+        if status is not None:
+            q, args = q + " WHERE status=?", [status]
+        with self._lock:
+            rows = self._db.execute(q + " ORDER BY created DESC, scan_id LIMIT ?", (*args, int(limit))).fetchall()
+        return [loads(r[0]) for r in rows]
+
+    def put_scan_pixels(self, scan_id: str, nside: int, rows) -> None:
+        arr = np.asarray(rows, dtype=float).reshape(-1, 4)
+        vals = [(scan_id, int(nside), int(r[0]), *(_nan_to_none(float(x)) for x in r[1:])) for r in arr]
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO scan_pixels VALUES (?,?,?,?,?,?)", vals)
+
+    def scan_pixels(self, scan_id: str) -> dict:
+        with self._lock:
+            rows = self._db.execute("SELECT nside, pixel, llh, e_in, e_tot FROM scan_pixels WHERE scan_id=? "
+                                    "ORDER BY nside, pixel", (scan_id,)).fetchall()
+        out: dict[int, list] = {}
+        for n, *vals in rows:
+            out.setdefault(int(n), []).append([np.nan if v is None else float(v) for v in vals])
+        return {n: np.array(v, dtype=float).reshape(-1, 4) for n, v in out.items()}
 
     def close(self) -> None:
         with self._lock:
