@@ -94,7 +94,10 @@ def run_scan_killing_a_worker(tmp: Path, env: dict[str, str], work_ms: float = 2
             except subprocess.TimeoutExpired:
                 p.kill()
     logs = {name: (tmp / f"{name}.log").read_text()[-3000:] for name in procs}
-    return {"scan_id": sid, "manifest": man, "killed_at": killed_at, "status": status, "result": result,
+    import socket
+
+    names = {k: f"{socket.gethostname()}-{procs[k].pid}" for k in ("w0", "w1")}
+    return {"scan_id": sid, "manifest": man, "workers": names, "killed_at": killed_at, "status": status, "result": result,
             "pixels": pixels, "record": record, "logs": logs, "client": client}
 
 
@@ -112,6 +115,9 @@ def check_scan(out: dict[str, Any]) -> None:
     # the kill happened before the end, and the survivor finished the scan alone
     assert out["killed_at"]["pixels_done"] < man["pixels_done"]
     assert len(out["killed_at"]["workers"]) == 2
+    survivor = out["workers"]["w0"]
+    assert man["workers"][survivor] > out["killed_at"]["workers"][survivor]
+    assert sum(man["workers"].values()) == man["pixels_done"]
     # every step has each of its pixels exactly once in the store
     for step in man["steps"]:
         got = out["pixels"][step["nside"]]

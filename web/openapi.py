@@ -16,7 +16,8 @@ def _op(summary: str, params: list[dict[str, Any]] | None = None, auth: bool = F
         op["responses"][str(c)] = {"description": {200: "OK", 201: "Created", 204: "Deleted", 400: "Bad parameter",
                                                    401: "No, unknown or revoked API key",
                                                    403: "Not allowed (role, owner or CSRF token)", 502: "Kafka refused",
-                                                   404: "Not found", 422: "Submission refused"}[c],
+                                                   404: "Not found", 409: "Conflict (already finished)",
+                                                   422: "Submission refused"}[c],
                                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/"
                                                                                + ("Error" if c >= 400 else
                                                                                   "Envelope")}}}}
@@ -98,6 +99,26 @@ def spec(server: str) -> dict[str, Any]:
         "/api/mm/events/{event_id}/moc/{level}.json": {"get": _op("An event's credible region as a MOC (JSON)", [
             _p("event_id", "path"), _p("level", "path")])},
         "/api/mm/notices/{notice_id}": {"get": _op("One stored notice", [_p("notice_id", "path")])},
+        "/api/scans": {"get": _op("Reconstruction scans, newest first", [_p("status"), _p("limit", typ="integer")]),
+                       "post": _op("Start a scan (SkyDriver's POST /scan): body {event: a GCN neutrino notice or "
+                                   "{ra, dec, time|mjd, run_id, event_id}, reconstruction, nside_progression "
+                                   "(default [8, 64, 512]), priority (realtime|backfill), params}; returns scan_id",
+                                   auth=True, body="application/json", codes=(201, 400, 401, 403, 422))},
+        "/api/scans/reconstructions": {"get": _op("Registered reconstructions and their parameters", codes=(200,))},
+        "/api/scans/find": {"post": _op("Scans matching {filter: {run_id, event_id, source_event, status, priority, "
+                                        "reconstruction}, limit}", body="application/json", codes=(200, 400))},
+        "/api/scans/backlog": {"get": _op("Queued and running scans, realtime lane first", codes=(200,))},
+        "/api/scans/{scan_id}": {"get": _op("One scan: event, reconstruction, state, best fit, areas",
+                                            [_p("scan_id", "path")]),
+                                 "delete": _op("Abort a scan: its remaining tasks are skipped", [_p("scan_id", "path")],
+                                               auth=True, codes=(200, 400, 401, 403, 404, 409))},
+        "/api/scans/{scan_id}/status": {"get": _op("A scan's state (queued, running, done, aborted, failed)",
+                                                   [_p("scan_id", "path")])},
+        "/api/scans/{scan_id}/manifest": {"get": _op("Progress: pixels done per nside, rate, ETA, complete, "
+                                                     "pixels per worker", [_p("scan_id", "path")])},
+        "/api/scans/{scan_id}/result": {"get": _op("{skyscan_result: icecube-skyreader's SkyScanResult.serialize() "
+                                                   "layout (partial while running), is_final, summary}",
+                                                   [_p("scan_id", "path")])},
         "/api/openapi.json": {"get": _op("This document", codes=(200,))},
         "/api/users": {"get": _op("Users, roles, grants and key ids (admin)", auth=True, codes=(200, 401, 403)),
                        "post": _op("Create a user (name, role, groups); the Kafka password and first API key "

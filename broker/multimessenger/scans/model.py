@@ -163,7 +163,7 @@ def parse_event(value: Any) -> ScanEvent:
     """A :class:`ScanEvent` from a GCN JSON neutrino notice (our notice parser) or an event description."""
     if not isinstance(value, dict):
         raise ScanRequestError(400, ["'event' must be a JSON object"])
-    if "$schema" in value or "mission" in value:
+    if {"$schema", "mission", "superevent_id"} & set(value):  # GCN unified JSON, or LVK's igwn.gwalert JSON
         return _event_from_notice(value)
     return _event_from_description(value)
 
