@@ -13,10 +13,21 @@ import pytest
 
 from broker.config import load_config
 from broker.multimessenger.scans.model import ScanEvent, parse_request
-from broker.multimessenger.scans.reconstructions import REGISTRY, analytic_area, angular_distance, pixel_directions
+from broker.multimessenger.scans.reconstructions import (
+    REGISTRY,
+    analytic_area,
+    angular_distance,
+    pixel_directions,
+)
 from broker.multimessenger.scans.refine import full_sky, refine
 from broker.multimessenger.scans.result import contours, serialize, skyscan_result
-from broker.multimessenger.scans.tasks import MessageError, decode_result, decode_task, encode_result, encode_task
+from broker.multimessenger.scans.tasks import (
+    MessageError,
+    decode_result,
+    decode_task,
+    encode_result,
+    encode_task,
+)
 
 EVENT = ScanEvent(ra=200.0, dec=20.0, mjd=60000.5, run_id=137840, event_id=57034692)
 
