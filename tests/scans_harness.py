@@ -50,9 +50,12 @@ def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
                             stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115 - closed with the process
 
 
-def run_scan_killing_a_worker(tmp: Path, env: dict[str, str], work_ms: float = 2.0,
-                              timeout_s: float = 400.0) -> dict[str, Any]:
-    """POST a scan, run a server and two workers, SIGKILL one mid-scan; return what the checks need."""
+def run_scan_killing_a_worker(tmp: Path, env: dict[str, str], work_ms: float = 2.0, timeout_s: float = 400.0,
+                              before_post: Any = None) -> dict[str, Any]:
+    """POST a scan, run a server and two workers, SIGKILL one mid-scan; return what the checks need.
+
+    ``before_post`` (e.g. waiting for both workers to join the Kafka group) runs once all three started.
+    """
     app, auth = app_and_key(env)
     client = app.test_client()
     procs = {"server": _start(["scan-server"], env, tmp / "server.log")}
@@ -60,6 +63,8 @@ def run_scan_killing_a_worker(tmp: Path, env: dict[str, str], work_ms: float = 2
     procs["w1"] = _start(["scan-worker", "--idle-timeout", "300"], env, tmp / "w1.log")
     killed_at = None
     try:
+        if before_post is not None:
+            before_post()
         r = client.post("/api/scans", headers=auth, json={
             "event": {"ra": TRUE_RA, "dec": TRUE_DEC, "time": "2026-12-02T10:00:00Z", "run_id": 137840,
                       "event_id": 57034692},
