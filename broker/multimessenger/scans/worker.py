@@ -70,13 +70,19 @@ class ScanWorker:
 
     def step(self) -> int:
         """One poll (realtime first) and its tasks; the number of task messages handled."""
-        lane, source, messages = "realtime", self.lanes[0][1], []
-        messages = source.poll_batch(self.batch_size, 0.02)
-        if not messages:
-            lane, source = self.lanes[1]
-            messages = source.poll_batch(max(1, self.batch_size // 4), self.poll_timeout_s)
-        if not messages:
-            return 0
+        # short polls, realtime first each time: a long wait on the backfill lane would leave realtime
+        # tasks that arrive meanwhile waiting for it (both lanes are polled about 25 times a second when idle)
+        deadline = time.monotonic() + self.poll_timeout_s
+        while True:
+            lane, source = self.lanes[0]
+            messages = source.poll_batch(self.batch_size, 0.02)
+            if not messages:
+                lane, source = self.lanes[1]
+                messages = source.poll_batch(max(1, self.batch_size // 4), 0.02)
+            if messages:
+                break
+            if time.monotonic() >= deadline:
+                return 0
         for m in messages:
             self._handle(m, lane)
         try:
