@@ -32,8 +32,6 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 EVENT = {"ra": 123.4, "dec": -31.7, "mjd": 60000.0, "run_id": 137840, "event_id": 1}
 
