@@ -232,3 +232,15 @@ def test_the_sqlite_queue_redelivers_what_a_dead_consumer_held(tmp_path):
     b.commit(again)
     other = QueueSource(tmp_path / "q.sqlite", "other-group", ["t"])
     assert len(other.poll_batch(10, 0.1)) == 5  # another group sees every message
+
+
+def test_a_forged_task_with_parameters_out_of_bounds_is_not_evaluated(stack):
+    cfg, store, server, worker = stack
+    sid = _new_scan(store)
+    server.start_queued()
+    forged = encode_task(sid, 8, np.array([1, 2]), "track_gaussian", {"sigma_deg": 1.0, "work_ms": 1e9}, EVENT)
+    realtime_topic = server.settings.task_topics["realtime"]
+    worker.sink.publish(realtime_topic, None, forged)
+    worker.sink.flush()
+    _until_quiet(server, worker)
+    assert worker.stats.rejected == 1 and store.scan(sid)["status"] == "done"

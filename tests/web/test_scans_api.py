@@ -111,3 +111,23 @@ def test_abort_is_final(api):
     assert sid not in [b["scan_id"] for b in client.get("/api/scans/backlog").get_json()["data"]]
     recos = client.get("/api/scans/reconstructions").get_json()["data"]
     assert "track_gaussian" in [r["name"] for r in recos]
+
+
+def test_the_event_page_links_the_scans_of_its_notice(tmp_path, shared_data):
+    """The notice goes through the real notice pipeline (the event page), then a scan is started from it."""
+    from broker.assemble import embedded_notice_worker
+    from broker.config import load_config
+
+    env = scan_env(tmp_path, ALBIREO_MULTIMESSENGER__DOWNLOAD_SKYMAPS="false")
+    with embedded_notice_worker(load_config(env=env), [shared_data / GCN], tmp_path / "out") as a:
+        a.worker.run()
+    app, auth = app_and_key(env)
+    client = app.test_client()
+    page = client.get("/events/IceCube-137840_57034692")
+    assert page.status_code == 200 and "scan-link" not in page.get_data(as_text=True)
+    notice = json.loads((shared_data / GCN).read_text())
+    sid = client.post("/api/scans", headers=auth, json={"event": notice}).get_json()["data"]["scan_id"]
+    text = client.get("/events/IceCube-137840_57034692").get_data(as_text=True)
+    assert f'href="/scans/{sid}"' in text and "Reconstructions" in text
+    listing = client.get("/scans").get_data(as_text=True)
+    assert sid[:12] in listing and 'href="/events/IceCube-137840_57034692"' in listing

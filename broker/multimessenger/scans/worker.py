@@ -10,7 +10,8 @@ worker killed mid-task loses nothing, its tasks are delivered again (Kafka: to t
 owner after the session timeout; SQLite queue: when the lease runs out) and the scan server ignores
 the duplicates. Tasks of scans that were aborted (or are unknown, or finished) are skipped, read
 from the store at most every ``status_ttl_s``. A reconstruction that raises yields a result with
-``error``, which fails the scan with that reason; a message that is no task is logged and skipped.
+``error``, which fails the scan with that reason; a message that is no task, or whose parameters
+lie outside the reconstruction's declared bounds, is logged and skipped.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from broker.multimessenger.scans.model import RUNNING
+from broker.multimessenger.scans.model import RUNNING, check_params
 from broker.multimessenger.scans.tasks import MessageError, decode_task, encode_result
 from broker.ports import DeliveryError, Message, Sink, Source, Store
 
@@ -106,6 +107,13 @@ class ScanWorker:
             self.stats.skipped += 1
             return
         reco = self.registry.get(task.reconstruction)
+        if reco is not None:
+            reasons: list[str] = []
+            check_params(reco, task.params, reasons)
+            if reasons:  # the task topic is a trust boundary: no unbounded work_ms from a forged task
+                self.stats.rejected += 1
+                log.warning("scan task %s refused: %s", m.origin, "; ".join(reasons))
+                return
         t0 = time.perf_counter()
         error = ""
         try:
