@@ -13,11 +13,14 @@ from broker.cli.common import config_option, load, setup_logging
 
 @click.command("scan-worker")
 @config_option
+@click.option("--store", "store_path", default=None,
+              help="SQLite store path (overrides [store]; e.g. albireo-demo/albireo.sqlite, what `albireo serve` serves).")
 @click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes to run on this machine (one consumer group: they share the tasks).")
 @click.option("--idle-timeout", type=click.FloatRange(min=0), default=None,
               help="Stop after this many seconds without a task.")
-def scan_worker(config_path: str | None, processes: int, idle_timeout: float | None) -> None:
+def scan_worker(config_path: str | None, store_path: str | None, processes: int,
+                idle_timeout: float | None) -> None:
     """Evaluate pixel tasks of reconstruction scans and publish their results.
 
     Tasks come from the realtime lane first, then the backfill lane ([scans] queue: kafka, or the
@@ -27,10 +30,13 @@ def scan_worker(config_path: str | None, processes: int, idle_timeout: float | N
     named in scans.plugins.
     """
     cfg = load(config_path)
+    if store_path:
+        cfg.store.backend, cfg.store.path = "sqlite", store_path
     setup_logging(cfg.service.log_level, cfg.service.log_format)
     if processes > 1:
         cmd = [sys.executable, "-m", "broker.cli", "scan-worker"] + (["--config", config_path] if config_path else [])
         cmd += ["--idle-timeout", str(idle_timeout)] if idle_timeout is not None else []
+        cmd += ["--store", store_path] if store_path else []
         procs = [subprocess.Popen(cmd) for _ in range(processes)]
 
         def forward(signum, _frame) -> None:
