@@ -5,7 +5,8 @@
 * ``GET /api/scans/<id>`` — the record; ``/status`` — its state; ``/manifest`` — progress (pixels done
   per nside, rate, ETA, complete); ``/result`` — ``{"skyscan_result": <SkyScanResult.serialize()>,
   "is_final": bool}``, partial while running, read by ``skyreader.SkyScanResult.deserialize``;
-* ``DELETE /api/scans/<id>`` (API key) — abort: queued tasks are skipped, results ignored;
+* ``DELETE /api/scans/<id>`` (API key: the scan's owner or an admin) — abort: queued tasks are skipped,
+  results ignored;
 * ``POST /api/scans/find`` — scans by ``run_id``, ``event_id``, ``source_event``, ``status``,
   ``priority``, ``reconstruction`` (SkyDriver's find); ``GET /api/scans/backlog`` — queued and
   running scans, realtime first; ``GET /api/scans`` and ``/api/scans/reconstructions``;
@@ -74,6 +75,7 @@ def _brief(rec: dict[str, Any]) -> dict[str, Any]:
     levels = summ.get("levels") or {}
     return clean({"scan_id": rec["scan_id"], "status": rec["status"], "priority": rec.get("priority"),
                   "reconstruction": rec.get("reconstruction"), "nside_progression": rec.get("nsides"),
+                  "owner": rec.get("owner"),
                   "run_id": ev.get("run_id"), "event_id": ev.get("event_id"), "source_event": ev.get("source_event"),
                   "event": ev, "params": rec.get("params"), "created": rec.get("created"),
                   "started": rec.get("started"), "finished": rec.get("finished"), "reason": rec.get("reason", ""),
@@ -91,7 +93,7 @@ def scans_for_event(event_id: str) -> list[dict[str, Any]]:
 # ---- API ----------------------------------------------------------------------------------------
 @bp.post("/api/scans")
 def api_create():
-    require_user()
+    who = require_user()
     body = json_object_body(required=True)
     registry, limits = _registry()
     try:
@@ -100,6 +102,7 @@ def api_create():
         return jsonify({"errors": [{"status": str(exc.status), "detail": r} for r in exc.reasons],
                         "message": str(exc)}), exc.status
     rec = spec.record()
+    rec["owner"] = who.name
     backend().store.put_scan(rec)
     return jsonify({"data": {"scan_id": spec.scan_id, "status": rec["status"], "priority": spec.priority,
                              "nside_progression": spec.nsides, "reconstruction": spec.reconstruction,
@@ -189,8 +192,10 @@ def api_result(scan_id: str):
 
 @bp.delete("/api/scans/<scan_id>")
 def api_abort(scan_id: str):
-    require_user()
+    who = require_user()
     rec = _scan(scan_id)
+    if rec.get("owner") not in (None, who.name) and not who.is_admin:
+        raise ApiError(f"scan {scan_id} belongs to {rec['owner']}: only they or an admin may abort it", 403)
     if rec["status"] in FINISHED:
         raise ApiError(f"scan {scan_id} is already {rec['status']}", 409)
     rec.update(status=ABORTED, finished=time.time(), updated=time.time(), reason="aborted through the API")

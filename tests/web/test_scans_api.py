@@ -101,9 +101,16 @@ def test_a_gw_notice_is_not_a_neutrino_to_reconstruct(api, shared_data):
     assert r.status_code == 422 and "neutrino" in r.get_json()["message"], r.get_json()
 
 
-def test_abort_is_final(api):
+def test_abort_is_final_and_only_the_owner_or_an_admin_may(api):
+    from broker.assemble import open_users
+
     client, auth, store = api
     sid = client.post("/api/scans", headers=auth, json={"event": EVENT}).get_json()["data"]["scan_id"]
+    users = open_users(client.application.extensions["albireo"].cfg)
+    other = {"Authorization": f"Bearer {users.add('mallory', 'user').api_key}"}
+    r = client.delete(f"/api/scans/{sid}", headers=other)
+    assert r.status_code == 403 and "astro" in r.get_json()["message"]
+    assert store.scan(sid)["status"] == "queued"
     r = client.delete(f"/api/scans/{sid}", headers=auth)
     assert r.status_code == 200 and store.scan(sid)["status"] == "aborted"
     assert client.get(f"/api/scans/{sid}/status").get_json()["data"]["finished"] is True
