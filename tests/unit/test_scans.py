@@ -244,3 +244,28 @@ def test_a_forged_task_with_parameters_out_of_bounds_is_not_evaluated(stack):
     worker.sink.flush()
     _until_quiet(server, worker)
     assert worker.stats.rejected == 1 and store.scan(sid)["status"] == "done"
+
+
+def test_a_plugin_named_in_the_configuration_runs_a_scan(tmp_path):
+    from broker.assemble import open_store, scan_registry, scan_server, scan_worker
+
+    cfg = load_config(env={"ALBIREO_STORE__PATH": str(tmp_path / "s.sqlite"), "ALBIREO_HOME": str(tmp_path),
+                           "ALBIREO_SCANS__QUEUE_PATH": str(tmp_path / "q.sqlite"),
+                           "ALBIREO_SCANS__PLUGINS": "tests.scans_plugin_example"})
+    try:
+        registry = scan_registry(cfg)
+        assert "example_ring" in registry and not registry["example_ring"].vectorised
+        store = open_store(cfg)
+        spec = parse_request({"event": {"ra": 10.0, "dec": 0.0, "mjd": 60000.0, "run_id": 1, "event_id": 1},
+                              "reconstruction": "example_ring", "params": {"radius_deg": 20.0},
+                              "nside_progression": [4, 16]}, registry)
+        store.put_scan(spec.record())
+        server, worker = scan_server(cfg, store), scan_worker(cfg, store)
+        server.start_queued()
+        _until_quiet(server, worker)
+        assert store.scan(spec.scan_id)["status"] == "done"
+        rows = store.scan_pixels(spec.scan_id)[16]
+        best_d = rows[np.argmin(rows[:, 1]), 3]  # E_tot carries the distance in this example
+        assert abs(best_d - 20.0) < 2.0
+    finally:
+        REGISTRY.pop("example_ring", None)

@@ -42,6 +42,8 @@ class ScanRequestError(ValueError):
     """A request that cannot become a scan: ``status`` 400 (malformed) or 422 (refused), with reasons."""
 
     def __init__(self, status: int, reasons: list[str]):
+        if len(reasons) > 20:  # a body with thousands of bad keys gets a bounded answer
+            reasons = [*reasons[:20], f"... and {len(reasons) - 20} more"]
         super().__init__("; ".join(reasons))
         self.status = status
         self.reasons = reasons
