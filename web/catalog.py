@@ -183,6 +183,22 @@ def event_summary(event_id: str) -> dict[str, Any]:
             "license_url": cat.settings.license_url}
 
 
+def reconstruction_links(event_id: str) -> list[dict[str, str]]:
+    """Links to the event's reconstruction scans: a hook, filled only when a scans blueprint is installed.
+
+    The SkyDriver-style scans (``/api/scans``, ``/scans/<id>``) live in their own blueprint; when the
+    app serves ``/scans`` the event page links the event's scans there, else it links nothing.
+    """
+    rules = {r.rule for r in current_app.url_map.iter_rules()}
+    e = quote(event_id, safe="")
+    out = []
+    if "/scans" in rules:
+        out.append({"label": "reconstruction scans of this event", "url": f"/scans?event={e}"})
+    if "/api/scans/find" in rules:
+        out.append({"label": "find its scans (POST /api/scans/find)", "url": "/api/scans/find"})
+    return out
+
+
 @bp.get("/api/catalog/v1/events/<event_id>")
 def event(event_id: str):
     rec, live = _event_record(event_id, request.args.get("version"))

@@ -206,7 +206,4 @@ def event_datacite(rec: dict[str, Any], settings: CatalogSettings, base: str, re
         # DataCite's geoLocations are terrestrial; a sky position is named as a place, never as longitude/latitude
         out["geoLocations"] = [{"geoLocationPlace": f"Sky position (ICRS, not terrestrial): RA {rec['ra']:.4f} deg, "
                                                     f"Dec {rec['dec']:+.4f} deg"}]
-    if doi:
-        out["doi"] = doi
-    out["url"] = u["landing"]
     return out

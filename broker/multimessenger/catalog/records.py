@@ -23,7 +23,14 @@ import numpy as np
 
 import broker
 from broker.multimessenger.catalog.identifiers import Identifiers
-from broker.multimessenger.localization import Circle, Ellipse, Localization, MultiOrderMap, Union, angular_distance_deg
+from broker.multimessenger.localization import (
+    Circle,
+    Ellipse,
+    Localization,
+    MultiOrderMap,
+    Union,
+    angular_distance_deg,
+)
 from broker.multimessenger.outgoing.candidates import Candidate
 
 RECORD_SCHEMA = "albireo.catalog.record/1"

@@ -21,7 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from broker.multimessenger.localization import Circle, Ellipse, Localization, MultiOrderMap, Union, angular_distance_deg
+from broker.multimessenger.localization import (
+    Circle,
+    Ellipse,
+    Localization,
+    MultiOrderMap,
+    Union,
+    angular_distance_deg,
+)
 
 BASE_ORDER = 3
 MAX_ORDER = 14
