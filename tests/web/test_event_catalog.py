@@ -431,3 +431,16 @@ def test_release_cli_lists_shows_and_exports(published, tmp_path):
     assert parse(str(out)).get_first_table().array.shape[0] == 2
     bad = CliRunner().invoke(cli, ["release", "show", "42", "--workdir", str(work)], env=ENV)
     assert bad.exit_code != 0 and "no catalog version 42" in bad.output
+
+
+@pytest.mark.parametrize("junk", ["%00", "..", "x" * 3000, "%ff%fe", "' OR 1=1 --", "<script>", "-1", "1e309", "v1"])
+def test_no_catalog_route_answers_junk_with_a_500(client, junk):
+    """Every catalog route, with junk in every path parameter and query argument: a 4xx or a clear answer."""
+    app = client.application
+    rules = [r.rule for r in app.url_map.iter_rules() if r.rule.startswith("/api/catalog")]
+    assert len(rules) >= 12
+    for rule in rules:
+        path = re.sub(r"<(?:\w+:)?\w+>", junk, rule)
+        for query in ("", f"?version={junk}", f"?release={junk}&RA={junk}&DEC=1&SR=1"):
+            r = client.get(path + query)
+            assert r.status_code < 500, (path + query, r.status_code, r.data[:200])
