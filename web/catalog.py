@@ -5,6 +5,8 @@
   ``latest``, or ``live`` for the unpublished current state) with its records;
   ``/versions/<v>/<table>.<fmt>`` its ``events`` or ``associations`` table as FITS, VOTable
   (``vot``), CSV, ECSV, Parquet or JSON;
+* ``/versions/<v>/datacite.json``, ``/versions/<v>/jsonld`` — a published version's DataCite and
+  schema.org records (where a catalog DOI is minted from);
 * ``/api/catalog/v1/events/<id>`` — an event's record (``?version=<n>|live``), its versions and
   links; ``/associations``; ``/<table>.<fmt>``; ``/datacite.json``; ``/jsonld``;
   ``/skymap.multiorder.fits``;
@@ -140,6 +142,28 @@ def version_export(version: str, table: str, fmt: str):
     return _send(data, fmt, f"albireo-events-v{meta['catalog_version']}-{table}", meta)
 
 
+@bp.get("/api/catalog/v1/versions/<version>/datacite.json")
+def version_datacite(version: str):
+    from broker.multimessenger.catalog.metadata import release_datacite
+
+    rel = _release_arg(version, default_live=False)
+    if rel is None:
+        raise bad_request("the live catalog is not a published version: it has no DataCite record")
+    doc = release_datacite(rel, catalog().settings, base_url(), [r["version"] for r in catalog().releases()])
+    return Response(json.dumps(clean(doc), indent=1), mimetype="application/vnd.datacite.datacite+json")
+
+
+@bp.get("/api/catalog/v1/versions/<version>/jsonld")
+def version_jsonld(version: str):
+    from broker.multimessenger.catalog.metadata import release_jsonld
+
+    rel = _release_arg(version, default_live=False)
+    if rel is None:
+        raise bad_request("the live catalog is not a published version: it has no Dataset record")
+    return Response(json.dumps(clean(release_jsonld(rel, catalog().settings, base_url())), indent=1),
+                    mimetype="application/ld+json")
+
+
 # ---- one event --------------------------------------------------------------------------------
 def _event_record(event_id: str, version_arg: str | None) -> tuple[dict[str, Any], bool]:
     """(the record asked for, whether it is the unpublished live state)."""
@@ -178,7 +202,9 @@ def event_summary(event_id: str) -> dict[str, Any]:
     live, changed = cat.live_record(event_id)
     from broker.multimessenger.catalog.metadata import urls
 
-    return {"concept_pid": cat.settings.ids.event(event_id), "versions": rows, "live_changed": changed,
+    ev = cat.store.event(event_id) or {}
+    listed = cat.settings.include_test or not ev.get("test")
+    return {"concept_pid": cat.settings.ids.event(event_id), "versions": rows, "live_changed": changed, "listed": listed,
             "live_version": live["version"], "links": urls(base, event_id), "license": cat.settings.license,
             "license_url": cat.settings.license_url}
 

@@ -109,6 +109,10 @@ def spec(server: str) -> dict[str, Any]:
         "/api/catalog/v1/versions/{version}/{table}.{fmt}": {"get": _op(
             "Export a version's table (events, associations) as fits, vot, csv, ecsv, parquet or json, with units, "
             "UCDs and the licence", [ver, tab, fmt])},
+        "/api/catalog/v1/versions/{version}/datacite.json": {"get": _op(
+            "The DataCite kernel-4 record of a published catalog version", [ver])},
+        "/api/catalog/v1/versions/{version}/jsonld": {"get": _op(
+            "The schema.org Dataset (JSON-LD) of a published catalog version", [ver])},
         "/api/catalog/v1/events/{event_id}": {"get": _op("An event's catalog record (latest version, or ?version=n|live), "
                                                          "its versions and links", [eid, ever])},
         "/api/catalog/v1/events/{event_id}/associations": {"get": _op(

@@ -444,3 +444,27 @@ def test_no_catalog_route_answers_junk_with_a_500(client, junk):
         for query in ("", f"?version={junk}", f"?release={junk}&RA={junk}&DEC=1&SR=1"):
             r = client.get(path + query)
             assert r.status_code < 500, (path + query, r.status_code, r.data[:200])
+
+
+def test_published_versions_have_their_own_datacite_and_dataset_records(published, client):
+    from datacite import schema43
+
+    d = client.get("/api/catalog/v1/versions/1/datacite.json").get_json(force=True)
+    assert schema43.validate(d) and d["version"] == "1" and d["identifiers"][0]["identifier"] == "albireo:catalog/v1"
+    parts = {r["relatedIdentifier"].rsplit("/resolve/", 1)[-1] for r in d["relatedIdentifiers"] if r["relationType"] == "HasPart"}
+    assert parts == {f"albireo:event/{NU}/v1", f"albireo:event/{GW}/v1"}
+    assert ("IsPreviousVersionOf", "2") in {(r["relationType"], r["relatedIdentifier"].rsplit("/", 1)[-1])
+                                           for r in d["relatedIdentifiers"]}
+    ld = client.get("/api/catalog/v1/versions/2/jsonld").get_json(force=True)
+    assert ld["@type"] == "Dataset" and ld["version"] == "2" and len(ld["hasPart"]) == 2
+    for dist in ld["distribution"][:3]:
+        r = client.get(dist["contentUrl"].replace("http://localhost", ""))
+        assert r.status_code == 200 and r.mimetype == dist["encodingFormat"]
+    assert client.get("/api/catalog/v1/versions/live/datacite.json").status_code == 400
+    from web import create_app
+
+    cfg = copy.deepcopy(published["cfg"])
+    cfg.event_catalog.doi_prefix = "10.5281"
+    # a DOI prefix configured after publication does not rewrite a version: its DOI is what it was published with
+    assert create_app(cfg, catalogs=None).test_client().get("/api/catalog/v1/versions/1/datacite.json").get_json(
+        force=True)["identifiers"][0]["identifierType"] == "URI"

@@ -207,3 +207,70 @@ def event_datacite(rec: dict[str, Any], settings: CatalogSettings, base: str, re
         out["geoLocations"] = [{"geoLocationPlace": f"Sky position (ICRS, not terrestrial): RA {rec['ra']:.4f} deg, "
                                                     f"Dec {rec['dec']:+.4f} deg"}]
     return out
+
+
+def release_datacite(release: dict[str, Any], settings: CatalogSettings, base: str,
+                     versions: list[int]) -> dict[str, Any]:
+    """The DataCite kernel-4 record of a published catalog version (what a catalog DOI is minted from)."""
+    n = release["version"]
+    api = f"{base}/api/catalog/v1/versions"
+    identifiers = ([{"identifier": release["doi"], "identifierType": "DOI"}] if release.get("doi") else []) + [
+        {"identifier": release["pid"], "identifierType": "URI"}, {"identifier": f"{api}/{n}", "identifierType": "URL"}]
+    related = []
+    if n - 1 in versions:
+        related.append({"relatedIdentifier": f"{api}/{n - 1}", "relatedIdentifierType": "URL",
+                        "relationType": "IsNewVersionOf"})
+    if n + 1 in versions:
+        related.append({"relatedIdentifier": f"{api}/{n + 1}", "relatedIdentifierType": "URL",
+                        "relationType": "IsPreviousVersionOf"})
+    for eid, v in release["members"]:
+        related.append({"relatedIdentifier": resolver(base, settings.ids.event(eid, v)), "relatedIdentifierType": "URL",
+                        "relationType": "HasPart"})
+    ch = release.get("changes") or {}
+    text = (f"{settings.title}, version {n}: {release['n_events']} neutrino and gravitational-wave event(s) with "
+            f"their localizations (best-fit directions, asymmetric 90% errors, 50%/90% areas, multi-order sky maps), "
+            f"energies, signalness and false-alarm rates, and {release['n_associations']} association(s) with optical "
+            f"loci found by the Albireo alert broker, modelled on IceCat-1.")
+    methods = (f"Published {release['published']} by Albireo {release['pipeline_version']}; {len(ch.get('added', []))} "
+               f"event(s) new, {len(ch.get('updated', []))} updated, {ch.get('unchanged', 0)} unchanged since version "
+               f"{release.get('previous')}. {release.get('note') or ''}").strip()
+    return {
+        "identifiers": identifiers,
+        "creators": [{"name": settings.creator, "nameType": "Organizational"}],
+        "titles": [{"title": f"{settings.title}, version {n}"}],
+        "publisher": settings.publisher, "publicationYear": release["published"][:4],
+        "types": {"resourceTypeGeneral": "Dataset", "resourceType": "Catalog of multi-messenger events"},
+        "subjects": [{"subject": "Multi-messenger astronomy"}, {"subject": "Neutrino astronomy"},
+                     {"subject": "Gravitational wave astronomy"}, {"subject": "Astronomical catalogs"}],
+        "dates": [{"date": release["published"], "dateType": "Issued"}],
+        "version": str(n), "formats": sorted({v[0] for v in FORMATS.values()}),
+        "rightsList": [{"rights": LICENSE_NAMES.get(settings.license, settings.license), "rightsUri": settings.license_url,
+                        "rightsIdentifier": settings.license.lower(), "rightsIdentifierScheme": "SPDX"}],
+        "descriptions": [{"description": text, "descriptionType": "Abstract"},
+                         {"description": methods, "descriptionType": "Methods"}],
+        "relatedIdentifiers": related,
+        "schemaVersion": DATACITE_SCHEMA,
+    }
+
+
+def release_jsonld(release: dict[str, Any], settings: CatalogSettings, base: str) -> dict[str, Any]:
+    """The schema.org ``Dataset`` of a published catalog version."""
+    n = release["version"]
+    api = f"{base}/api/catalog/v1/versions/{n}"
+    return {
+        "@context": SCHEMA_ORG, "@type": "Dataset", "@id": resolver(base, release["pid"]),
+        "name": f"{settings.title}, version {n}", "version": str(n),
+        "identifier": [release["pid"]] + ([{"@type": "PropertyValue", "propertyID": "DOI", "value": release["doi"],
+                                            "url": f"https://doi.org/{release['doi']}"}] if release.get("doi") else []),
+        "url": api, "description": release_datacite(release, settings, base, [])["descriptions"][0]["description"],
+        "license": settings.license_url, "isAccessibleForFree": True,
+        "creator": {"@type": "Organization", "name": settings.creator},
+        "publisher": {"@type": "Organization", "name": settings.publisher},
+        "datePublished": release["published"],
+        "keywords": ["multi-messenger astronomy", "neutrino astronomy", "gravitational waves", "optical counterparts"],
+        "distribution": [{"@type": "DataDownload", "name": f"{t} ({fmt})", "contentUrl": f"{api}/{t}.{fmt}",
+                          "encodingFormat": FORMATS[fmt][0]} for t in ("events", "associations") for fmt in FORMATS],
+        "hasPart": [{"@type": "Dataset", "identifier": settings.ids.event(e, v), "url": resolver(base, settings.ids.event(e, v))}
+                    for e, v in release["members"]],
+        "isBasedOn": {"@type": "SoftwareApplication", "name": "Albireo", "softwareVersion": release["pipeline_version"]},
+    }
