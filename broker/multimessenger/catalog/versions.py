@@ -29,7 +29,8 @@ import broker
 from broker.multimessenger.catalog.identifiers import Identifiers, license_url
 from broker.multimessenger.catalog.records import build_record
 from broker.multimessenger.notice import iso
-from broker.ports import CatalogConflict, Index, Store
+from broker.multimessenger.outgoing.candidates import Candidate, candidates_from_loci
+from broker.ports import CatalogConflict, Index, LocusQuery, Store
 
 RELEASE_SCHEMA = "albireo.catalog.release/1"
 
@@ -76,11 +77,25 @@ class EventCatalog:
     def localization(self, event: dict[str, Any]):
         return None if event.get("status") == "retracted" else self._locs.get(event)
 
+    def candidates(self, event: dict[str, Any]) -> list[Candidate]:
+        """The loci listing the event (the index's ``events`` filter, then the store), as the outgoing alerts find them.
+
+        No index refresh here (a page view must not force one on Elasticsearch); :meth:`publish` refreshes once.
+        """
+        ids: list[str] = []
+        q = LocusQuery(events=[event["event_id"]], limit=1000, sort="locus_id")
+        while True:
+            r = self.index.search(q)
+            ids += [h["locus_id"] for h in r.hits]
+            if r.next_cursor is None:
+                break
+            q.search_after = r.next_cursor
+        loci = list(self.store.load_loci(ids).values()) if ids else []
+        return candidates_from_loci(loci, event["event_id"], event["messenger"])
+
     def live(self, event: dict[str, Any], version: int, created: str) -> dict[str, Any]:
         """The event's record as the store holds it now, numbered ``version``."""
-        from broker.multimessenger.outgoing.publish import AlertPublisher
-
-        cands = [] if event.get("status") == "retracted" else AlertPublisher(self.store, self.index, None).candidates(event)
+        cands = [] if event.get("status") == "retracted" else self.candidates(event)
         out = self.store.outgoing(event["event_id"])
         return build_record(event, self.store.notices(event["event_id"]), self.localization(event), cands,
                             self.settings.ids, license=self.settings.license, version=version, created=created,
@@ -155,6 +170,7 @@ class EventCatalog:
         :class:`~broker.ports.CatalogConflict` if another publisher took the number first (run again).
         """
         published = iso((now or datetime.datetime.now(datetime.UTC)).replace(microsecond=0))
+        self.index.refresh()  # every document written before this call is searched
         prev = self.latest_release()
         prev_members = dict((e, v) for e, v in prev["members"]) if prev else {}
         members, added, updated = [], [], []
