@@ -135,8 +135,18 @@ def test_catalog_on_the_production_stack(cfg, tmp_path):
 
         index.refresh()
         _consume(cfg, DATA / "icecube_gold_track_update.xml")
-        index.refresh()
-        v2 = cat.publish("production v2")
+        # v2 through the command an operator runs, configured for the production stack by environment
+        from click.testing import CliRunner
+
+        from broker.cli import main as cli
+
+        env = {"ALBIREO_KAFKA__BOOTSTRAP_SERVERS": cfg.kafka.bootstrap_servers, "ALBIREO_STORE__BACKEND": "cassandra",
+               "ALBIREO_STORE__KEYSPACE": cfg.store.keyspace, "ALBIREO_SEARCH__BACKEND": "elasticsearch",
+               "ALBIREO_SEARCH__INDEX_NAME": cfg.search.index_name, "ALBIREO_SEARCH__OUTBOX_PATH": cfg.search.outbox_path}
+        out = CliRunner().invoke(cli, ["release", "publish", "--note", "production v2"], env=env)
+        assert out.exit_code == 0, out.output
+        assert "published albireo:catalog/v2: 1 event(s)" in out.output and "1 updated" in out.output
+        v2 = cat.latest_release()
         assert (v1["version"], v2["version"]) == (1, 2) and v2["changes"]["updated"] == [EVENT]
         after = {(t, f): c.get(f"/api/catalog/v1/versions/1/{t}.{f}").data
                  for t in ("events", "associations") for f in FORMATS}
