@@ -468,3 +468,37 @@ def test_published_versions_have_their_own_datacite_and_dataset_records(publishe
     # a DOI prefix configured after publication does not rewrite a version: its DOI is what it was published with
     assert create_app(cfg, catalogs=None).test_client().get("/api/catalog/v1/versions/1/datacite.json").get_json(
         force=True)["identifiers"][0]["identifierType"] == "URI"
+
+
+def test_zz_a_retraction_is_a_new_version_and_everything_published_stays(published, client, http_server):
+    """Last (it changes the module's state): retract the neutrino, publish v3; v1 and v2 still resolve and export."""
+    import pyvo
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    from broker.cli import main as cli
+
+    work = published["work"]
+    (work / "retraction.json").write_bytes(published["sc"].nu_retraction)
+    ing = CliRunner().invoke(cli, ["notices", "ingest", str(work / "retraction.json"), "--workdir", str(work / "demo")])
+    assert ing.exit_code == 0, ing.output
+    v2_before = {k: client.get(f"/api/catalog/v1/versions/2/{k}").data for k in ("events.vot", "associations.csv")}
+    r = CliRunner().invoke(cli, ["release", "publish", "--workdir", str(work / "demo")], env=ENV)
+    assert r.exit_code == 0 and "published albireo:catalog/v3" in r.output, r.output
+    rec = client.get(f"/api/catalog/v1/events/{NU}").get_json()["data"]
+    assert rec["version"] == 3 and rec["status"] == "retracted" and rec["ra"] is None and rec["associations"] == []
+    assert rec["provenance"]["notice_kind"] == "RETRACTION"
+    assert _exports(client, 1) == published["before"]
+    assert {k: client.get(f"/api/catalog/v1/versions/2/{k}").data for k in ("events.vot", "associations.csv")} == v2_before
+    assert client.get(f"/api/catalog/v1/events/{NU}/skymap.multiorder.fits?version=3").status_code == 404
+    assert client.get(f"/api/catalog/v1/events/{NU}/skymap.multiorder.fits?version=2").status_code == 200
+    assert client.get(f"/api/catalog/v1/resolve/albireo:event/{NU}/v2").status_code == 302
+    scs = pyvo.dal.SCSService(f"{http_server}/api/catalog/scs")
+    assert len(scs.search(pos=SkyCoord(*NEW_CENTER, unit="deg"), radius=1 * u.deg)) == 0  # no position any more
+    old = pyvo.dal.SCSService(f"{http_server}/api/catalog/scs?release=2")
+    assert len(old.search(pos=SkyCoord(*NEW_CENTER, unit="deg"), radius=1 * u.deg)) == 1
+    from datacite import schema43
+
+    assert schema43.validate(client.get(f"/api/catalog/v1/events/{NU}/datacite.json").get_json(force=True))
+    page = client.get(f"/events/{NU}").data.decode()
+    assert _jsonld(page)["version"] == "3" and "spatialCoverage" not in _jsonld(page)
