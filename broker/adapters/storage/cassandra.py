@@ -13,6 +13,8 @@ Tables follow the queries (Cassandra has no joins; each read is one partition or
 * ``dead_letter_keys`` — one row per rejected message (:attr:`DeadLetter.key`): a message
   rejected again (a replay) is not stored a second time;
 * ``region_locks`` — one lightweight-transaction row per region, see :meth:`claim_new_loci`;
+* ``catalog_records`` (event, version), ``catalog_releases`` — the FAIR catalog's versions, each
+  written once with a lightweight transaction (``IF NOT EXISTS``): published versions never change;
 * ``schema_version`` — migrations applied, in order, once.
 
 Every write is an upsert keyed by ids, so replaying a batch rewrites identical cells (no

@@ -16,9 +16,14 @@ import io
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from astropy.table import Table
+
+    from broker.multimessenger.catalog.versions import CatalogSettings
 
 #: format (the file extension) → (media type, extension).
 FORMATS = {
@@ -128,7 +133,7 @@ def _column(name: str, kind: str, unit: str | None, ucd: str, desc: str, values:
     return col
 
 
-def table(records: list[dict[str, Any]], which: str, meta: dict[str, Any]):
+def table(records: list[dict[str, Any]], which: str, meta: dict[str, Any]) -> Table:
     """The ``events`` or ``associations`` table of these records, with units, UCDs and ``meta``."""
     from astropy.table import Table
 
@@ -142,7 +147,7 @@ def table(records: list[dict[str, Any]], which: str, meta: dict[str, Any]):
     return t
 
 
-def release_meta(release: dict[str, Any] | None, settings) -> dict[str, Any]:
+def release_meta(release: dict[str, Any] | None, settings: CatalogSettings) -> dict[str, Any]:
     """The metadata every export of a version states (``release`` None: the live, unpublished catalog)."""
     return {
         "title": settings.title, "creator": settings.creator, "publisher": settings.publisher,

@@ -24,7 +24,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
+
+if TYPE_CHECKING:
+    from broker.config import Config
 
 #: licences whose URL we know (SPDX id → URL); others need ``[event_catalog] license_url``.
 LICENSES = {
@@ -56,7 +60,7 @@ class Identifiers:
     ark_naan: str = ""
 
     @classmethod
-    def from_config(cls, cfg) -> Identifiers:
+    def from_config(cls, cfg: Config) -> Identifiers:
         ec = cfg.event_catalog
         return cls(ec.id_prefix, ec.doi_prefix, ec.ark_naan)
 

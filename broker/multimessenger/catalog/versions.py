@@ -23,7 +23,7 @@ import datetime
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import broker
 from broker.multimessenger.catalog.identifiers import Identifiers, license_url
@@ -31,6 +31,10 @@ from broker.multimessenger.catalog.records import build_record
 from broker.multimessenger.notice import iso
 from broker.multimessenger.outgoing.candidates import Candidate, candidates_from_loci
 from broker.ports import CatalogConflict, Index, LocusQuery, Store
+
+if TYPE_CHECKING:
+    from broker.config import Config
+    from broker.multimessenger.localization import Localization
 
 RELEASE_SCHEMA = "albireo.catalog.release/1"
 
@@ -49,7 +53,7 @@ class CatalogSettings:
     include_test: bool = False
 
     @classmethod
-    def from_config(cls, cfg) -> CatalogSettings:
+    def from_config(cls, cfg: Config) -> CatalogSettings:
         ec = cfg.event_catalog
         return cls(Identifiers.from_config(cfg), ec.license, ec.license_url or license_url(ec.license), ec.title,
                    ec.creator, ec.publisher, ec.base_url.rstrip("/"), ec.include_test)
@@ -74,7 +78,7 @@ class EventCatalog:
         evs = self.store.events()
         return [e for e in evs if self.settings.include_test or not e.get("test")]
 
-    def localization(self, event: dict[str, Any]):
+    def localization(self, event: dict[str, Any]) -> Localization | None:
         return None if event.get("status") == "retracted" else self._locs.get(event)
 
     def candidates(self, event: dict[str, Any]) -> list[Candidate]:
