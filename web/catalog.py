@@ -139,7 +139,14 @@ def version_export(version: str, table: str, fmt: str):
     rel = _release_arg(version, default_live=False)
     meta = release_meta(rel, catalog().settings)
     data = export(_records(rel), table, fmt, meta)
-    return _send(data, fmt, f"albireo-events-v{meta['catalog_version']}-{table}", meta)
+    resp = _send(data, fmt, f"albireo-events-v{meta['catalog_version']}-{table}", meta)
+    published = (rel or {}).get("checksums", {}).get(f"{table}.{fmt}")
+    if published:  # the file as published: the client can check it, and so can we
+        import hashlib
+
+        resp.headers["X-Albireo-Published-SHA256"] = published
+        resp.headers["X-Albireo-Checksum"] = "ok" if hashlib.sha256(data).hexdigest() == published else "mismatch"
+    return resp
 
 
 @bp.get("/api/catalog/v1/versions/<version>/datacite.json")

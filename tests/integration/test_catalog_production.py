@@ -151,6 +151,8 @@ def test_catalog_on_the_production_stack(cfg, tmp_path):
         after = {(t, f): c.get(f"/api/catalog/v1/versions/1/{t}.{f}").data
                  for t in ("events", "associations") for f in FORMATS}
         assert after == before  # byte for byte, on Cassandra
+        for t, f in before:  # and the bytes are those published (the release's SHA-256 of each export)
+            assert c.get(f"/api/catalog/v1/versions/1/{t}.{f}").headers["X-Albireo-Checksum"] == "ok"
         versions = store.catalog_records(EVENT)
         assert [r["version"] for r in versions] == [1, 2]
         assert versions[0]["provenance"]["notice_revision"] == 0 and versions[1]["provenance"]["notice_revision"] == 1

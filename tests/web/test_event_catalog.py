@@ -94,6 +94,12 @@ def test_a_new_revision_makes_a_new_record_version_and_never_rewrites_v1(publish
     from broker.ports import CatalogConflict
 
     assert published["after"] == published["before"]  # every table, every format: byte for byte
+    import hashlib
+
+    sums = client.get("/api/catalog/v1/versions/1").get_json()["meta"]["checksums"]
+    assert sums == {k: hashlib.sha256(v).hexdigest() for k, v in published["after"].items()}  # as published
+    r = client.get("/api/catalog/v1/versions/1/events.fits")
+    assert r.headers["X-Albireo-Checksum"] == "ok" and r.headers["X-Albireo-Published-SHA256"] == sums["events.fits"]
     assert published["live_before"]["meta"]["live_changed"] is False  # v1 froze exactly the live state
     assert published["live_after"]["meta"]["live_changed"] is True
     assert "1 updated, 1 unchanged" in published["r2"]

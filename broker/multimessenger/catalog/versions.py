@@ -63,6 +63,14 @@ def _now() -> str:
     return iso(datetime.datetime.now(datetime.UTC).replace(microsecond=0))
 
 
+def checksums(records: list[dict[str, Any]], release: dict[str, Any], settings: CatalogSettings) -> dict[str, str]:
+    """SHA-256 of every export of a version as published (``<table>.<fmt>`` → hex): any later copy can be checked."""
+    from broker.multimessenger.catalog.exports import FORMATS, TABLES, export, release_meta
+
+    meta = release_meta(release, settings)
+    return {f"{t}.{f}": hashlib.sha256(export(records, t, f, meta)).hexdigest() for t in TABLES for f in FORMATS}
+
+
 class EventCatalog:
     """The catalog over the store (records, versions) and the index (which loci list an event)."""
 
@@ -177,10 +185,11 @@ class EventCatalog:
         self.index.refresh()  # every document written before this call is searched
         prev = self.latest_release()
         prev_members = dict((e, v) for e, v in prev["members"]) if prev else {}
-        members, added, updated = [], [], []
+        members, added, updated, records = [], [], [], []
         n_assoc = 0
         for ev in self.events():
             rec, _ = self.freeze(ev, published)
+            records.append(rec)
             members.append([rec["event_id"], rec["version"]])
             n_assoc += rec["n_associations"]
             old = prev_members.get(rec["event_id"])
@@ -202,6 +211,7 @@ class EventCatalog:
                         "unchanged": len(members) - len(added) - len(updated)},
         }
         release["content_hash"] = hashlib.sha256(json.dumps(members).encode()).hexdigest()[:32]
+        release["checksums"] = checksums(records, release, s)
         if not self.store.put_catalog_release(release):
             raise CatalogConflict(f"catalog v{version} was published by another run at the same time")
         return release
