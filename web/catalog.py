@@ -1,5 +1,6 @@
 """The FAIR event catalog over HTTP: a versioned REST API, exports, Simple Cone Search, metadata, sky maps.
 
+* ``/catalog`` — the portal page: published versions, their exports and metadata;
 * ``/api/catalog/v1`` — what the catalog is (licence, identifier scheme, links);
 * ``/api/catalog/v1/versions`` — the published versions; ``/versions/<v>`` one (``<v>``: a number,
   ``latest``, or ``live`` for the unpublished current state) with its records;
@@ -31,7 +32,7 @@ from web.backend import backend
 from web.errors import ApiError, bad_request, not_found
 from web.serialize import clean
 
-bp = Blueprint("catalog", __name__)
+bp = Blueprint("catalog", __name__, template_folder="templates")
 
 
 def catalog() -> EventCatalog:
@@ -97,6 +98,16 @@ def _table_fmt(table: str, fmt: str) -> None:
 
 
 # ---- the catalog and its versions ------------------------------------------------------------
+@bp.get("/catalog")
+def catalog_page():
+    """The human door to the catalog: its published versions with their exports and metadata."""
+    from flask import render_template
+
+    return render_template("catalog.html", settings=catalog().settings, releases=catalog().releases(),
+                           scs=f"{base_url()}/api/catalog/scs?RA=&DEC=&SR=")
+
+
+
 @bp.get("/api/catalog/v1")
 def root():
     s = catalog().settings

@@ -452,6 +452,15 @@ def test_no_catalog_route_answers_junk_with_a_500(client, junk):
             assert r.status_code < 500, (path + query, r.status_code, r.data[:200])
 
 
+def test_the_catalog_page_lists_the_versions_with_their_exports(client):
+    html = client.get("/catalog").data.decode()
+    assert 'id="catalog-releases"' in html and "albireo:catalog/v1" in html and "albireo:catalog/v2" in html
+    assert 'rel="license"' in html and "/api/catalog/scs" in html
+    links = re.findall(r'class="catalog-export" href="([^"]+)"', html)
+    assert len(links) == 8 and all(client.get(u).status_code == 200 for u in links)
+    assert 'id="catalog-link"' in client.get("/events").data.decode()
+
+
 def test_published_versions_have_their_own_datacite_and_dataset_records(published, client):
     from datacite import schema43
 
