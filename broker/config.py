@@ -302,6 +302,32 @@ class ScansConfig:
 
 
 @dataclass
+class EventCatalogConfig:
+    """The FAIR catalog of events and associations (``broker.multimessenger.catalog``, docs/catalog.md).
+
+    Not ``[catalogs]``, which holds the cross-match catalogs loci are matched against.
+    """
+
+    #: the licence every record, export and landing page states (an SPDX id).
+    license: str = "CC-BY-4.0"
+    #: its URL; empty: the known URL of the SPDX id (CC-BY-4.0, CC-BY-SA-4.0, CC0-1.0, ODbL-1.0).
+    license_url: str = ""
+    #: namespace of the persistent identifiers: ``<id_prefix>:event/<event>/v<n>`` ...
+    id_prefix: str = "albireo"
+    #: a DOI prefix (e.g. ``10.5281``): published versions are also named ``<doi_prefix>/<id_prefix>.events.v<n>``.
+    doi_prefix: str = ""
+    #: an ARK NAAN (e.g. ``12345``): identifiers are also given as ``ark:/<naan>/<id_prefix>/event/...``.
+    ark_naan: str = ""
+    title: str = "Albireo catalog of multi-messenger events and optical associations"
+    creator: str = "Albireo alert broker"
+    publisher: str = "Albireo"
+    #: the public URL of the portal, for absolute links in metadata; empty: the URL the request came to.
+    base_url: str = ""
+    #: list test events (VOEvent role=test, LVK mock superevents) too; a real catalog leaves them out.
+    include_test: bool = False
+
+
+@dataclass
 class IngestConfig:
     """Bounds on hostile packets, checked before they are decoded into memory (docs/security.md).
 
@@ -335,6 +361,7 @@ class Config:
     multimessenger: MultimessengerConfig = field(default_factory=MultimessengerConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     scans: ScansConfig = field(default_factory=ScansConfig)
+    event_catalog: EventCatalogConfig = field(default_factory=EventCatalogConfig)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -504,6 +531,18 @@ def validate(cfg: Config) -> Config:
           "multimessenger.credible_levels", mm.credible_levels, "must be percentages in (0, 100)")
     check(0 < mm.max_contour_level < 100, "multimessenger.max_contour_level", mm.max_contour_level,
           "must be a percentage in (0, 100)")
+    ec = cfg.event_catalog
+    check(bool(re.fullmatch(r"[a-z][a-z0-9.-]{0,31}", ec.id_prefix)), "event_catalog.id_prefix", ec.id_prefix,
+          "must be a lower-case name (letters, digits, '.', '-'), starting with a letter")
+    check(not ec.doi_prefix or bool(re.fullmatch(r"10\.\d{4,9}", ec.doi_prefix)), "event_catalog.doi_prefix",
+          ec.doi_prefix, "must be empty or a DOI prefix such as 10.5281")
+    check(not ec.ark_naan or ec.ark_naan.isdigit(), "event_catalog.ark_naan", ec.ark_naan,
+          "must be empty or a numeric ARK NAAN")
+    from broker.multimessenger.catalog.identifiers import license_url
+
+    check(bool(ec.license) and bool(ec.license_url or license_url(ec.license)), "event_catalog.license",
+          ec.license, "must be an SPDX id; give event_catalog.license_url for one other than CC-BY-4.0, "
+          "CC-BY-SA-4.0, CC0-1.0, ODbL-1.0")
     positive("multimessenger.skymap_timeout_s", mm.skymap_timeout_s)
     check(mm.skymap_max_bytes >= 1024, "multimessenger.skymap_max_bytes", mm.skymap_max_bytes, "must be >= 1024")
     check(mm.max_notice_bytes >= 1024, "multimessenger.max_notice_bytes", mm.max_notice_bytes, "must be >= 1024")

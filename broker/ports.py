@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from broker.metrics import Metrics
 
 __all__ = [
-    "AccessRule", "BatchProcessor", "CatalogMatcher", "DeadLetter", "DeliveryError", "EventQuery", "FilterRunner",
+    "AccessRule", "BatchProcessor", "CatalogConflict", "CatalogMatcher", "DeadLetter", "DeliveryError", "EventQuery", "FilterRunner",
     "Index", "IndexWriter", "LocusQuery", "IndexSummary", "Message", "Output", "QueryError", "Rebalanced",
     "SearchResult", "Sink", "SkyRegion", "SkymapFetcher", "Source", "Store", "StreamAccess", "TransactionOffsets",
     "TransactionalSink", "TransactionalSource",
@@ -369,6 +369,31 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def scan_pixels(self, scan_id: str) -> dict[int, Any]:
         """nside → ``(n, 4)`` float array of the stored pixel results of a scan, by pixel."""
+    # -- the FAIR event catalog (``broker.multimessenger.catalog``): immutable versions ---------------
+    @abc.abstractmethod
+    def put_catalog_record(self, record: dict[str, Any]) -> bool:
+        """Insert one version of an event's catalog record (keyed by ``event_id``, ``version``), never replacing one.
+
+        True when written; False when exactly this record is already stored (a replay); raises
+        :class:`CatalogConflict` when another record holds that key (two publishers raced): a
+        published version is immutable, so the store refuses to rewrite it.
+        """
+
+    @abc.abstractmethod
+    def catalog_records(self, event_id: str) -> list[dict[str, Any]]:
+        """Every stored version of an event's catalog record, oldest (version 1) first."""
+
+    @abc.abstractmethod
+    def put_catalog_release(self, release: dict[str, Any]) -> bool:
+        """Insert one published catalog version (keyed by ``version``) under the same rule as records."""
+
+    @abc.abstractmethod
+    def catalog_releases(self) -> list[dict[str, Any]]:
+        """Every published catalog version, oldest first."""
+
+
+class CatalogConflict(ValueError):
+    """A catalog record or release with this key already exists with other content: published versions are immutable."""
 
 
 # =========================================================================== the index

@@ -13,6 +13,8 @@ Tables follow the queries (Cassandra has no joins; each read is one partition or
 * ``dead_letter_keys`` — one row per rejected message (:attr:`DeadLetter.key`): a message
   rejected again (a replay) is not stored a second time;
 * ``region_locks`` — one lightweight-transaction row per region, see :meth:`claim_new_loci`;
+* ``catalog_records`` (event, version), ``catalog_releases`` — the FAIR catalog's versions, each
+  written once with a lightweight transaction (``IF NOT EXISTS``): published versions never change;
 * ``schema_version`` — migrations applied, in order, once.
 
 Every write is an upsert keyed by ids, so replaying a batch rewrites identical cells (no
@@ -44,7 +46,7 @@ from broker.alert import Alert
 from broker.association import LocusPositions, neighbour_block, pixels_of
 from broker.jsonutil import dumps, loads
 from broker.locus import Locus, locus_from_record, locus_record
-from broker.ports import DeadLetter, Output, Store
+from broker.ports import CatalogConflict, DeadLetter, Output, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,6 +104,11 @@ MIGRATIONS.append((5, "reconstruction scans and their pixel results", [
     """CREATE TABLE IF NOT EXISTS scan_pixels (
         scan_id text, nside int, pixel bigint, llh double, e_in double, e_tot double,
         PRIMARY KEY ((scan_id), nside, pixel))""",
+]))
+MIGRATIONS.append((6, "FAIR event catalog: immutable record versions and releases", [
+    """CREATE TABLE IF NOT EXISTS catalog_records (
+        event_id text, version int, record text, PRIMARY KEY ((event_id), version))""",
+    """CREATE TABLE IF NOT EXISTS catalog_releases (bucket int, version int, record text, PRIMARY KEY ((bucket), version))""",
 ]))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # each migration once, in order: two with one number would leave a store upgraded by one of them without the other
@@ -657,6 +664,36 @@ class CassandraStore(Store):
             out.setdefault(int(r.nside), []).append([float(r.pixel), *(np.nan if v is None else float(v)
                                                                         for v in (r.llh, r.e_in, r.e_tot))])
         return {n: np.array(v, dtype=float).reshape(-1, 4) for n, v in out.items()}
+    # -- the FAIR event catalog: lightweight transactions make every version write-once -------
+    def _insert_once(self, insert: str, params: tuple, record: dict, what: str) -> bool:
+        """``INSERT ... IF NOT EXISTS`` (SERIAL): of two racing publishers one wins, the other sees its row."""
+        text = dumps(record)
+        res = self._retry(lambda: self._session.execute(insert + " IF NOT EXISTS", (*params, text)))
+        if res.was_applied:
+            return True
+        if res.one().record != text:
+            raise CatalogConflict(f"{what} is already stored with other content (published versions are immutable)")
+        return False
+
+    def put_catalog_record(self, record: dict[str, Any]) -> bool:
+        eid, version = record["event_id"], int(record["version"])
+        return self._insert_once("INSERT INTO catalog_records (event_id, version, record) VALUES (%s, %s, %s)",
+                                 (eid, version), record, f"catalog record {eid} v{version}")
+
+    def catalog_records(self, event_id: str) -> list[dict[str, Any]]:
+        rows = self._retry(lambda: list(self._session.execute(
+            "SELECT record FROM catalog_records WHERE event_id=%s", (event_id,))))
+        return [loads(r.record) for r in rows]  # clustered by version
+
+    def put_catalog_release(self, release: dict[str, Any]) -> bool:
+        version = int(release["version"])
+        return self._insert_once("INSERT INTO catalog_releases (bucket, version, record) VALUES (0, %s, %s)",
+                                 (version,), release, f"catalog release v{version}")
+
+    def catalog_releases(self) -> list[dict[str, Any]]:
+        rows = self._retry(lambda: list(self._session.execute(
+            "SELECT record FROM catalog_releases WHERE bucket=0")))
+        return [loads(r.record) for r in rows]
 
     # -- claims --------------------------------------------------------------------------
     def claim_new_loci(self, candidates: Sequence[tuple[str, float, float]], radius_arcsec: float) -> dict[str, str]:

@@ -20,7 +20,7 @@ from broker.alert import Alert
 from broker.association import LocusPositions
 from broker.jsonutil import dumps, loads
 from broker.locus import Locus, locus_from_record, locus_record
-from broker.ports import DeadLetter, Output, Store
+from broker.ports import CatalogConflict, DeadLetter, Output, Store
 
 SCHEMA_VERSION = 2
 
@@ -92,6 +92,10 @@ CREATE TABLE IF NOT EXISTS scan_pixels (
     scan_id TEXT NOT NULL, nside INTEGER NOT NULL, pixel INTEGER NOT NULL, llh REAL, e_in REAL, e_tot REAL,
     PRIMARY KEY (scan_id, nside, pixel)
 );
+CREATE TABLE IF NOT EXISTS catalog_records (
+    event_id TEXT NOT NULL, version INTEGER NOT NULL, record TEXT NOT NULL, PRIMARY KEY (event_id, version)
+);
+CREATE TABLE IF NOT EXISTS catalog_releases (version INTEGER PRIMARY KEY, record TEXT NOT NULL);
 """
 
 #: created after the migrations (the column they index may be new).
@@ -495,6 +499,42 @@ class SQLiteStore(Store):
         for n, *vals in rows:
             out.setdefault(int(n), []).append([np.nan if v is None else float(v) for v in vals])
         return {n: np.array(v, dtype=float).reshape(-1, 4) for n, v in out.items()}
+    # -- the FAIR event catalog: rows are inserted once, never updated -------------------------
+    def _insert_once(self, table: str, key_cols: tuple[str, ...], key: tuple, record: dict) -> bool:
+        text = dumps(record)
+        where = " AND ".join(f"{c}=?" for c in key_cols)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(f"SELECT record FROM {table} WHERE {where}", key).fetchone()
+                if row is None:
+                    self._db.execute(f"INSERT INTO {table} ({', '.join(key_cols)}, record) "
+                                     f"VALUES ({','.join('?' * (len(key) + 1))})", (*key, text))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        if row is not None and row[0] != text:
+            raise CatalogConflict(f"{table} {key} is already stored with other content (published versions are immutable)")
+        return row is None
+
+    def put_catalog_record(self, record: dict) -> bool:
+        return self._insert_once("catalog_records", ("event_id", "version"),
+                                 (record["event_id"], int(record["version"])), record)
+
+    def catalog_records(self, event_id: str) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute("SELECT record FROM catalog_records WHERE event_id=? ORDER BY version",
+                                    (event_id,)).fetchall()
+        return [loads(r[0]) for r in rows]
+
+    def put_catalog_release(self, release: dict) -> bool:
+        return self._insert_once("catalog_releases", ("version",), (int(release["version"]),), release)
+
+    def catalog_releases(self) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute("SELECT record FROM catalog_releases ORDER BY version").fetchall()
+        return [loads(r[0]) for r in rows]
 
     def close(self) -> None:
         with self._lock:
