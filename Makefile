@@ -57,6 +57,7 @@ bench: $(STAMP) services
 	test -f albireo-demo/albireo.sqlite || $(VENV)/bin/albireo demo
 	$(PY) bench/bench_api.py --workdir albireo-demo
 	$(PY) -m bench.bench_multimessenger
+	$(PY) -m bench.bench_scans
 
 ## Long fault runs: the exactly-once failure matrix (every point, raise and crash), the fault tests at full size, 10^5 fuzz cases.
 chaos: $(STAMP) services

@@ -454,3 +454,71 @@ def open_users(cfg: Config, *, check_reachable_now: bool = True, records_only: b
             access = LazyStreamAccess(kafka_access)
     return Users(cfg, UserRecords(u.db), access, stream_router(cfg), consumer_bootstrap=consumer_bootstrap,
                  ca_file=ca_file)
+
+
+# ---- reconstruction scans (``broker.multimessenger.scans``) ---------------------------------------
+def scan_registry(cfg: Config) -> dict[str, Any]:
+    """The reconstructions by name: the built-ins plus those ``scans.plugins`` register when imported."""
+    from broker.multimessenger.scans.reconstructions import REGISTRY, load_plugins
+
+    load_plugins(cfg.scans.plugins)
+    return REGISTRY
+
+
+def scan_limits(cfg: Config) -> Any:
+    """What one scan request may ask for (``[scans]`` max_nside, max_first_pixels, max_step_pixels)."""
+    from broker.multimessenger.scans.model import ScanLimits
+
+    s = cfg.scans
+    return ScanLimits(max_nside=s.max_nside, max_first_pixels=s.max_first_pixels, max_step_pixels=s.max_step_pixels)
+
+
+def _scan_queue(cfg: Config, group: str, topics: list[str], *, partitions: dict[str, int]) -> tuple[Source, Sink]:
+    """A consumer of ``group`` over ``topics`` and a producer, on the configured scan queue."""
+    s = cfg.scans
+    if s.queue == "sqlite":
+        from broker.adapters.streams.sqlite_queue import QueueSink, QueueSource
+
+        return QueueSource(s.queue_path, group, topics, lease_s=s.lease_s), QueueSink(s.queue_path)
+    if s.queue == "kafka":
+        from broker.adapters.streams.kafka import KafkaSink, KafkaSource, ensure_topics
+
+        k = cfg.kafka
+        for topic, n in partitions.items():
+            ensure_topics(k.bootstrap_servers, [topic], partitions=n, extra=k.extra)
+        return KafkaSource(k.bootstrap_servers, group, topics, extra=k.extra), KafkaSink(k.bootstrap_servers,
+                                                                                         extra=k.extra)
+    raise ValueError(f"scans.queue {s.queue!r}: expected 'sqlite' or 'kafka'")
+
+
+def _scan_partitions(cfg: Config) -> dict[str, int]:
+    from broker.multimessenger.scans.server import topics
+
+    lanes, results = topics(cfg.scans.topic_prefix)
+    return {**{t: cfg.scans.partitions for t in lanes.values()}, results: 1}
+
+
+def scan_worker(cfg: Config, store: Store | None = None) -> Any:
+    """One ``albireo scan-worker``: both lanes' task consumers, a result producer, the store (for aborts)."""
+    from broker.multimessenger.scans.server import topics
+    from broker.multimessenger.scans.worker import ScanWorker
+
+    lanes, results = topics(cfg.scans.topic_prefix)
+    parts = _scan_partitions(cfg)
+    realtime, sink = _scan_queue(cfg, f"{cfg.scans.group_id}.realtime", [lanes["realtime"]], partitions=parts)
+    backfill, _ = _scan_queue(cfg, f"{cfg.scans.group_id}.backfill", [lanes["backfill"]], partitions={})
+    return ScanWorker(realtime, backfill, sink, results, store if store is not None else open_store(cfg),
+                      scan_registry(cfg), batch_size=cfg.scans.batch_size)
+
+
+def scan_server(cfg: Config, store: Store | None = None) -> Any:
+    """The ``albireo scan-server``: the results consumer, a task producer and the store."""
+    from broker.multimessenger.scans.server import ScanServer, ServerSettings, topics
+
+    s = cfg.scans
+    lanes, results = topics(s.topic_prefix)
+    source, sink = _scan_queue(cfg, s.server_group_id, [results], partitions=_scan_partitions(cfg))
+    return ScanServer(store if store is not None else open_store(cfg), source, sink,
+                      ServerSettings(task_topics=lanes, result_topic=results, pixels_per_task=s.pixels_per_task,
+                                     refine_best=s.refine_best, max_step_pixels=s.max_step_pixels,
+                                     resend_after_s=s.resend_after_s))

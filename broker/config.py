@@ -270,6 +270,67 @@ class MultimessengerConfig:
 
 
 @dataclass
+class ScansConfig:
+    """Reconstruction scans, the SkyDriver pattern (``broker.multimessenger.scans``; ``docs/realtime.md``)."""
+
+    #: the task and result queue: ``sqlite`` (one file, the embedded stack: workers on this machine) or ``kafka``.
+    queue: str = "sqlite"
+    #: the SQLite queue's file (``queue = sqlite``).
+    queue_path: str = str(DEFAULT_HOME / "scan-queue.sqlite")
+    #: topics ``<prefix>tasks.realtime``, ``<prefix>tasks.backfill`` (realtime is always served first), ``<prefix>results``.
+    topic_prefix: str = "albireo.scans."
+    #: partitions of each task topic (Kafka): at most this many workers share one lane.
+    partitions: int = 8
+    #: consumer group of ``albireo scan-worker`` (one per lane: ``<group>.realtime``, ``<group>.backfill``).
+    group_id: str = "albireo-scan-workers"
+    #: consumer group of ``albireo scan-server`` (one results topic partition: one active server).
+    server_group_id: str = "albireo-scan-server"
+    #: pixels per task message (a worker evaluates them in one vectorised call).
+    pixels_per_task: int = 16
+    #: task messages a worker takes per poll.
+    batch_size: int = 8
+    #: refinement: the best pixels kept at each step (beside every pixel inside the 90 % region).
+    refine_best: int = 12
+    #: SQLite queue: a task not committed within this many seconds is delivered again (its worker died).
+    lease_s: float = 30.0
+    #: the scan server sends a running step's missing pixels again after this long without progress.
+    resend_after_s: float = 300.0
+    max_nside: int = 1024
+    #: the first step scans the whole sky: 12·nside² pixels, at most this many.
+    max_first_pixels: int = 50000
+    #: a refinement step scans at most this many pixels (those nearest the best pixel).
+    max_step_pixels: int = 20000
+    #: modules (``module`` or ``module:attr``) that register more reconstructions when imported.
+    plugins: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EventCatalogConfig:
+    """The FAIR catalog of events and associations (``broker.multimessenger.catalog``, docs/catalog.md).
+
+    Not ``[catalogs]``, which holds the cross-match catalogs loci are matched against.
+    """
+
+    #: the licence every record, export and landing page states (an SPDX id).
+    license: str = "CC-BY-4.0"
+    #: its URL; empty: the known URL of the SPDX id (CC-BY-4.0, CC-BY-SA-4.0, CC0-1.0, ODbL-1.0).
+    license_url: str = ""
+    #: namespace of the persistent identifiers: ``<id_prefix>:event/<event>/v<n>`` ...
+    id_prefix: str = "albireo"
+    #: a DOI prefix (e.g. ``10.5281``): published versions are also named ``<doi_prefix>/<id_prefix>.events.v<n>``.
+    doi_prefix: str = ""
+    #: an ARK NAAN (e.g. ``12345``): identifiers are also given as ``ark:/<naan>/<id_prefix>/event/...``.
+    ark_naan: str = ""
+    title: str = "Albireo catalog of multi-messenger events and optical associations"
+    creator: str = "Albireo alert broker"
+    publisher: str = "Albireo"
+    #: the public URL of the portal, for absolute links in metadata; empty: the URL the request came to.
+    base_url: str = ""
+    #: list test events (VOEvent role=test, LVK mock superevents) too; a real catalog leaves them out.
+    include_test: bool = False
+
+
+@dataclass
 class IngestConfig:
     """Bounds on hostile packets, checked before they are decoded into memory (docs/security.md).
 
@@ -302,6 +363,8 @@ class Config:
     services: ServicesConfig = field(default_factory=ServicesConfig)
     multimessenger: MultimessengerConfig = field(default_factory=MultimessengerConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    scans: ScansConfig = field(default_factory=ScansConfig)
+    event_catalog: EventCatalogConfig = field(default_factory=EventCatalogConfig)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -471,6 +534,18 @@ def validate(cfg: Config) -> Config:
           "multimessenger.credible_levels", mm.credible_levels, "must be percentages in (0, 100)")
     check(0 < mm.max_contour_level < 100, "multimessenger.max_contour_level", mm.max_contour_level,
           "must be a percentage in (0, 100)")
+    ec = cfg.event_catalog
+    check(bool(re.fullmatch(r"[a-z][a-z0-9.-]{0,31}", ec.id_prefix)), "event_catalog.id_prefix", ec.id_prefix,
+          "must be a lower-case name (letters, digits, '.', '-'), starting with a letter")
+    check(not ec.doi_prefix or bool(re.fullmatch(r"10\.\d{4,9}", ec.doi_prefix)), "event_catalog.doi_prefix",
+          ec.doi_prefix, "must be empty or a DOI prefix such as 10.5281")
+    check(not ec.ark_naan or ec.ark_naan.isdigit(), "event_catalog.ark_naan", ec.ark_naan,
+          "must be empty or a numeric ARK NAAN")
+    from broker.multimessenger.catalog.identifiers import license_url
+
+    check(bool(ec.license) and bool(ec.license_url or license_url(ec.license)), "event_catalog.license",
+          ec.license, "must be an SPDX id; give event_catalog.license_url for one other than CC-BY-4.0, "
+          "CC-BY-SA-4.0, CC0-1.0, ODbL-1.0")
     positive("multimessenger.skymap_timeout_s", mm.skymap_timeout_s)
     check(mm.skymap_max_bytes >= 1024, "multimessenger.skymap_max_bytes", mm.skymap_max_bytes, "must be >= 1024")
     check(mm.max_notice_bytes >= 1024, "multimessenger.max_notice_bytes", mm.max_notice_bytes, "must be >= 1024")

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from broker.metrics import Metrics
 
 __all__ = [
-    "AccessRule", "BatchProcessor", "CatalogMatcher", "DeadLetter", "DeliveryError", "EventQuery", "FilterRunner",
+    "AccessRule", "BatchProcessor", "CatalogConflict", "CatalogMatcher", "DeadLetter", "DeliveryError", "EventQuery", "FilterRunner",
     "Index", "IndexWriter", "LocusQuery", "IndexSummary", "Message", "Output", "QueryError", "Rebalanced",
     "SearchResult", "Sink", "SkyRegion", "SkymapFetcher", "Source", "Store", "StreamAccess", "TransactionOffsets",
     "TransactionalSink", "TransactionalSource",
@@ -361,6 +361,56 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def outgoing(self, event_id: str) -> list[dict[str, Any]]:
         """Every stored revision of an event's outgoing alerts, by ``record_number``."""
+
+    # -- reconstruction scans (``broker.multimessenger.scans``) ----------------------------------------
+    @abc.abstractmethod
+    def put_scan(self, record: dict[str, Any]) -> None:
+        """Insert or replace one scan record (keyed by ``scan_id``; the manifest lives inside it).
+
+        Kept in the store so that the API, the scan server and the workers can be separate processes.
+        """
+
+    @abc.abstractmethod
+    def scan(self, scan_id: str) -> dict[str, Any] | None:
+        """One scan record by id."""
+
+    @abc.abstractmethod
+    def scans(self, status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Scan records (with ``status`` when given), newest ``created`` first."""
+
+    @abc.abstractmethod
+    def put_scan_pixels(self, scan_id: str, nside: int, rows: Any) -> None:
+        """Upsert pixel results ``(n, 4)``: pixel, llh, E_in, E_tot; keyed by (scan, nside, pixel): a
+        redelivered result rewrites the same row (NaN kept as NaN)."""
+
+    @abc.abstractmethod
+    def scan_pixels(self, scan_id: str) -> dict[int, Any]:
+        """nside → ``(n, 4)`` float array of the stored pixel results of a scan, by pixel."""
+    # -- the FAIR event catalog (``broker.multimessenger.catalog``): immutable versions ---------------
+    @abc.abstractmethod
+    def put_catalog_record(self, record: dict[str, Any]) -> bool:
+        """Insert one version of an event's catalog record (keyed by ``event_id``, ``version``), never replacing one.
+
+        True when written; False when exactly this record is already stored (a replay); raises
+        :class:`CatalogConflict` when another record holds that key (two publishers raced): a
+        published version is immutable, so the store refuses to rewrite it.
+        """
+
+    @abc.abstractmethod
+    def catalog_records(self, event_id: str) -> list[dict[str, Any]]:
+        """Every stored version of an event's catalog record, oldest (version 1) first."""
+
+    @abc.abstractmethod
+    def put_catalog_release(self, release: dict[str, Any]) -> bool:
+        """Insert one published catalog version (keyed by ``version``) under the same rule as records."""
+
+    @abc.abstractmethod
+    def catalog_releases(self) -> list[dict[str, Any]]:
+        """Every published catalog version, oldest first."""
+
+
+class CatalogConflict(ValueError):
+    """A catalog record or release with this key already exists with other content: published versions are immutable."""
 
 
 # =========================================================================== the index

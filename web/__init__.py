@@ -6,6 +6,8 @@
 * ``auth``   — ``/login``, ``/logout``: portal sessions; API keys and CSRF checks (:mod:`web.auth`);
 * ``portal`` — HTML pages (home, search, locus, filters, streams);
 * ``events`` — multi-messenger event list and event pages, and ``/api/mm`` (``web/events.py``);
+* ``scans``  — reconstruction scans: ``/api/scans`` (SkyDriver's routes) and the ``/scans`` pages (``web/scans.py``);
+* ``catalog`` — the FAIR event catalog: ``/api/catalog/v1``, exports, Simple Cone Search (``web/catalog.py``);
 * more blueprints (VO services, multi-messenger pages) are added to the one list in
   :func:`create_app` that names everything the app serves, or passed as ``blueprints``.
 
@@ -31,7 +33,7 @@ def create_app(cfg: Config | None = None, *, store: Store | None = None, index: 
     write: API keys and login sessions (:mod:`web.auth`).
     """
     from broker.assemble import open_catalogs, open_index, open_store, open_users
-    from web import api, auth, errors, events, hardening, own_api, portal, users_api
+    from web import api, auth, catalog, errors, events, hardening, own_api, portal, scans, users_api
     from web import metrics as web_metrics
     from web.backend import Backend
 
@@ -46,7 +48,8 @@ def create_app(cfg: Config | None = None, *, store: Store | None = None, index: 
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024
     app.extensions["albireo"] = Backend(cfg=cfg, store=store, index=index, catalogs=catalogs)
-    for bp in (api.bp, own_api.bp, users_api.bp, portal.bp, events.bp, web_metrics.bp, *blueprints):
+    for bp in (api.bp, own_api.bp, users_api.bp, portal.bp, events.bp, scans.bp, catalog.bp, web_metrics.bp,
+               *blueprints):
         app.register_blueprint(bp)
     auth.install(app, users if users is not None else open_users(cfg, check_reachable_now=False))
     web_metrics.install(app)

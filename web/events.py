@@ -132,12 +132,21 @@ def event_list():
 
 @bp.get("/events/<event_id>")
 def event_page(event_id: str):
+    """The event's page, and its catalog landing page: the schema.org Dataset is embedded (JSON-LD)."""
+    from web.catalog import event_summary, jsonld_for, reconstruction_links
+
     ev = _event(event_id)
     candidates, total = _candidates(event_id)
     loc = _localizations().get(ev) if ev.get("status") == "active" else None
+    from web.scans import scans_for_event
+
+    version = request.args.get("version") or None
     return render_template("event.html", event=ev, notices=_notice_rows(ev), candidates=candidates, alerts=_alerts(event_id),
+                           scans=scans_for_event(event_id),
                            n_candidates=total, has_map=loc is not None, aladin=ALADIN.is_file(),
-                           summary=ev.get("summary") or {}, meta=ev.get("metadata") or {})
+                           summary=ev.get("summary") or {}, meta=ev.get("metadata") or {},
+                           catalog=event_summary(event_id), jsonld=clean(jsonld_for(event_id, version)),
+                           reconstructions=reconstruction_links(event_id))
 
 
 @bp.get("/events/<event_id>/skymap.png")

@@ -13,10 +13,12 @@ def _op(summary: str, params: list[dict[str, Any]] | None = None, auth: bool = F
         body: str | None = None, codes: tuple[int, ...] = (200, 400, 404)) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": {}}
     for c in codes:
-        op["responses"][str(c)] = {"description": {200: "OK", 201: "Created", 204: "Deleted", 400: "Bad parameter",
+        op["responses"][str(c)] = {"description": {200: "OK", 201: "Created", 302: "Redirect to the identified resource", 204: "Deleted", 400: "Bad parameter",
                                                    401: "No, unknown or revoked API key",
                                                    403: "Not allowed (role, owner or CSRF token)", 502: "Kafka refused",
-                                                   404: "Not found", 409: "Conflicts with the current state (reason given)",
+                                                   404: "Not found",
+                                                   409: "Conflicts with the current state (reason given: e.g. already "
+                                                        "finished, not approved)",
                                                    422: "Submission refused"}[c],
                                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/"
                                                                                + ("Error" if c >= 400 else
@@ -37,6 +39,10 @@ def _p(name: str, where: str = "query", typ: str = "string", desc: str = "", req
 
 def spec(server: str) -> dict[str, Any]:
     lid = _p("locus_id", "path")
+    eid, ver = _p("event_id", "path"), _p("version", "path", desc="a number, latest or live")
+    tab, fmt = _p("table", "path", desc="events or associations"), _p("fmt", "path",
+                                                                       desc="fits, vot, csv, ecsv, parquet, json")
+    ever = _p("version", desc="a record version number, or live (default: the latest frozen version)")
     paths = {
         "/v2/loci": {"get": _op("Search loci (ANTARES-compatible)", [
             _p("elasticsearch_query", desc="JSON body with a top-level 'query' (bool/term/range/sky_distance)"),
@@ -109,6 +115,62 @@ def spec(server: str) -> dict[str, Any]:
         "/api/mm/events/{event_id}/moc/{level}.json": {"get": _op("An event's credible region as a MOC (JSON)", [
             _p("event_id", "path"), _p("level", "path")])},
         "/api/mm/notices/{notice_id}": {"get": _op("One stored notice", [_p("notice_id", "path")])},
+        "/api/scans": {"get": _op("Reconstruction scans, newest first", [_p("status"), _p("limit", typ="integer")]),
+                       "post": _op("Start a scan (SkyDriver's POST /scan): body {event: a GCN neutrino notice or "
+                                   "{ra, dec, time|mjd, run_id, event_id}, reconstruction, nside_progression "
+                                   "(default [8, 64, 512]), priority (realtime|backfill), params}; returns scan_id",
+                                   auth=True, body="application/json", codes=(201, 400, 401, 403, 422))},
+        "/api/scans/reconstructions": {"get": _op("Registered reconstructions and their parameters", codes=(200,))},
+        "/api/scans/find": {"post": _op("Scans matching {filter: {run_id, event_id, source_event, status, priority, "
+                                        "reconstruction}, limit}", body="application/json", codes=(200, 400))},
+        "/api/scans/backlog": {"get": _op("Queued and running scans, realtime lane first", codes=(200,))},
+        "/api/scans/{scan_id}": {"get": _op("One scan: event, reconstruction, state, best fit, areas",
+                                            [_p("scan_id", "path")]),
+                                 "delete": _op("Abort a scan (its owner or an admin): its remaining tasks are skipped",
+                                               [_p("scan_id", "path")],
+                                               auth=True, codes=(200, 400, 401, 403, 404, 409))},
+        "/api/scans/{scan_id}/status": {"get": _op("A scan's state (queued, running, done, aborted, failed)",
+                                                   [_p("scan_id", "path")])},
+        "/api/scans/{scan_id}/manifest": {"get": _op("Progress: pixels done per nside, rate, ETA, complete, "
+                                                     "pixels per worker", [_p("scan_id", "path")])},
+        "/api/scans/{scan_id}/result": {"get": _op("{skyscan_result: icecube-skyreader's SkyScanResult.serialize() "
+                                                   "layout (partial while running), is_final, summary}",
+                                                   [_p("scan_id", "path")])},
+        "/api/catalog/v1": {"get": _op("The FAIR event catalog: licence, identifier scheme, links", codes=(200,))},
+        "/api/catalog/v1/versions": {"get": _op("Published (immutable) catalog versions, oldest first", codes=(200,))},
+        "/api/catalog/v1/versions/{version}": {"get": _op(
+            "One catalog version's event records (version: a number, latest, or live = unpublished)", [ver])},
+        "/api/catalog/v1/versions/{version}/{table}.{fmt}": {"get": _op(
+            "Export a version's table (events, associations) as fits, vot, csv, ecsv, parquet or json, with units, "
+            "UCDs and the licence", [ver, tab, fmt])},
+        "/api/catalog/v1/versions/{version}/datacite.json": {"get": _op(
+            "The DataCite kernel-4 record of a published catalog version", [ver])},
+        "/api/catalog/v1/versions/{version}/jsonld": {"get": _op(
+            "The schema.org Dataset (JSON-LD) of a published catalog version", [ver])},
+        "/api/catalog/v1/events/{event_id}": {"get": _op("An event's catalog record (latest version, or ?version=n|live), "
+                                                         "its versions and links", [eid, ever])},
+        "/api/catalog/v1/events/{event_id}/associations": {"get": _op(
+            "The event's locus associations (credible level and area, distance)", [eid, ever])},
+        "/api/catalog/v1/events/{event_id}/{table}.{fmt}": {"get": _op(
+            "Export an event's record (events) or associations in one format", [eid, tab, fmt, ever])},
+        "/api/catalog/v1/events/{event_id}/jsonld": {"get": _op(
+            "The schema.org Dataset (JSON-LD) of an event's record, as embedded in its landing page", [eid, ever])},
+        "/api/catalog/v1/events/{event_id}/datacite.json": {"get": _op(
+            "The DataCite kernel-4 metadata record of an event's record version", [eid, ever])},
+        "/api/catalog/v1/events/{event_id}/skymap.multiorder.fits": {"get": _op(
+            "The record version's sky map as multi-order HEALPix FITS (UNIQ, PROBDENSITY)", [eid, ever])},
+        "/api/catalog/v1/resolve/{pid}": {"get": _op("Resolve a persistent identifier (302 to its page)",
+                                                     [_p("pid", "path", desc="e.g. albireo:event/<id>/v1")],
+                                                     codes=(302, 400, 404))},
+        "/api/catalog/scs": {"get": _op("IVOA Simple Cone Search 1.03 over the events (VOTable; errors as a VOTable "
+                                        "with INFO name=Error)", [_p("RA", typ="number", required=True),
+                                                                   _p("DEC", typ="number", required=True),
+                                                                   _p("SR", typ="number", required=True,
+                                                                      desc="radius, degrees (0..180)"),
+                                                                   _p("VERB", typ="integer"),
+                                                                   _p("release", desc="a version number or live "
+                                                                      "(default: the latest published)")],
+                                        codes=(200,))},
         "/api/openapi.json": {"get": _op("This document", codes=(200,))},
         "/api/users": {"get": _op("Users, roles, grants and key ids (admin)", auth=True, codes=(200, 401, 403)),
                        "post": _op("Create a user (name, role, groups); the Kafka password and first API key "

@@ -4,7 +4,9 @@
 ``albireo run`` is the production worker (Kafka in and out, any store); ``albireo serve`` the
 portal and API; ``albireo services`` starts the local Kafka, Cassandra and Elasticsearch;
 ``albireo replay`` produces real packets (and notices) to Kafka; ``albireo status`` shows what is running;
-``albireo notices`` ingests neutrino and gravitational-wave notices; ``albireo users`` manages who may read
+``albireo notices`` ingests neutrino and gravitational-wave notices; ``albireo scan-server`` and
+``albireo scan-worker`` run reconstruction scans (SkyDriver's pattern); ``albireo release`` publishes the FAIR
+event catalog's versions; ``albireo users`` manages who may read
 which stream and write through the API.
 """
 
@@ -20,8 +22,11 @@ from broker.cli.config_cmd import config_group
 from broker.cli.demo import demo
 from broker.cli.filter import filter_group
 from broker.cli.notices import notices_group
+from broker.cli.release import release_group
 from broker.cli.replay import replay
 from broker.cli.run import run
+from broker.cli.scan_server import scan_server
+from broker.cli.scan_worker import scan_worker
 from broker.cli.serve import serve
 from broker.cli.services import services_group
 from broker.cli.status import status
@@ -41,7 +46,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 #: every command, in the order a new user meets them.
-COMMANDS = (demo, serve, run, status, replay, filter_group, notices_group, catalog, users_group, services_group,
-            config_group, bench_group, watch_group)
+COMMANDS = (demo, serve, run, status, replay, filter_group, notices_group, scan_server, scan_worker, release_group,
+            catalog, users_group, services_group, config_group, bench_group, watch_group)
 for _cmd in COMMANDS:
     main.add_command(_cmd)

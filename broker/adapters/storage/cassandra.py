@@ -13,6 +13,8 @@ Tables follow the queries (Cassandra has no joins; each read is one partition or
 * ``dead_letter_keys`` — one row per rejected message (:attr:`DeadLetter.key`): a message
   rejected again (a replay) is not stored a second time;
 * ``region_locks`` — one lightweight-transaction row per region, see :meth:`claim_new_loci`;
+* ``catalog_records`` (event, version), ``catalog_releases`` — the FAIR catalog's versions, each
+  written once with a lightweight transaction (``IF NOT EXISTS``): published versions never change;
 * ``schema_version`` — migrations applied, in order, once.
 
 Every write is an upsert keyed by ids, so replaying a batch rewrites identical cells (no
@@ -44,7 +46,7 @@ from broker.alert import Alert
 from broker.association import LocusPositions, neighbour_block, pixels_of
 from broker.jsonutil import dumps, loads
 from broker.locus import Locus, locus_from_record, locus_record
-from broker.ports import DeadLetter, Output, Store
+from broker.ports import CatalogConflict, DeadLetter, Output, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,6 +95,20 @@ MIGRATIONS.append((3, "multi-messenger notices and events", [
 MIGRATIONS.append((4, "outgoing alerts per event and revision", [
     """CREATE TABLE IF NOT EXISTS mm_outgoing (
         event_id text, record_number int, record text, PRIMARY KEY ((event_id), record_number))""",
+]))
+MIGRATIONS.append((5, "reconstruction scans and their pixel results", [
+    """CREATE TABLE IF NOT EXISTS scans (scan_id text PRIMARY KEY, status text, created double, record text)""",
+    """CREATE TABLE IF NOT EXISTS scans_by_created (
+        bucket int, created double, scan_id text, status text, record text,
+        PRIMARY KEY ((bucket), created, scan_id)) WITH CLUSTERING ORDER BY (created DESC, scan_id ASC)""",
+    """CREATE TABLE IF NOT EXISTS scan_pixels (
+        scan_id text, nside int, pixel bigint, llh double, e_in double, e_tot double,
+        PRIMARY KEY ((scan_id), nside, pixel))""",
+]))
+MIGRATIONS.append((6, "FAIR event catalog: immutable record versions and releases", [
+    """CREATE TABLE IF NOT EXISTS catalog_records (
+        event_id text, version int, record text, PRIMARY KEY ((event_id), version))""",
+    """CREATE TABLE IF NOT EXISTS catalog_releases (bucket int, version int, record text, PRIMARY KEY ((bucket), version))""",
 ]))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # each migration once, in order: two with one number would leave a store upgraded by one of them without the other
@@ -646,6 +662,75 @@ class CassandraStore(Store):
         rows = self._retry(lambda: list(self._session.execute(
             "SELECT record FROM mm_outgoing WHERE event_id=%s", (event_id,))))
         return [loads(r.record) for r in rows]  # clustered by record_number
+
+    # -- reconstruction scans --------------------------------------------------------------
+    def put_scan(self, record: dict[str, Any]) -> None:
+        """Both rows carry the record: by id (reads), and in the one time-ordered partition (lists; scans are few)."""
+        sid, status, created, rec = record["scan_id"], record.get("status"), float(record.get("created") or 0), \
+            dumps(record)
+        self._retry(lambda: self._session.execute(
+            "INSERT INTO scans_by_created (bucket, created, scan_id, status, record) VALUES (0, %s, %s, %s, %s)",
+            (created, sid, status, rec)))
+        self._retry(lambda: self._session.execute(
+            "INSERT INTO scans (scan_id, status, created, record) VALUES (%s, %s, %s, %s)",
+            (sid, status, created, rec)))
+
+    def scan(self, scan_id: str) -> dict[str, Any] | None:
+        row = self._retry(lambda: self._session.execute(
+            "SELECT record FROM scans WHERE scan_id=%s", (scan_id,)).one())
+        return loads(row.record) if row else None
+
+    def scans(self, status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = self._retry(lambda: list(self._session.execute(
+            "SELECT status, record FROM scans_by_created WHERE bucket=0")))
+        return [loads(r.record) for r in rows if status is None or r.status == status][:limit]
+
+    def put_scan_pixels(self, scan_id: str, nside: int, rows: Any) -> None:
+        if not hasattr(self, "_ins_scan_pixel"):
+            self._ins_scan_pixel = self._session.prepare(
+                "INSERT INTO scan_pixels (scan_id, nside, pixel, llh, e_in, e_tot) VALUES (?,?,?,?,?,?)")
+        arr = np.asarray(rows, dtype=float).reshape(-1, 4)
+        self._concurrent(self._ins_scan_pixel, [(scan_id, int(nside), int(r[0]), float(r[1]), float(r[2]),
+                                                 float(r[3])) for r in arr])
+
+    def scan_pixels(self, scan_id: str) -> dict[int, Any]:
+        rows = self._retry(lambda: list(self._session.execute(
+            "SELECT nside, pixel, llh, e_in, e_tot FROM scan_pixels WHERE scan_id=%s", (scan_id,), timeout=60)))
+        out: dict[int, list] = {}
+        for r in rows:
+            out.setdefault(int(r.nside), []).append([float(r.pixel), *(np.nan if v is None else float(v)
+                                                                        for v in (r.llh, r.e_in, r.e_tot))])
+        return {n: np.array(v, dtype=float).reshape(-1, 4) for n, v in out.items()}
+    # -- the FAIR event catalog: lightweight transactions make every version write-once -------
+    def _insert_once(self, insert: str, params: tuple, record: dict, what: str) -> bool:
+        """``INSERT ... IF NOT EXISTS`` (SERIAL): of two racing publishers one wins, the other sees its row."""
+        text = dumps(record)
+        res = self._retry(lambda: self._session.execute(insert + " IF NOT EXISTS", (*params, text)))
+        if res.was_applied:
+            return True
+        if res.one().record != text:
+            raise CatalogConflict(f"{what} is already stored with other content (published versions are immutable)")
+        return False
+
+    def put_catalog_record(self, record: dict[str, Any]) -> bool:
+        eid, version = record["event_id"], int(record["version"])
+        return self._insert_once("INSERT INTO catalog_records (event_id, version, record) VALUES (%s, %s, %s)",
+                                 (eid, version), record, f"catalog record {eid} v{version}")
+
+    def catalog_records(self, event_id: str) -> list[dict[str, Any]]:
+        rows = self._retry(lambda: list(self._session.execute(
+            "SELECT record FROM catalog_records WHERE event_id=%s", (event_id,))))
+        return [loads(r.record) for r in rows]  # clustered by version
+
+    def put_catalog_release(self, release: dict[str, Any]) -> bool:
+        version = int(release["version"])
+        return self._insert_once("INSERT INTO catalog_releases (bucket, version, record) VALUES (0, %s, %s)",
+                                 (version,), release, f"catalog release v{version}")
+
+    def catalog_releases(self) -> list[dict[str, Any]]:
+        rows = self._retry(lambda: list(self._session.execute(
+            "SELECT record FROM catalog_releases WHERE bucket=0")))
+        return [loads(r.record) for r in rows]
 
     # -- claims --------------------------------------------------------------------------
     def claim_new_loci(self, candidates: Sequence[tuple[str, float, float]], radius_arcsec: float) -> dict[str, str]:

@@ -20,7 +20,7 @@ from broker.alert import Alert
 from broker.association import LocusPositions
 from broker.jsonutil import dumps, loads
 from broker.locus import Locus, locus_from_record, locus_record
-from broker.ports import DeadLetter, Output, Store
+from broker.ports import CatalogConflict, DeadLetter, Output, Store
 
 SCHEMA_VERSION = 2
 
@@ -84,6 +84,18 @@ CREATE TABLE IF NOT EXISTS mm_outgoing (
     event_id TEXT NOT NULL, record_number INTEGER NOT NULL, record TEXT NOT NULL,
     PRIMARY KEY (event_id, record_number)
 );
+CREATE TABLE IF NOT EXISTS scans (
+    scan_id TEXT PRIMARY KEY, status TEXT, created REAL, record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS scans_by_created ON scans(created);
+CREATE TABLE IF NOT EXISTS scan_pixels (
+    scan_id TEXT NOT NULL, nside INTEGER NOT NULL, pixel INTEGER NOT NULL, llh REAL, e_in REAL, e_tot REAL,
+    PRIMARY KEY (scan_id, nside, pixel)
+);
+CREATE TABLE IF NOT EXISTS catalog_records (
+    event_id TEXT NOT NULL, version INTEGER NOT NULL, record TEXT NOT NULL, PRIMARY KEY (event_id, version)
+);
+CREATE TABLE IF NOT EXISTS catalog_releases (version INTEGER PRIMARY KEY, record TEXT NOT NULL);
 """
 
 #: created after the migrations (the column they index may be new).
@@ -488,6 +500,75 @@ class SQLiteStore(Store):
         with self._lock:
             rows = self._db.execute("SELECT record FROM mm_outgoing WHERE event_id=? ORDER BY record_number",
                                     (event_id,)).fetchall()
+        return [loads(r[0]) for r in rows]
+
+    def put_scan(self, record: dict) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO scans VALUES (?,?,?,?)",
+                             (record["scan_id"], record.get("status"), record.get("created"), dumps(record)))
+
+    def scan(self, scan_id: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute("SELECT record FROM scans WHERE scan_id=?", (scan_id,)).fetchone()
+        return loads(row[0]) if row else None
+
+    def scans(self, status: str | None = None, limit: int = 1000) -> list[dict]:
+        q, args = "SELECT record FROM scans", []
+        if status is not None:
+            q, args = q + " WHERE status=?", [status]
+        with self._lock:
+            rows = self._db.execute(q + " ORDER BY created DESC, scan_id LIMIT ?", (*args, int(limit))).fetchall()
+        return [loads(r[0]) for r in rows]
+
+    def put_scan_pixels(self, scan_id: str, nside: int, rows) -> None:
+        arr = np.asarray(rows, dtype=float).reshape(-1, 4)
+        vals = [(scan_id, int(nside), int(r[0]), *(_nan_to_none(float(x)) for x in r[1:])) for r in arr]
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO scan_pixels VALUES (?,?,?,?,?,?)", vals)
+
+    def scan_pixels(self, scan_id: str) -> dict:
+        with self._lock:
+            rows = self._db.execute("SELECT nside, pixel, llh, e_in, e_tot FROM scan_pixels WHERE scan_id=? "
+                                    "ORDER BY nside, pixel", (scan_id,)).fetchall()
+        out: dict[int, list] = {}
+        for n, *vals in rows:
+            out.setdefault(int(n), []).append([np.nan if v is None else float(v) for v in vals])
+        return {n: np.array(v, dtype=float).reshape(-1, 4) for n, v in out.items()}
+    # -- the FAIR event catalog: rows are inserted once, never updated -------------------------
+    def _insert_once(self, table: str, key_cols: tuple[str, ...], key: tuple, record: dict) -> bool:
+        text = dumps(record)
+        where = " AND ".join(f"{c}=?" for c in key_cols)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(f"SELECT record FROM {table} WHERE {where}", key).fetchone()
+                if row is None:
+                    self._db.execute(f"INSERT INTO {table} ({', '.join(key_cols)}, record) "
+                                     f"VALUES ({','.join('?' * (len(key) + 1))})", (*key, text))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        if row is not None and row[0] != text:
+            raise CatalogConflict(f"{table} {key} is already stored with other content (published versions are immutable)")
+        return row is None
+
+    def put_catalog_record(self, record: dict) -> bool:
+        return self._insert_once("catalog_records", ("event_id", "version"),
+                                 (record["event_id"], int(record["version"])), record)
+
+    def catalog_records(self, event_id: str) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute("SELECT record FROM catalog_records WHERE event_id=? ORDER BY version",
+                                    (event_id,)).fetchall()
+        return [loads(r[0]) for r in rows]
+
+    def put_catalog_release(self, release: dict) -> bool:
+        return self._insert_once("catalog_releases", ("version",), (int(release["version"]),), release)
+
+    def catalog_releases(self) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute("SELECT record FROM catalog_releases ORDER BY version").fetchall()
         return [loads(r[0]) for r in rows]
 
     def close(self) -> None:
