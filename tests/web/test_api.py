@@ -293,6 +293,9 @@ def test_filter_enable_test_replay_disable_over_http(client, store, admin_auth, 
     assert r.status_code == 200 and r.get_json()["data"]["status"] == "enabled"
     page = client.get("/filters/ApiCounting").get_data(as_text=True)
     assert "Review: <b>approved</b> by " + review["by"] in page
+    listing = client.get("/filters").get_data(as_text=True)
+    row = listing[listing.index(">ApiCounting</a>"):]
+    assert row[: row.index("</tr>")].count("approved by " + review["by"]) == 1
     assert client.get("/api/filters/ApiCounting").get_json()["data"]["status"] == "enabled"
 
     # test on stored loci: the tags it reports are exactly those the store says it should give
