@@ -12,20 +12,36 @@ Tables follow the queries (Cassandra has no joins; each read is one partition or
   ``dead_letters`` (partition = UTC day, newest first);
 * ``dead_letter_keys`` — one row per rejected message (:attr:`DeadLetter.key`): a message
   rejected again (a replay) is not stored a second time;
-* ``region_locks`` — one lightweight-transaction row per region, see :meth:`claim_new_loci`;
+* ``locus_claims`` — partition = a claim region, the loci founded there recently and a token;
+  ``region_locks`` — one lightweight-transaction lease row per claim region; see :meth:`claim_new_loci`;
 * ``schema_version`` — migrations applied, in order, once.
 
 Every write is an upsert keyed by ids, so replaying a batch rewrites identical cells (no
-timestamps or counters that a replay would change). Writes go out as prepared statements through
-``execute_concurrent_with_args``. While Cassandra is unreachable, reads and writes retry with
-backoff for up to ``outage_timeout_s`` before raising, so a worker rides through a node restart.
+timestamps or counters that a replay would change). Writes are prepared statements, grouped by
+partition key: a batch only ever holds rows of one partition (a locus's alerts, a region's
+position rows), never the multi-partition unlogged batches that make a coordinator fan out.
+They go out through ``execute_concurrent`` with at most ``max_in_flight`` requests outstanding
+(``store.cassandra_max_in_flight``): the window is the backpressure, so one worker cannot queue
+more than that on the server, however large its batch. While Cassandra is unreachable, reads
+and writes retry with backoff for up to ``outage_timeout_s`` before raising, so a worker rides
+through a node restart.
 
 **No duplicate loci.** Two workers that see alerts at the same place in the same instant would
-each found a locus. :meth:`claim_new_loci` serialises founding per region with an LWT lease
-(``INSERT ... IF NOT EXISTS USING TTL``, SERIAL consistency) on every region touched by the
-candidates' 3×3 pixel blocks; under the lease it re-reads the blocks at QUORUM and writes the
-winners' position rows at QUORUM before releasing, so the next holder sees them. The TTL only
-matters if a worker dies holding a lease.
+each found a locus. :meth:`claim_new_loci` makes founding a compare-and-set per *claim region*
+(order ``association_order - 10``, ~0.8 deg² at 1", so a visit's new loci fall in a handful):
+``locus_claims`` holds, per claim region, the positions claimed there and a static ``claim_token``.
+A claim reads the candidates' 3×3 pixel blocks (plus a sentinel row that carries the token) from
+``locus_claims`` and ``loci_by_pixel``, decides the winners, and writes them with one
+conditional batch per claim region, ``IF claim_token = <the token it read>``, which also sets a new
+token. Rows and token change together (one partition, one Paxos round), so a batch that
+succeeds saw every claim made before it; one that fails re-reads that region and tries again.
+That is one round trip per batch and region, not one LWT per locus. A candidate whose block
+reaches into a neighbouring claim region (~0.4% of them) could conflict with a candidate homed
+there, which no single-partition condition covers: those few also take the LWT lease of every
+claim region they touch (``region_locks``, ``INSERT ... IF NOT EXISTS USING TTL``) for the
+duration of the claim, so two such claims never interleave. The lease TTL only matters if a
+worker dies holding one; the claim rows expire after ``CLAIM_TTL_S``, long after the winners'
+``loci_by_pixel`` rows (written by the claim itself) are there.
 """
 
 from __future__ import annotations
@@ -52,6 +68,14 @@ T = TypeVar("T")
 #: region order = association order minus this (4^6 = 4096 association pixels per region).
 REGION_DELTA = 6
 LOCK_TTL_S = 30
+#: claim region order = association order minus this (4^10 association pixels, ~0.8 deg² at 1").
+CLAIM_REGION_DELTA = 10
+#: claimed positions are kept this long (seconds); the winners' ``loci_by_pixel`` rows outlive them.
+CLAIM_TTL_S = 7 * 86400
+#: the clustering key of the row that carries a claim region's token in every read of it.
+_SENTINEL_PIXEL = -1
+#: most rows in one single-partition batch (a locus's alerts, a region's position rows).
+PARTITION_BATCH_ROWS = 100
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "initial tables", [
@@ -94,6 +118,11 @@ MIGRATIONS.append((4, "outgoing alerts per event and revision", [
     """CREATE TABLE IF NOT EXISTS mm_outgoing (
         event_id text, record_number int, record text, PRIMARY KEY ((event_id), record_number))""",
 ]))
+MIGRATIONS.append((5, "locus claims per claim region, compare-and-set on a token", [
+    f"""CREATE TABLE IF NOT EXISTS locus_claims (
+        claim_region bigint, pixel bigint, locus_id text, ra double, dec double, claim_token text static,
+        PRIMARY KEY ((claim_region), pixel, locus_id)) WITH default_time_to_live = {CLAIM_TTL_S}""",
+]))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # each migration once, in order: two with one number would leave a store upgraded by one of them without the other
 assert [v for v, _, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1)), "migrations must be numbered 1, 2, 3 ..."
@@ -109,16 +138,27 @@ def _nan_to_none(x: Any) -> Any:
     return None if x is None or (isinstance(x, float) and x != x) else x
 
 
+def _merge_positions(a: LocusPositions, b: LocusPositions) -> LocusPositions:
+    """Positions of both, each locus once (a stored row wins over its claim row: it is the current position)."""
+    known = set(a.locus_ids)
+    keep = [k for k, lid in enumerate(b.locus_ids) if lid not in known]
+    if not keep:
+        return a
+    return LocusPositions(list(a.locus_ids) + [b.locus_ids[k] for k in keep],
+                          np.concatenate([a.ra, b.ra[keep]]), np.concatenate([a.dec, b.dec[keep]]),
+                          np.concatenate([a.pixel, b.pixel[keep]]).astype(np.int64))
+
+
 class CassandraStore(Store):
     """Loci and alerts in a Cassandra keyspace (created, with its tables, when missing)."""
 
     def __init__(self, hosts: Sequence[str] = ("127.0.0.1",), port: int = 9042, keyspace: str = "albireo",
                  association_order: int = 15, consistency: str = "LOCAL_QUORUM",
                  replication: dict[str, Any] | None = None, outage_timeout_s: float = 300.0,
-                 concurrency: int = 128):
+                 max_in_flight: int = 64):
         from cassandra import ConsistencyLevel
         from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-        from cassandra.policies import ExponentialReconnectionPolicy
+        from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
 
         if not keyspace.replace("_", "").isalnum():
             raise ValueError(f"bad keyspace name {keyspace!r}")
@@ -126,7 +166,10 @@ class CassandraStore(Store):
         self.region_shift = 2 * min(REGION_DELTA, self.association_order)
         self.keyspace = keyspace
         self.outage_timeout_s = outage_timeout_s
-        self.concurrency = concurrency
+        if int(max_in_flight) < 1:
+            raise ValueError(f"store.cassandra_max_in_flight {max_in_flight!r}: must be at least 1")
+        self.concurrency = int(max_in_flight)
+        self.claim_shift = 2 * min(CLAIM_REGION_DELTA, self.association_order)
         try:
             self._cl = ConsistencyLevel.name_to_value[consistency.upper()]
         except KeyError:
@@ -134,10 +177,13 @@ class CassandraStore(Store):
         self._quorum = max(self._cl, ConsistencyLevel.LOCAL_QUORUM) if self._cl != ConsistencyLevel.ANY else \
             ConsistencyLevel.LOCAL_QUORUM
         profile = ExecutionProfile(consistency_level=self._cl, serial_consistency_level=ConsistencyLevel.SERIAL,
-                                   request_timeout=30)
+                                   request_timeout=30,
+                                   load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()))
+        # No compression: on a local or LAN node it costs the worker CPU and saves nothing; the
+        # in-flight window (not the driver's per-connection stream limit) bounds outstanding requests.
         self._cluster = Cluster(list(hosts), port=port, execution_profiles={EXEC_PROFILE_DEFAULT: profile},
                                 reconnection_policy=ExponentialReconnectionPolicy(0.5, 10.0),
-                                connect_timeout=10)
+                                connect_timeout=10, compression=False)
         self._session = self._retry(self._cluster.connect)
         self._migrate(replication or {"class": "SimpleStrategy", "replication_factor": 1})
         self._session.set_keyspace(keyspace)
@@ -197,6 +243,10 @@ class CassandraStore(Store):
                            "WHERE day=? LIMIT ?")
         self._lock_stmt = p(f"INSERT INTO region_locks (region, owner) VALUES (?, ?) IF NOT EXISTS USING TTL {LOCK_TTL_S}")
         self._unlock = p("DELETE FROM region_locks WHERE region=? IF owner=?")
+        self._sel_claims = p("SELECT claim_token, pixel, locus_id, ra, dec FROM locus_claims WHERE claim_region=? AND pixel IN ?")
+        self._sel_claims.consistency_level = self._quorum
+        self._cas_claims = p("UPDATE locus_claims SET claim_token=? WHERE claim_region=? IF claim_token=?")
+        self._ins_claim = p("INSERT INTO locus_claims (claim_region, pixel, locus_id, ra, dec) VALUES (?,?,?,?,?)")
         self._ins_revision = p("INSERT INTO filter_revisions (filter, revision, code, registered_at) VALUES (?,?,?,?)")
         self._sel_revisions = p("SELECT revision, code, registered_at FROM filter_revisions WHERE filter=?")
 
@@ -359,15 +409,13 @@ class CassandraStore(Store):
             by_id.append((a.alert_id, a.locus_id, a.mjd))
         cut_rows = [(aid, k, v) for aid, stamps in (cutouts or {}).items() for k, v in stamps.items()]
         # Order matters for crash safety: loci and alert rows first, the per-id alert rows (the
-        # "processed" mark) only after all of them succeeded. A locus's alerts share a partition, so
-        # they go as one unlogged batch (one request, applied atomically on that partition).
+        # "processed" mark) only after all of them succeeded. Rows of one partition go as one
+        # unlogged batch (one request, applied atomically and in isolation on that partition);
+        # rows that are alone in their partition go as single prepared statements.
         from cassandra.query import BatchStatement, BatchType
 
-        phase1: list[tuple[Any, Any]] = self._small_batches(self._ins_locus, locus_rows)
-        # Small rows of many partitions go as unlogged multi-partition batches: one request per
-        # ~100 rows instead of one each. On a cluster that costs the coordinator a fan-out, which
-        # is still far cheaper than the per-request overhead that bounds throughput here.
-        phase1 += self._small_batches(self._ins_pixel, pixel_rows)
+        phase1: list[tuple[Any, Any]] = [(self._ins_locus, r) for r in locus_rows]
+        phase1 += self._partition_batches(self._ins_pixel, pixel_rows, key=lambda r: r[0])
         # A locus whose mean crossed into another association pixel: its new row and the removal
         # of the old one go as one logged batch (both or neither), so association never sees the
         # locus twice or not at all. Rare: a mean moves by a fraction of an arcsecond, pixels are ~6".
@@ -376,53 +424,52 @@ class CassandraStore(Store):
             batch.add(self._ins_pixel, new_row)
             batch.add(self._del_pixel, old_key)
             phase1.append((batch, None))
-        phase1 += [(self._ins_catalog, r) for r in catalog_rows]
-        phase1 += [(self._ins_cutout, r) for r in cut_rows]
-        per_locus: dict[str, list[tuple]] = {}
-        for row in by_locus:
-            per_locus.setdefault(row[0], []).append(row)
-        for rows in per_locus.values():
-            for i in range(0, len(rows), 50):
-                batch = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=self._cl)
-                for row in rows[i : i + 50]:
-                    batch.add(self._ins_alert_by_locus, row)
-                phase1.append((batch, None))
+        phase1 += self._partition_batches(self._ins_catalog, catalog_rows, key=lambda r: r[0])
+        phase1 += self._partition_batches(self._ins_cutout, cut_rows, key=lambda r: r[0])
+        phase1 += self._partition_batches(self._ins_alert_by_locus, by_locus, key=lambda r: r[0])
         self._concurrent_mixed(phase1)
-        self._concurrent_mixed(self._small_batches(self._ins_alert, by_id))
+        self._concurrent_mixed([(self._ins_alert, r) for r in by_id])
         for x in loci:
             x.stored_position = (x.ra, x.dec)
 
-    def _small_batches(self, stmt: Any, rows: list[tuple], size: int = 100,
-                       max_bytes: int = 32_000) -> list[tuple[Any, Any]]:
-        """Group rows into unlogged batches of at most ``size`` rows and ~``max_bytes``.
+    def _partition_batches(self, stmt: Any, rows: list[tuple], key: Callable[[tuple], Any],
+                           size: int = PARTITION_BATCH_ROWS) -> list[tuple[Any, Any]]:
+        """Rows grouped by partition key: one unlogged batch per partition (chunks of ``size``), a lone row as itself.
 
-        The byte budget keeps multi-partition batches under Cassandra's batch size failure
-        threshold (50 KiB by default); a single row larger than the budget goes alone.
+        A single-partition batch is one mutation on one replica set: no coordinator fan-out and no
+        batch-size warning (Cassandra only checks batches spanning partitions).
         """
         from cassandra.query import BatchStatement, BatchType
 
-        out: list[tuple[Any, Any]] = []
-        batch, n, nbytes = None, 0, 0
+        groups: dict[Any, list[tuple]] = {}
         for row in rows:
-            est = 16 + sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in row)
-            if batch is not None and (n >= size or nbytes + est > max_bytes):
+            groups.setdefault(key(row), []).append(row)
+        out: list[tuple[Any, Any]] = []
+        for members in groups.values():
+            for i in range(0, len(members), size):
+                chunk = members[i : i + size]
+                if len(chunk) == 1:
+                    out.append((stmt, chunk[0]))
+                    continue
+                batch = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=stmt.consistency_level or self._cl)
+                for row in chunk:
+                    batch.add(stmt, row)
                 out.append((batch, None))
-                batch = None
-            if batch is None:
-                batch, n, nbytes = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=self._cl), 0, 0
-            batch.add(stmt, row)
-            n += 1
-            nbytes += est
-        if batch is not None:
-            out.append((batch, None))
         return out
 
-    def _concurrent_mixed(self, work: list[tuple[Any, Any]]) -> None:
+    def _concurrent_mixed(self, work: list[tuple[Any, Any]]) -> list[Any]:
+        """Execute (statement, params) pairs through the bounded in-flight window; results in order."""
         from cassandra.concurrent import execute_concurrent
 
-        if work:
-            self._retry(lambda: execute_concurrent(self._session, work, concurrency=self.concurrency,
-                                                   raise_on_first_error=True, results_generator=False))
+        if not work:
+            return []
+
+        def run() -> list[Any]:
+            results = execute_concurrent(self._session, work, concurrency=self.concurrency,
+                                         raise_on_first_error=True, results_generator=False)
+            return [r.result_or_exc for r in results]
+
+        return self._retry(run)
 
     #: recorded outputs expire after this (only uncommitted input positions need them), seconds.
     OUTPUTS_TTL_S = 7 * 86400
@@ -612,24 +659,104 @@ class CassandraStore(Store):
 
     # -- claims --------------------------------------------------------------------------
     def claim_new_loci(self, candidates: Sequence[tuple[str, float, float]], radius_arcsec: float) -> dict[str, str]:
+        """Compare-and-set per claim region (see the module docstring): one conditional batch per region."""
         if not candidates:
             return {}
         ra = np.array([c[1] for c in candidates], dtype=float)
         dec = np.array([c[2] for c in candidates], dtype=float)
         pix = pixels_of(ra, dec, self.association_order)
         block = neighbour_block(pix, self.association_order)
-        block_pixels = block[block >= 0]
-        regions = sorted(set(self._regions(block_pixels).tolist()))
-        self._acquire(regions)
+        home = pix >> self.claim_shift
+        block_regions = np.where(block >= 0, block >> self.claim_shift, home[:, None])
+        boundary = np.flatnonzero((block_regions != home[:, None]).any(axis=1))
+        leased = sorted({-1 - int(r) for r in np.unique(block_regions[boundary])}) if boundary.size else []
+        if leased:  # lease keys are negative: claim regions never collide with association-region leases
+            self._acquire(leased)
         try:
-            existing = self.locus_positions(block_pixels.tolist(), _quorum=True)
-            winners, to_write = resolve_claims(candidates, existing, self.association_order, radius_arcsec)
-            rows = [(int(pix[i]) >> self.region_shift, int(pix[i]), candidates[i][0], float(ra[i]), float(dec[i]))
-                    for i in to_write]
-            self._concurrent(self._ins_pixel, rows)
+            block_pixels = block[block >= 0]
+            stored = self.locus_positions(block_pixels.tolist(), _quorum=True)
+            return self._claim_by_region(candidates, ra, dec, pix, block, block_regions, stored, radius_arcsec)
         finally:
-            self._release(regions)
+            if leased:
+                self._release(leased)
+
+    def _claim_by_region(self, candidates: Sequence[tuple[str, float, float]], ra: np.ndarray, dec: np.ndarray,
+                         pix: np.ndarray, block: np.ndarray, block_regions: np.ndarray, stored: LocusPositions,
+                         radius_arcsec: float, timeout_s: float = 120.0) -> dict[str, str]:
+        """Read claims, decide, conditional-write per home region; re-read the regions that lost the race."""
+        from cassandra.query import BatchStatement, BatchType
+
+        home = pix >> self.claim_shift
+        winners: dict[str, str] = {}
+        pending = np.arange(len(candidates))
+        deadline = time.monotonic() + timeout_s
+        delay = 0.005
+        while pending.size:
+            tokens, claimed = self._read_claims(block[pending], block_regions[pending])
+            existing = _merge_positions(stored, claimed)
+            cands = [candidates[i] for i in pending]
+            won, to_write = resolve_claims(cands, existing, self.association_order, radius_arcsec)
+            by_region: dict[int, list[int]] = {}
+            for k in to_write:
+                by_region.setdefault(int(home[pending[k]]), []).append(int(pending[k]))
+            work, regions = [], []
+            for region, members in by_region.items():
+                batch = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=self._quorum)
+                batch.add(self._cas_claims, (uuid.uuid4().hex, region, tokens.get(region)))
+                batch.add(self._ins_claim, (region, _SENTINEL_PIXEL, "", None, None))
+                for i in members:
+                    batch.add(self._ins_claim, (region, int(pix[i]), candidates[i][0], float(ra[i]), float(dec[i])))
+                work.append((batch, None))
+                regions.append(region)
+            lost = {r for r, res in zip(regions, self._concurrent_mixed(work), strict=True) if not res.was_applied}
+            for k, i in enumerate(pending.tolist()):
+                if int(home[i]) not in lost:
+                    winners[candidates[i][0]] = won[cands[k][0]]
+            pending = np.array([i for i in pending.tolist() if int(home[i]) in lost], dtype=np.int64)
+            if pending.size:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"could not claim loci in {len(lost)} contended region(s) in {timeout_s:.0f}s")
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 0.2)
+        # The winners' position rows, for association (also replays of a claim whose worker died
+        # before writing them: those candidates find their own claim row and win again).
+        rows = [(int(p) >> self.region_shift, int(p), c[0], float(r), float(d))
+                for c, p, r, d in zip(candidates, pix.tolist(), ra.tolist(), dec.tolist(), strict=True)
+                if winners[c[0]] == c[0]]
+        self._concurrent_mixed(self._partition_batches(self._ins_pixel, rows, key=lambda r: r[0]))
         return winners
+
+    def _read_claims(self, block: np.ndarray, block_regions: np.ndarray) -> tuple[dict[int, str | None], LocusPositions]:
+        """The claims in these pixel blocks, and each claim region's token as read.
+
+        Every query of a region asks for the sentinel row too, so each answer carries the token it
+        was read under; a region whose queries saw different tokens (a claim landed between them)
+        gets a token no conditional write will match, so its batch fails and is read again.
+        """
+        wanted: dict[int, set[int]] = {}
+        for p, r in zip(block.ravel().tolist(), block_regions.ravel().tolist(), strict=True):
+            if p >= 0:
+                wanted.setdefault(int(r), set()).add(int(p))
+        params, owners = [], []
+        for region, pixels in wanted.items():
+            members = sorted(pixels)
+            for i in range(0, len(members), 99):
+                params.append((region, [_SENTINEL_PIXEL, *members[i : i + 99]]))
+                owners.append(region)
+        seen: dict[int, set[str | None]] = {}
+        ids, ras, decs, pixs = [], [], [], []
+        for region, rs in zip(owners, self._concurrent(self._sel_claims, params), strict=True):
+            rows = list(rs)
+            seen.setdefault(region, set()).add(rows[0].claim_token if rows else None)
+            for r in rows:
+                if r.pixel != _SENTINEL_PIXEL:
+                    ids.append(r.locus_id)
+                    ras.append(r.ra)
+                    decs.append(r.dec)
+                    pixs.append(r.pixel)
+        tokens = {r: (next(iter(t)) if len(t) == 1 else f"torn-read-{uuid.uuid4().hex}") for r, t in seen.items()}
+        return tokens, LocusPositions(ids, np.array(ras, dtype=float), np.array(decs, dtype=float),
+                                      np.array(pixs, dtype=np.int64))
 
     def _acquire(self, regions: list[int], timeout_s: float = 120.0) -> None:
         """Take the LWT lease of every region, all or none; back off and retry on contention."""
