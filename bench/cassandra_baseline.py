@@ -129,7 +129,8 @@ class BaselineCassandraStore(CassandraStore):
                                                    raise_on_first_error=True, results_generator=False))
 
 
-    def claim_new_loci(self, candidates: Sequence[tuple[str, float, float]], radius_arcsec: float) -> dict[str, str]:
+    def claim_new_loci(self, candidates: Sequence[tuple[str, float, float]], radius_arcsec: float,
+                       known: Any = None) -> dict[str, str]:
         if not candidates:
             return {}
         ra = np.array([c[1] for c in candidates], dtype=float)

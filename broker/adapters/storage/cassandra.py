@@ -28,7 +28,7 @@ through a node restart.
 
 **No duplicate loci.** Two workers that see alerts at the same place in the same instant would
 each found a locus. :meth:`claim_new_loci` makes founding a compare-and-set per *claim region*
-(order ``association_order - 10``, ~0.8 deg² at 1", so a visit's new loci fall in a handful):
+(order ``association_order - 12``, ~54 deg² at 1", so a visit's new loci fall in a handful):
 ``locus_claims`` holds, per claim region, the positions claimed there and a static ``claim_token``.
 A claim reads the candidates' 3×3 pixel blocks (plus a sentinel row that carries the token) from
 ``locus_claims`` and ``loci_by_pixel``, decides the winners, and writes them with one
@@ -36,7 +36,7 @@ conditional batch per claim region, ``IF claim_token = <the token it read>``, wh
 token. Rows and token change together (one partition, one Paxos round), so a batch that
 succeeds saw every claim made before it; one that fails re-reads that region and tries again.
 That is one round trip per batch and region, not one LWT per locus. A candidate whose block
-reaches into a neighbouring claim region (~0.4% of them) could conflict with a candidate homed
+reaches into a neighbouring claim region (~0.03% of them) could conflict with a candidate homed
 there, which no single-partition condition covers: those few also take the LWT lease of every
 claim region they touch (``region_locks``, ``INSERT ... IF NOT EXISTS USING TTL``) for the
 duration of the claim, so two such claims never interleave. The lease TTL only matters if a
@@ -68,10 +68,12 @@ T = TypeVar("T")
 #: region order = association order minus this (4^6 = 4096 association pixels per region).
 REGION_DELTA = 6
 LOCK_TTL_S = 30
-#: claim region order = association order minus this (4^10 association pixels, ~0.8 deg² at 1").
-CLAIM_REGION_DELTA = 10
-#: claimed positions are kept this long (seconds); the winners' ``loci_by_pixel`` rows outlive them.
-CLAIM_TTL_S = 7 * 86400
+#: claim region order = association order minus this (order 3 at 1": 768 regions of ~54 deg², so a
+#: visit's new loci fall in one to four of them, and even a batch spread over 40° patches shares them).
+CLAIM_REGION_DELTA = 12
+#: claimed positions are kept this long (seconds); the claim writes the winners' ``loci_by_pixel``
+#: rows itself, so they are only needed until that write, and a day keeps the partitions small.
+CLAIM_TTL_S = 86400
 #: the clustering key of the row that carries a claim region's token in every read of it.
 _SENTINEL_PIXEL = -1
 #: most rows in one single-partition batch (a locus's alerts, a region's position rows).
@@ -155,10 +157,14 @@ class CassandraStore(Store):
     def __init__(self, hosts: Sequence[str] = ("127.0.0.1",), port: int = 9042, keyspace: str = "albireo",
                  association_order: int = 15, consistency: str = "LOCAL_QUORUM",
                  replication: dict[str, Any] | None = None, outage_timeout_s: float = 300.0,
-                 max_in_flight: int = 64):
+                 max_in_flight: int = 64, batch_by: str = "replica"):
         from cassandra import ConsistencyLevel
         from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-        from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
+        from cassandra.policies import (
+            DCAwareRoundRobinPolicy,
+            ExponentialReconnectionPolicy,
+            TokenAwarePolicy,
+        )
 
         if not keyspace.replace("_", "").isalnum():
             raise ValueError(f"bad keyspace name {keyspace!r}")
@@ -169,11 +175,16 @@ class CassandraStore(Store):
         if int(max_in_flight) < 1:
             raise ValueError(f"store.cassandra_max_in_flight {max_in_flight!r}: must be at least 1")
         self.concurrency = int(max_in_flight)
+        if batch_by not in ("partition", "replica"):
+            raise ValueError(f"store.cassandra_batch_by {batch_by!r}: must be 'partition' or 'replica'")
+        self.batch_by = batch_by
         self.claim_shift = 2 * min(CLAIM_REGION_DELTA, self.association_order)
         try:
             self._cl = ConsistencyLevel.name_to_value[consistency.upper()]
         except KeyError:
             raise ValueError(f"store.consistency {consistency!r}: not a Cassandra consistency level") from None
+        self._quorum_reads = self._cl in (ConsistencyLevel.QUORUM, ConsistencyLevel.LOCAL_QUORUM,
+                                          ConsistencyLevel.EACH_QUORUM, ConsistencyLevel.ALL)
         self._quorum = max(self._cl, ConsistencyLevel.LOCAL_QUORUM) if self._cl != ConsistencyLevel.ANY else \
             ConsistencyLevel.LOCAL_QUORUM
         profile = ExecutionProfile(consistency_level=self._cl, serial_consistency_level=ConsistencyLevel.SERIAL,
@@ -414,8 +425,14 @@ class CassandraStore(Store):
         # rows that are alone in their partition go as single prepared statements.
         from cassandra.query import BatchStatement, BatchType
 
-        phase1: list[tuple[Any, Any]] = [(self._ins_locus, r) for r in locus_rows]
-        phase1 += self._partition_batches(self._ins_pixel, pixel_rows, key=lambda r: r[0])
+        # A locus's rows of ``loci``, ``catalog_matches`` and ``alerts_by_locus`` share the partition
+        # key value, so they are one mutation: one batch (one request) per locus, not three.
+        items: list[tuple[Any, Any, tuple]] = [(("locus", r[0]), self._ins_locus, r) for r in locus_rows]
+        items += [(("locus", r[0]), self._ins_catalog, r) for r in catalog_rows]
+        items += [(("locus", r[0]), self._ins_alert_by_locus, r) for r in by_locus]
+        items += [(("region", r[0]), self._ins_pixel, r) for r in pixel_rows]
+        items += [(("cutout", r[0]), self._ins_cutout, r) for r in cut_rows]
+        phase1 = self._grouped(items)
         # A locus whose mean crossed into another association pixel: its new row and the removal
         # of the old one go as one logged batch (both or neither), so association never sees the
         # locus twice or not at all. Rare: a mean moves by a fraction of an arcsecond, pixels are ~6".
@@ -424,38 +441,76 @@ class CassandraStore(Store):
             batch.add(self._ins_pixel, new_row)
             batch.add(self._del_pixel, old_key)
             phase1.append((batch, None))
-        phase1 += self._partition_batches(self._ins_catalog, catalog_rows, key=lambda r: r[0])
-        phase1 += self._partition_batches(self._ins_cutout, cut_rows, key=lambda r: r[0])
-        phase1 += self._partition_batches(self._ins_alert_by_locus, by_locus, key=lambda r: r[0])
         self._concurrent_mixed(phase1)
-        self._concurrent_mixed([(self._ins_alert, r) for r in by_id])
+        self._concurrent_mixed(self._grouped([(("alert", r[0]), self._ins_alert, r) for r in by_id]))
         for x in loci:
             x.stored_position = (x.ra, x.dec)
 
-    def _partition_batches(self, stmt: Any, rows: list[tuple], key: Callable[[tuple], Any],
-                           size: int = PARTITION_BATCH_ROWS) -> list[tuple[Any, Any]]:
-        """Rows grouped by partition key: one unlogged batch per partition (chunks of ``size``), a lone row as itself.
+    def _partition_batches(self, stmt: Any, rows: list[tuple], key: Callable[[tuple], Any]) -> list[tuple[Any, Any]]:
+        """:meth:`_grouped` for rows of one statement."""
+        return self._grouped([(key(r), stmt, r) for r in rows])
 
-        A single-partition batch is one mutation on one replica set: no coordinator fan-out and no
-        batch-size warning (Cassandra only checks batches spanning partitions).
+    def _grouped(self, items: list[tuple[Any, Any, tuple]], size: int = PARTITION_BATCH_ROWS,
+                 max_bytes: int = 32_000) -> list[tuple[Any, Any]]:
+        """(partition, statement, row) items as requests: unlogged batches, a lone row as itself.
+
+        ``batch_by = "partition"``: one batch per partition. A single-partition batch is one
+        mutation, applied atomically and in isolation, with no coordinator fan-out and no
+        batch-size warning. Rows of different tables with the same partition key value (a
+        locus's rows) are one mutation too.
+
+        ``batch_by = "replica"``: the partitions of one batch share their replica set (the driver's
+        token map), and the token-aware driver sends it to one of those replicas, so the
+        coordinator applies every mutation locally and forwards each to the same other replicas a
+        single-partition write would reach — no fan-out to other nodes, and one request for up to
+        ``size`` rows (what the Spark Cassandra connector calls grouping by replica set). Each
+        partition's rows still apply atomically; the batch as a whole does not, which nothing here
+        needs. Cassandra logs "Unlogged batch covering N partitions" for these (rate-limited);
+        on one node every partition shares the replica, so batches are full.
+
+        Chunks of ``size`` rows and ~``max_bytes`` keep each request under Cassandra's batch size
+        failure threshold (50 KiB); a row larger than that goes alone.
         """
-        from cassandra.query import BatchStatement, BatchType
 
-        groups: dict[Any, list[tuple]] = {}
-        for row in rows:
-            groups.setdefault(key(row), []).append(row)
+        if self.batch_by != "replica":
+            by_partition: dict[Any, list[tuple[Any, Any]]] = {}
+            for key, stmt, row in items:
+                by_partition.setdefault(key, []).append((stmt, row))
+            # one partition: a mutation, which Cassandra does not hold to the batch size thresholds
+            return [self._as_request(m[i : i + size]) for m in by_partition.values() for i in range(0, len(m), size)]
+        meta = self._cluster.metadata
+        one_node = len(meta.all_hosts()) == 1  # every partition shares the one replica: no lookups
+        groups: dict[Any, list[tuple[Any, Any]]] = {}
+        for _key, stmt, row in sorted(items, key=lambda it: it[0]):  # a partition's rows side by side
+            bound = stmt.bind(row)
+            replicas = () if one_node else tuple(sorted(str(h.host_id) for h in
+                                                        meta.get_replicas(self.keyspace, bound.routing_key)))
+            groups.setdefault(replicas, []).append(bound)
         out: list[tuple[Any, Any]] = []
         for members in groups.values():
-            for i in range(0, len(members), size):
-                chunk = members[i : i + size]
-                if len(chunk) == 1:
-                    out.append((stmt, chunk[0]))
-                    continue
-                batch = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=stmt.consistency_level or self._cl)
-                for row in chunk:
-                    batch.add(stmt, row)
-                out.append((batch, None))
+            chunk: list[tuple[Any, Any]] = []
+            nbytes = 0
+            for bound in members:
+                est = 16 + sum(map(len, filter(None, bound.values)))  # the serialised values
+                if chunk and (len(chunk) >= size or nbytes + est > max_bytes):
+                    out.append(self._as_request(chunk))
+                    chunk, nbytes = [], 0
+                chunk.append((bound, None))
+                nbytes += est
+            if chunk:
+                out.append(self._as_request(chunk))
         return out
+
+    def _as_request(self, chunk: list[tuple[Any, Any]]) -> tuple[Any, Any]:
+        from cassandra.query import BatchStatement, BatchType
+
+        if len(chunk) == 1:
+            return chunk[0]
+        cl = max(st.consistency_level if st.consistency_level is not None else self._cl for st, _ in chunk)
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=cl)
+        for stmt, params in chunk:
+            batch.add(stmt, params)
+        return (batch, None)
 
     def _concurrent_mixed(self, work: list[tuple[Any, Any]]) -> list[Any]:
         """Execute (statement, params) pairs through the bounded in-flight window; results in order."""
@@ -658,8 +713,14 @@ class CassandraStore(Store):
         return [loads(r.record) for r in rows]  # clustered by record_number
 
     # -- claims --------------------------------------------------------------------------
-    def claim_new_loci(self, candidates: Sequence[tuple[str, float, float]], radius_arcsec: float) -> dict[str, str]:
-        """Compare-and-set per claim region (see the module docstring): one conditional batch per region."""
+    def claim_new_loci(self, candidates: Sequence[tuple[str, float, float]], radius_arcsec: float,
+                       known: LocusPositions | None = None) -> dict[str, str]:
+        """Compare-and-set per claim region (see the module docstring): one conditional batch per region.
+
+        With ``known`` (association's read, at ``store.consistency``) the stored rows are not read
+        again unless that consistency is weaker than a quorum: every locus founded since that read
+        went through ``locus_claims``, which is always read.
+        """
         if not candidates:
             return {}
         ra = np.array([c[1] for c in candidates], dtype=float)
@@ -673,8 +734,10 @@ class CassandraStore(Store):
         if leased:  # lease keys are negative: claim regions never collide with association-region leases
             self._acquire(leased)
         try:
-            block_pixels = block[block >= 0]
-            stored = self.locus_positions(block_pixels.tolist(), _quorum=True)
+            if known is not None and self._quorum_reads:
+                stored = LocusPositions(list(known.locus_ids), known.ra, known.dec, known.pixel)
+            else:
+                stored = self.locus_positions(block[block >= 0].tolist(), _quorum=True)
             return self._claim_by_region(candidates, ra, dec, pix, block, block_regions, stored, radius_arcsec)
         finally:
             if leased:
