@@ -5,9 +5,11 @@ new loci, then save the touched loci with their new alerts — through the previ
 (:mod:`bench.cassandra_baseline`: multi-partition unlogged batches, an LWT lease acquired and
 released per association region) and through the current :class:`CassandraStore` (batches per
 partition through a bounded window, one conditional batch per claim region), each into a fresh
-keyspace, alternating old/new ``--rounds`` times because the machine is shared and noisy: the
-ratio within a round is what counts. Reports alerts/s, claim and save time per batch, and
-Cassandra's own CPU seconds (its process group's utime + stime from ``/proc``) per 1000 alerts.
+keyspace. The machine is shared and noisy, so the stores take turns batch by batch (the order
+rotating): load from elsewhere falls on all of them alike, and the ratio within a round is what
+counts; ``--rounds`` repeats it. Reports alerts/s over the time spent in the store, claim and
+save time per batch, Cassandra's own CPU seconds (its process group's utime + stime from
+``/proc``, sampled around each store call) per 1000 alerts, and this process's CPU.
 
 Batches: ``--batch`` alerts, ``--new-fraction`` of them founding loci, the rest joining loci of
 earlier batches; positions within ±20° of a few real survey fields (as ``bench_e2e`` jitters its
@@ -19,6 +21,7 @@ packets); each new locus arrives with ``--history`` earlier detections, as ZTF p
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 import uuid
@@ -72,39 +75,54 @@ def make_batches(n_batches: int, batch: int, new_fraction: float, history: int,
     return out
 
 
-def run_store(store: Any, batches: list) -> dict[str, float]:
-    """Claim and save every batch the way the pipeline does; seconds spent in each.
+class _Run:
+    """One store's side of an interleaved run: its loci, and the time and CPU charged to it."""
 
-    "claim" includes association's read of the stored positions around the new loci (the
-    pipeline reads them for every alert; only the founders' blocks are read here).
-    """
-    loci: dict[int, Locus] = {}
-    ids: list[str] = []
-    claim_s = save_s = 0.0
-    n_alerts = 0
-    for cands, alerts in batches:
+    def __init__(self, kind: str, store: Any) -> None:
+        self.kind, self.store = kind, store
+        self.loci: dict[int, Locus] = {}
+        self.n_ids = 0
+        self.claim_s = self.save_s = self.cassandra_cpu_s = self.client_cpu_s = 0.0
+        self.alerts = 0
+
+    def step(self, cands: list[tuple[str, float, float]], alerts: list[tuple[int, Alert, list[Alert]]]) -> None:
+        """One batch, the way the pipeline asks it of the store.
+
+        "claim" includes association's read of the stored positions around the new loci (the
+        pipeline reads them for every alert; only the founders' blocks are read here).
+        """
+        cpu0, own0 = cassandra_cpu_s(), time.process_time()
         t = time.perf_counter()
-        # association's read of the stored positions around the batch, then the claim of the new loci
         ra, dec = np.array([c[1] for c in cands]), np.array([c[2] for c in cands])
         blocks = neighbour_block(pixels_of(ra, dec, ORDER), ORDER)
-        known = store.locus_positions(np.unique(blocks[blocks >= 0]).tolist())
-        winners = store.claim_new_loci(cands, RADIUS, known=known)
-        claim_s += time.perf_counter() - t
-        base = len(ids)
+        known = self.store.locus_positions(np.unique(blocks[blocks >= 0]).tolist())
+        winners = self.store.claim_new_loci(cands, RADIUS, known=known)
+        t1 = time.perf_counter()
         for j, (lid, r, d) in enumerate(cands):
-            ids.append(winners[lid])
-            loci[base + j] = Locus(winners[lid], r, d, stored_position=(r, d))
+            self.loci[self.n_ids + j] = Locus(winners[lid], r, d, stored_position=(r, d))
+        self.n_ids += len(cands)
         touched: dict[str, Locus] = {}
         new_alerts: list[Alert] = []
         for k, trig, hist in alerts:
-            locus = loci[k]
-            new_alerts += locus.add_alerts([*hist, trig])  # sets each alert's locus_id
+            locus = self.loci[k]
+            # copies: the other store gets the same alerts, and add_alerts sets each one's locus_id
+            new_alerts += locus.add_alerts([dataclasses.replace(a) for a in (*hist, trig)])
             touched[locus.locus_id] = locus
-        t = time.perf_counter()
-        store.save_batch(list(touched.values()), new_alerts)
-        save_s += time.perf_counter() - t
-        n_alerts += len(alerts)
-    return {"alerts": n_alerts, "claim_s": claim_s, "save_s": save_s}
+        t2 = time.perf_counter()
+        self.store.save_batch(list(touched.values()), new_alerts)
+        t3 = time.perf_counter()
+        self.claim_s += t1 - t
+        self.save_s += t3 - t2
+        self.cassandra_cpu_s += cassandra_cpu_s() - cpu0
+        self.client_cpu_s += time.process_time() - own0
+        self.alerts += len(alerts)
+
+    def report(self, n_batches: int) -> dict[str, float]:
+        busy = self.claim_s + self.save_s
+        return {"kind": self.kind, "alerts": self.alerts, "store_s": busy, "alerts_per_s": self.alerts / busy,
+                "claim_ms_per_batch": 1e3 * self.claim_s / n_batches, "save_ms_per_batch": 1e3 * self.save_s / n_batches,
+                "cassandra_cpu_s": self.cassandra_cpu_s, "cassandra_cpu_s_per_1000": 1000 * self.cassandra_cpu_s / self.alerts,
+                "client_cpu_s": self.client_cpu_s}
 
 
 def cassandra_cpu_s() -> float:
@@ -113,30 +131,29 @@ def cassandra_cpu_s() -> float:
     return _server_cpu().get("cassandra", float("nan"))
 
 
-def measure(kind: str, batches: list, max_in_flight: int) -> dict[str, float]:
+def open_store(kind: str, max_in_flight: int) -> Any:
     from bench.cassandra_baseline import BaselineCassandraStore
     from broker.adapters.storage.cassandra import CassandraStore
 
     keyspace = f"benchpaths_{uuid.uuid4().hex[:8]}"
     if kind == "old":
-        store = BaselineCassandraStore(keyspace=keyspace, association_order=ORDER, max_in_flight=128)
-    else:
-        store = CassandraStore(keyspace=keyspace, association_order=ORDER, max_in_flight=max_in_flight,
-                               batch_by=kind.removeprefix("new-"))
+        return BaselineCassandraStore(keyspace=keyspace, association_order=ORDER, max_in_flight=128)
+    return CassandraStore(keyspace=keyspace, association_order=ORDER, max_in_flight=max_in_flight,
+                          batch_by=kind.removeprefix("new-"))
+
+
+def measure(kinds: list[str], batches: list, max_in_flight: int) -> dict[str, dict[str, float]]:
+    """Every batch through every store in turn (the order rotating), so load from elsewhere hits all alike."""
+    runs = [_Run(k, open_store(k, max_in_flight)) for k in kinds]
     try:
-        cpu0, own0 = cassandra_cpu_s(), time.process_time()
-        t = time.perf_counter()
-        res = run_store(store, batches)
-        wall = time.perf_counter() - t
-        cpu, own = cassandra_cpu_s() - cpu0, time.process_time() - own0
+        for b, (cands, alerts) in enumerate(batches):
+            for k in range(len(runs)):
+                runs[(b + k) % len(runs)].step(cands, alerts)
     finally:
-        store.drop_keyspace()
-        store.close()
-    n = res["alerts"]
-    return {"kind": kind, "alerts": n, "wall_s": wall, "alerts_per_s": n / wall,
-            "claim_ms_per_batch": 1e3 * res["claim_s"] / len(batches),
-            "save_ms_per_batch": 1e3 * res["save_s"] / len(batches),
-            "cassandra_cpu_s": cpu, "cassandra_cpu_s_per_1000": 1000 * cpu / n, "client_cpu_s": own}
+        for r in runs:
+            r.store.drop_keyspace()
+            r.store.close()
+    return {r.kind: r.report(len(batches)) for r in runs}
 
 
 def main() -> None:
@@ -160,17 +177,16 @@ def main() -> None:
           f"{args.history} history alerts each; Cassandra CPU from /proc")
     kinds = ["old", *(f"new-{b}" for b in args.batch_by)]
     for r in range(args.rounds):
-        pair = {}
-        for kind in kinds if r % 2 == 0 else kinds[::-1]:
-            m = measure(kind, batches, args.max_in_flight)
-            pair[kind] = m
+        res = measure(kinds, batches, args.max_in_flight)
+        for kind in kinds:
+            m = res[kind]
             rows.append({"round": r, **m})
             print(f"round {r} {kind:13s}: {m['alerts_per_s']:6.0f} alerts/s  claim {m['claim_ms_per_batch']:6.1f} ms/batch"
-                  f"  save {m['save_ms_per_batch']:7.1f} ms/batch  cassandra CPU {m['cassandra_cpu_s']:6.1f} s"
+                  f"  save {m['save_ms_per_batch']:6.1f} ms/batch  cassandra CPU {m['cassandra_cpu_s']:6.1f} s"
                   f" ({m['cassandra_cpu_s_per_1000']:.2f} s/1000 alerts)  client CPU {m['client_cpu_s']:6.1f} s",
                   flush=True)
         for kind in kinds[1:]:
-            new, old = pair[kind], pair["old"]
+            new, old = res[kind], res["old"]
             print(f"round {r} ratio {kind}/old: {new['alerts_per_s'] / old['alerts_per_s']:.2f}x alerts/s, "
                   f"Cassandra CPU per alert {new['cassandra_cpu_s_per_1000'] / old['cassandra_cpu_s_per_1000']:.2f}x",
                   flush=True)

@@ -28,7 +28,7 @@ through a node restart.
 
 **No duplicate loci.** Two workers that see alerts at the same place in the same instant would
 each found a locus. :meth:`claim_new_loci` makes founding a compare-and-set per *claim region*
-(order ``association_order - 12``, ~54 deg² at 1", so a visit's new loci fall in a handful):
+(order ``association_order - 13``, ~215 deg² at 1", so a batch's new loci fall in a handful):
 ``locus_claims`` holds, per claim region, the positions claimed there and a static ``claim_token``.
 A claim reads the candidates' 3×3 pixel blocks (plus a sentinel row that carries the token) from
 ``locus_claims`` and ``loci_by_pixel``, decides the winners, and writes them with one
@@ -36,7 +36,7 @@ conditional batch per claim region, ``IF claim_token = <the token it read>``, wh
 token. Rows and token change together (one partition, one Paxos round), so a batch that
 succeeds saw every claim made before it; one that fails re-reads that region and tries again.
 That is one round trip per batch and region, not one LWT per locus. A candidate whose block
-reaches into a neighbouring claim region (~0.03% of them) could conflict with a candidate homed
+reaches into a neighbouring claim region (~0.05% of them) could conflict with a candidate homed
 there, which no single-partition condition covers: those few also take the LWT lease of every
 claim region they touch (``region_locks``, ``INSERT ... IF NOT EXISTS USING TTL``) for the
 duration of the claim, so two such claims never interleave. The lease TTL only matters if a
@@ -68,9 +68,10 @@ T = TypeVar("T")
 #: region order = association order minus this (4^6 = 4096 association pixels per region).
 REGION_DELTA = 6
 LOCK_TTL_S = 30
-#: claim region order = association order minus this (order 3 at 1": 768 regions of ~54 deg², so a
-#: visit's new loci fall in one to four of them, and even a batch spread over 40° patches shares them).
-CLAIM_REGION_DELTA = 12
+#: claim region order = association order minus this (order 2 at 1": 192 regions of ~215 deg², so a
+#: visit's new loci fall in one to four of them, and even a batch spread over 40° patches shares a few
+#: dozen). Every worker of a keyspace must use the same value: claims are only serialised within a region.
+CLAIM_REGION_DELTA = 13
 #: claimed positions are kept this long (seconds); the claim writes the winners' ``loci_by_pixel``
 #: rows itself, so they are only needed until that write, and a day keeps the partitions small.
 CLAIM_TTL_S = 86400
