@@ -282,17 +282,11 @@ class CassandraStore(Store):
 
     def _concurrent(self, stmt: Any, params: list[tuple]) -> list[Any]:
         """Execute one prepared statement for many parameter tuples; results in order, errors raised."""
-        from cassandra.concurrent import execute_concurrent_with_args
 
         if not params:
             return []
 
-        def run() -> list[Any]:
-            results = execute_concurrent_with_args(self._session, stmt, params, concurrency=self.concurrency,
-                                                   raise_on_first_error=True)
-            return [r.result_or_exc for r in results]
-
-        return self._retry(run)
+        return self._concurrent_mixed([(stmt, p) for p in params])
 
     def _regions(self, pixels: np.ndarray) -> np.ndarray:
         return np.asarray(pixels, dtype=np.int64) >> self.region_shift
@@ -452,52 +446,60 @@ class CassandraStore(Store):
         return self._grouped([(key(r), stmt, r) for r in rows])
 
     def _grouped(self, items: list[tuple[Any, Any, tuple]], size: int = PARTITION_BATCH_ROWS,
-                 max_bytes: int = 32_000) -> list[tuple[Any, Any]]:
+                 max_bytes: int = 4_800, max_partitions: int = 10) -> list[tuple[Any, Any]]:
         """(partition, statement, row) items as requests: unlogged batches, a lone row as itself.
 
         ``batch_by = "partition"``: one batch per partition. A single-partition batch is one
         mutation, applied atomically and in isolation, with no coordinator fan-out and no
-        batch-size warning. Rows of different tables with the same partition key value (a
-        locus's rows) are one mutation too.
+        batch-size check. Rows of different tables with the same partition key value (a locus's
+        rows) are one mutation too.
 
-        ``batch_by = "replica"``: the partitions of one batch share their replica set (the driver's
-        token map), and the token-aware driver sends it to one of those replicas, so the
-        coordinator applies every mutation locally and forwards each to the same other replicas a
-        single-partition write would reach — no fan-out to other nodes, and one request for up to
-        ``size`` rows (what the Spark Cassandra connector calls grouping by replica set). Each
-        partition's rows still apply atomically; the batch as a whole does not, which nothing here
-        needs. Cassandra logs "Unlogged batch covering N partitions" for these (rate-limited);
-        on one node every partition shares the replica, so batches are full.
-
-        Chunks of ``size`` rows and ~``max_bytes`` keep each request under Cassandra's batch size
-        failure threshold (50 KiB); a row larger than that goes alone.
+        ``batch_by = "replica"``: a batch holds up to ``max_partitions`` partitions that share
+        their replica set (the driver's token map), and the token-aware driver sends it to one of
+        those replicas, so the coordinator applies every mutation locally and forwards each to the
+        same replicas a single-partition write would reach: no fan-out to other nodes, and one
+        request instead of up to ten (the Spark Cassandra connector's grouping by replica set).
+        Each partition's rows still apply atomically; the batch as a whole does not, which nothing
+        here needs. The bounds stay under Cassandra's warning thresholds
+        (``unlogged_batch_across_partitions_warn_threshold`` 10, ``batch_size_warn_threshold``
+        5 KiB), which would otherwise put a warning on every response and in the server's log;
+        a partition larger than ``max_bytes`` goes alone.
         """
-
+        by_partition: dict[Any, list[tuple[Any, Any]]] = {}
         if self.batch_by != "replica":
-            by_partition: dict[Any, list[tuple[Any, Any]]] = {}
             for key, stmt, row in items:
                 by_partition.setdefault(key, []).append((stmt, row))
             # one partition: a mutation, which Cassandra does not hold to the batch size thresholds
             return [self._as_request(m[i : i + size]) for m in by_partition.values() for i in range(0, len(m), size)]
         meta = self._cluster.metadata
         one_node = len(meta.all_hosts()) == 1  # every partition shares the one replica: no lookups
-        groups: dict[Any, list[tuple[Any, Any]]] = {}
-        for _key, stmt, row in sorted(items, key=lambda it: it[0]):  # a partition's rows side by side
+        groups: dict[Any, list[Any]] = {}
+        for key, stmt, row in items:
             bound = stmt.bind(row)
-            replicas = () if one_node else tuple(sorted(str(h.host_id) for h in
-                                                        meta.get_replicas(self.keyspace, bound.routing_key)))
-            groups.setdefault(replicas, []).append(bound)
+            rows = by_partition.get(key)
+            if rows is None:
+                rows = by_partition[key] = []
+                replicas = () if one_node else tuple(sorted(str(h.host_id) for h in
+                                                            meta.get_replicas(self.keyspace, bound.routing_key)))
+                groups.setdefault(replicas, []).append(key)
+            rows.append(bound)
         out: list[tuple[Any, Any]] = []
-        for members in groups.values():
+        for keys in groups.values():
             chunk: list[tuple[Any, Any]] = []
-            nbytes = 0
-            for bound in members:
-                est = 16 + sum(map(len, filter(None, bound.values)))  # the serialised values
-                if chunk and (len(chunk) >= size or nbytes + est > max_bytes):
+            nbytes = parts = 0
+            for key in keys:
+                rows = by_partition[key]
+                # the serialised values plus Cassandra's per-row and per-cell overhead in its batch size
+                est = sum(40 + 10 * len(b.values) + sum(map(len, filter(None, b.values))) for b in rows)
+                if chunk and (parts >= max_partitions or len(chunk) + len(rows) > size or nbytes + est > max_bytes):
                     out.append(self._as_request(chunk))
-                    chunk, nbytes = [], 0
-                chunk.append((bound, None))
+                    chunk, nbytes, parts = [], 0, 0
+                if len(rows) > size:  # one partition alone, in chunks
+                    out += [self._as_request([(b, None) for b in rows[i : i + size]]) for i in range(0, len(rows), size)]
+                    continue
+                chunk += [(b, None) for b in rows]
                 nbytes += est
+                parts += 1
             if chunk:
                 out.append(self._as_request(chunk))
         return out
@@ -521,11 +523,46 @@ class CassandraStore(Store):
             return []
 
         def run() -> list[Any]:
-            results = execute_concurrent(self._session, work, concurrency=self.concurrency,
-                                         raise_on_first_error=True, results_generator=False)
-            return [r.result_or_exc for r in results]
+            return self._with_busy_waits(lambda todo: execute_concurrent(
+                self._session, todo, concurrency=self.concurrency, raise_on_first_error=False,
+                results_generator=False), work)
 
         return self._retry(run)
+
+    @staticmethod
+    def _with_busy_waits(execute: Callable[[list], list], work: list[tuple[Any, Any]],
+                         timeout_s: float = 120.0) -> list[Any]:
+        """Run ``work``; requests refused because the connection's socket buffer is full go again.
+
+        The driver refuses a request (``ConnectionBusy``, wrapped in ``NoHostAvailable``) instead of
+        waiting when the node reads more slowly than we write: that is backpressure, answered by a
+        short pause and a resend of only the refused requests (none of them reached the node).
+        Any other error is raised, to :meth:`_retry` (outages) or the caller.
+        """
+        from cassandra.cluster import NoHostAvailable
+        from cassandra.connection import ConnectionBusy
+
+        results: list[Any] = [None] * len(work)
+        todo = list(range(len(work)))
+        deadline, delay = time.monotonic() + timeout_s, 0.01
+        while todo:
+            busy = []
+            for i, r in zip(todo, execute([work[i] for i in todo]), strict=True):
+                exc = None if r.success else r.result_or_exc
+                if isinstance(exc, NoHostAvailable) and exc.errors and \
+                        all(isinstance(e, ConnectionBusy) for e in exc.errors.values()):
+                    busy.append(i)
+                elif exc is not None:
+                    raise exc
+                else:
+                    results[i] = r.result_or_exc
+            todo = busy
+            if todo:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"cassandra connection busy for {timeout_s:.0f}s ({len(todo)} requests refused)")
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 0.5)
+        return results
 
     #: recorded outputs expire after this (only uncommitted input positions need them), seconds.
     OUTPUTS_TTL_S = 7 * 86400
