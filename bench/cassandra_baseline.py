@@ -121,14 +121,6 @@ class BaselineCassandraStore(CassandraStore):
             out.append((batch, None))
         return out
 
-    def _concurrent_mixed(self, work: list[tuple[Any, Any]]) -> None:
-        from cassandra.concurrent import execute_concurrent
-
-        if work:
-            self._retry(lambda: execute_concurrent(self._session, work, concurrency=self.concurrency,
-                                                   raise_on_first_error=True, results_generator=False))
-
-
     def claim_new_loci(self, candidates: Sequence[tuple[str, float, float]], radius_arcsec: float,
                        known: Any = None) -> dict[str, str]:
         if not candidates:

@@ -548,7 +548,7 @@ class CassandraStore(Store):
         while todo:
             busy = []
             for i, r in zip(todo, execute([work[i] for i in todo]), strict=True):
-                exc = None if r.success else r.result_or_exc
+                exc = None if r.success else (r.result_or_exc or RuntimeError("cassandra request failed, no error given"))
                 if isinstance(exc, NoHostAvailable) and exc.errors and \
                         all(isinstance(e, ConnectionBusy) for e in exc.errors.values()):
                     busy.append(i)
