@@ -524,7 +524,7 @@ class CassandraStore(Store):
 
         def run() -> list[Any]:
             return self._with_busy_waits(lambda todo: execute_concurrent(
-                self._session, todo, concurrency=self.concurrency, raise_on_first_error=False,
+                self._session, todo, concurrency=self.concurrency, raise_on_first_error=True,
                 results_generator=False), work)
 
         return self._retry(run)
@@ -532,37 +532,31 @@ class CassandraStore(Store):
     @staticmethod
     def _with_busy_waits(execute: Callable[[list], list], work: list[tuple[Any, Any]],
                          timeout_s: float = 120.0) -> list[Any]:
-        """Run ``work``; requests refused because the connection's socket buffer is full go again.
+        """Run ``work``; if the driver refuses a request because the connection's socket buffer is full, pause and run it again.
 
-        The driver refuses a request (``ConnectionBusy``, wrapped in ``NoHostAvailable``) instead of
-        waiting when the node reads more slowly than we write: that is backpressure, answered by a
-        short pause and a resend of only the refused requests (none of them reached the node).
-        Any other error is raised, to :meth:`_retry` (outages) or the caller.
+        The driver refuses (``ConnectionBusy``, wrapped in ``NoHostAvailable``) instead of waiting
+        when the node reads more slowly than we write: that is backpressure, answered by a short,
+        growing pause. The whole wave goes again (the driver's collect-all-errors mode recurses and
+        breaks under a storm of synchronous refusals): every write here is an idempotent upsert,
+        and a claim's conditional batch that had already applied simply reports "not applied" and
+        is re-read, finding its own claim. Any other error, and a refusal lasting ``timeout_s``, is
+        raised, to :meth:`_retry` (outages) or the caller.
         """
         from cassandra.cluster import NoHostAvailable
         from cassandra.connection import ConnectionBusy
 
-        results: list[Any] = [None] * len(work)
-        todo = list(range(len(work)))
         deadline, delay = time.monotonic() + timeout_s, 0.01
-        while todo:
-            busy = []
-            for i, r in zip(todo, execute([work[i] for i in todo]), strict=True):
-                exc = None if r.success else (r.result_or_exc or RuntimeError("cassandra request failed, no error given"))
-                if isinstance(exc, NoHostAvailable) and exc.errors and \
-                        all(isinstance(e, ConnectionBusy) for e in exc.errors.values()):
-                    busy.append(i)
-                elif exc is not None:
-                    raise exc
-                else:
-                    results[i] = r.result_or_exc
-            todo = busy
-            if todo:
+        while True:
+            try:
+                return [r.result_or_exc for r in execute(work)]
+            except NoHostAvailable as exc:
+                if not exc.errors or not all(isinstance(e, ConnectionBusy) for e in exc.errors.values()):
+                    raise
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"cassandra connection busy for {timeout_s:.0f}s ({len(todo)} requests refused)")
+                    raise  # to _retry, which treats it as an outage (up to outage_timeout_s)
+                log.info("cassandra connection busy; resending %d requests in %.2fs", len(work), delay)
                 time.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, 0.5)
-        return results
+                delay = min(delay * 2, 1.0)
 
     #: recorded outputs expire after this (only uncommitted input positions need them), seconds.
     OUTPUTS_TTL_S = 7 * 86400
