@@ -69,7 +69,8 @@ def open_store(cfg: Config, *, create: bool = True) -> Store:
     if s.backend == "cassandra":
         from broker.adapters.storage.cassandra import CassandraStore
 
-        return CassandraStore(s.cassandra_hosts, s.cassandra_port, s.keyspace, order, s.consistency)
+        return CassandraStore(s.cassandra_hosts, s.cassandra_port, s.keyspace, order, s.consistency,
+                              max_in_flight=s.cassandra_max_in_flight, batch_by=s.cassandra_batch_by)
     raise ValueError(f"store.backend {s.backend!r}: expected 'sqlite' or 'cassandra'")
 
 

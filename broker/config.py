@@ -70,6 +70,10 @@ class StoreConfig:
     cassandra_port: int = 9042
     keyspace: str = "albireo"
     consistency: str = "LOCAL_QUORUM"
+    #: most Cassandra requests one worker keeps outstanding (the write window; its backpressure).
+    cassandra_max_in_flight: int = 64
+    #: what one unlogged batch may span: ``replica`` (partitions sharing a replica set) or ``partition``.
+    cassandra_batch_by: str = "replica"
 
 
 @dataclass
@@ -480,6 +484,10 @@ def validate(cfg: Config) -> Config:
     check(cfg.store.consistency.upper() in _CONSISTENCY, "store.consistency", cfg.store.consistency,
           f"must be one of {', '.join(_CONSISTENCY)}")
     port("store.cassandra_port", cfg.store.cassandra_port, allow_zero=False)
+    check(1 <= cfg.store.cassandra_max_in_flight <= 32768, "store.cassandra_max_in_flight",
+          cfg.store.cassandra_max_in_flight, "must be between 1 and 32768 (the driver's streams per connection)")
+    check(cfg.store.cassandra_batch_by in ("replica", "partition"), "store.cassandra_batch_by",
+          cfg.store.cassandra_batch_by, "must be 'replica' or 'partition'")
     check(cfg.search.backend in ("sqlite", "elasticsearch"), "search.backend", cfg.search.backend,
           "must be 'sqlite' or 'elasticsearch'")
     f = cfg.filters

@@ -385,7 +385,7 @@ class Pipeline:
         winners = {}
         if founder_ids:
             cands = [(lid, float(ra[f]), float(dec[f])) for lid, f in zip(founder_ids, assoc.new_founders, strict=True)]
-            winners = self.store.claim_new_loci(cands, self.associator.radius_arcsec)
+            winners = self.store.claim_new_loci(cands, self.associator.radius_arcsec, known=existing)
 
         lid_of = []
         for i in range(len(decoded)):

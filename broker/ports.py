@@ -256,7 +256,8 @@ class Store(abc.ABC):
         """All loci (with alerts) whose newest alert lies in the window, in batches (backfills)."""
 
     @abc.abstractmethod
-    def claim_new_loci(self, candidates: Sequence[tuple[str, float, float]], radius_arcsec: float) -> dict[str, str]:
+    def claim_new_loci(self, candidates: Sequence[tuple[str, float, float]], radius_arcsec: float,
+                       known: LocusPositions | None = None) -> dict[str, str]:
         """Atomically create the position rows of new loci, unless another worker got there first.
 
         ``candidates`` are ``(locus_id, ra, dec)`` of loci the caller wants to found (its own
@@ -267,6 +268,12 @@ class Store(abc.ABC):
         the caller's association already kept them apart (loci move, so two founded in one
         batch may have founders closer than the radius). Returns candidate id → winning locus
         id (itself when it won). Replaying a claim returns the same answer.
+
+        ``known``: stored positions the caller has just read (:meth:`locus_positions`, at the
+        store's consistency) for blocks covering every candidate's, as association does before it
+        claims. An adapter whose claims are serialised by their own records (Cassandra's claim
+        regions) may check against these instead of reading the stored rows again; loci founded
+        since that read are claims, which it always reads. Adapters may ignore it.
         """
 
     @abc.abstractmethod

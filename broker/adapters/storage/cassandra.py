@@ -12,22 +12,38 @@ Tables follow the queries (Cassandra has no joins; each read is one partition or
   ``dead_letters`` (partition = UTC day, newest first);
 * ``dead_letter_keys`` — one row per rejected message (:attr:`DeadLetter.key`): a message
   rejected again (a replay) is not stored a second time;
-* ``region_locks`` — one lightweight-transaction row per region, see :meth:`claim_new_loci`;
+* ``locus_claims`` — partition = a claim region, the loci founded there recently and a token;
+  ``region_locks`` — one lightweight-transaction lease row per claim region; see :meth:`claim_new_loci`;
 * ``catalog_records`` (event, version), ``catalog_releases`` — the FAIR catalog's versions, each
   written once with a lightweight transaction (``IF NOT EXISTS``): published versions never change;
 * ``schema_version`` — migrations applied, in order, once.
 
 Every write is an upsert keyed by ids, so replaying a batch rewrites identical cells (no
-timestamps or counters that a replay would change). Writes go out as prepared statements through
-``execute_concurrent_with_args``. While Cassandra is unreachable, reads and writes retry with
-backoff for up to ``outage_timeout_s`` before raising, so a worker rides through a node restart.
+timestamps or counters that a replay would change). Writes are prepared statements, grouped by
+partition key: a batch only ever holds rows of one partition (a locus's alerts, a region's
+position rows), never the multi-partition unlogged batches that make a coordinator fan out.
+They go out through ``execute_concurrent`` with at most ``max_in_flight`` requests outstanding
+(``store.cassandra_max_in_flight``): the window is the backpressure, so one worker cannot queue
+more than that on the server, however large its batch. While Cassandra is unreachable, reads
+and writes retry with backoff for up to ``outage_timeout_s`` before raising, so a worker rides
+through a node restart.
 
 **No duplicate loci.** Two workers that see alerts at the same place in the same instant would
-each found a locus. :meth:`claim_new_loci` serialises founding per region with an LWT lease
-(``INSERT ... IF NOT EXISTS USING TTL``, SERIAL consistency) on every region touched by the
-candidates' 3×3 pixel blocks; under the lease it re-reads the blocks at QUORUM and writes the
-winners' position rows at QUORUM before releasing, so the next holder sees them. The TTL only
-matters if a worker dies holding a lease.
+each found a locus. :meth:`claim_new_loci` makes founding a compare-and-set per *claim region*
+(order ``association_order - 13``, ~215 deg² at 1", so a batch's new loci fall in a handful):
+``locus_claims`` holds, per claim region, the positions claimed there and a static ``claim_token``.
+A claim reads the candidates' 3×3 pixel blocks (plus a sentinel row that carries the token) from
+``locus_claims`` and ``loci_by_pixel``, decides the winners, and writes them with one
+conditional batch per claim region, ``IF claim_token = <the token it read>``, which also sets a new
+token. Rows and token change together (one partition, one Paxos round), so a batch that
+succeeds saw every claim made before it; one that fails re-reads that region and tries again.
+That is one round trip per batch and region, not one LWT per locus. A candidate whose block
+reaches into a neighbouring claim region (~0.05% of them) could conflict with a candidate homed
+there, which no single-partition condition covers: those few also take the LWT lease of every
+claim region they touch (``region_locks``, ``INSERT ... IF NOT EXISTS USING TTL``) for the
+duration of the claim, so two such claims never interleave. The lease TTL only matters if a
+worker dies holding one; the claim rows expire after ``CLAIM_TTL_S``, long after the winners'
+``loci_by_pixel`` rows (written by the claim itself) are there.
 """
 
 from __future__ import annotations
@@ -54,6 +70,17 @@ T = TypeVar("T")
 #: region order = association order minus this (4^6 = 4096 association pixels per region).
 REGION_DELTA = 6
 LOCK_TTL_S = 30
+#: claim region order = association order minus this (order 2 at 1": 192 regions of ~215 deg², so a
+#: visit's new loci fall in one to four of them, and even a batch spread over 40° patches shares a few
+#: dozen). Every worker of a keyspace must use the same value: claims are only serialised within a region.
+CLAIM_REGION_DELTA = 13
+#: claimed positions are kept this long (seconds); the claim writes the winners' ``loci_by_pixel``
+#: rows itself, so they are only needed until that write, and a day keeps the partitions small.
+CLAIM_TTL_S = 86400
+#: the clustering key of the row that carries a claim region's token in every read of it.
+_SENTINEL_PIXEL = -1
+#: most rows in one single-partition batch (a locus's alerts, a region's position rows).
+PARTITION_BATCH_ROWS = 100
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "initial tables", [
@@ -110,6 +137,11 @@ MIGRATIONS.append((6, "FAIR event catalog: immutable record versions and release
         event_id text, version int, record text, PRIMARY KEY ((event_id), version))""",
     """CREATE TABLE IF NOT EXISTS catalog_releases (bucket int, version int, record text, PRIMARY KEY ((bucket), version))""",
 ]))
+MIGRATIONS.append((7, "locus claims per claim region, compare-and-set on a token", [
+    f"""CREATE TABLE IF NOT EXISTS locus_claims (
+        claim_region bigint, pixel bigint, locus_id text, ra double, dec double, claim_token text static,
+        PRIMARY KEY ((claim_region), pixel, locus_id)) WITH default_time_to_live = {CLAIM_TTL_S}""",
+]))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # each migration once, in order: two with one number would leave a store upgraded by one of them without the other
 assert [v for v, _, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1)), "migrations must be numbered 1, 2, 3 ..."
@@ -125,16 +157,31 @@ def _nan_to_none(x: Any) -> Any:
     return None if x is None or (isinstance(x, float) and x != x) else x
 
 
+def _merge_positions(a: LocusPositions, b: LocusPositions) -> LocusPositions:
+    """Positions of both, each locus once (a stored row wins over its claim row: it is the current position)."""
+    known = set(a.locus_ids)
+    keep = [k for k, lid in enumerate(b.locus_ids) if lid not in known]
+    if not keep:
+        return a
+    return LocusPositions(list(a.locus_ids) + [b.locus_ids[k] for k in keep],
+                          np.concatenate([a.ra, b.ra[keep]]), np.concatenate([a.dec, b.dec[keep]]),
+                          np.concatenate([a.pixel, b.pixel[keep]]).astype(np.int64))
+
+
 class CassandraStore(Store):
     """Loci and alerts in a Cassandra keyspace (created, with its tables, when missing)."""
 
     def __init__(self, hosts: Sequence[str] = ("127.0.0.1",), port: int = 9042, keyspace: str = "albireo",
                  association_order: int = 15, consistency: str = "LOCAL_QUORUM",
                  replication: dict[str, Any] | None = None, outage_timeout_s: float = 300.0,
-                 concurrency: int = 128):
+                 max_in_flight: int = 64, batch_by: str = "replica"):
         from cassandra import ConsistencyLevel
         from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-        from cassandra.policies import ExponentialReconnectionPolicy
+        from cassandra.policies import (
+            DCAwareRoundRobinPolicy,
+            ExponentialReconnectionPolicy,
+            TokenAwarePolicy,
+        )
 
         if not keyspace.replace("_", "").isalnum():
             raise ValueError(f"bad keyspace name {keyspace!r}")
@@ -142,18 +189,29 @@ class CassandraStore(Store):
         self.region_shift = 2 * min(REGION_DELTA, self.association_order)
         self.keyspace = keyspace
         self.outage_timeout_s = outage_timeout_s
-        self.concurrency = concurrency
+        if int(max_in_flight) < 1:
+            raise ValueError(f"store.cassandra_max_in_flight {max_in_flight!r}: must be at least 1")
+        self.concurrency = int(max_in_flight)
+        if batch_by not in ("partition", "replica"):
+            raise ValueError(f"store.cassandra_batch_by {batch_by!r}: must be 'partition' or 'replica'")
+        self.batch_by = batch_by
+        self.claim_shift = 2 * min(CLAIM_REGION_DELTA, self.association_order)
         try:
             self._cl = ConsistencyLevel.name_to_value[consistency.upper()]
         except KeyError:
             raise ValueError(f"store.consistency {consistency!r}: not a Cassandra consistency level") from None
+        self._quorum_reads = self._cl in (ConsistencyLevel.QUORUM, ConsistencyLevel.LOCAL_QUORUM,
+                                          ConsistencyLevel.EACH_QUORUM, ConsistencyLevel.ALL)
         self._quorum = max(self._cl, ConsistencyLevel.LOCAL_QUORUM) if self._cl != ConsistencyLevel.ANY else \
             ConsistencyLevel.LOCAL_QUORUM
         profile = ExecutionProfile(consistency_level=self._cl, serial_consistency_level=ConsistencyLevel.SERIAL,
-                                   request_timeout=30)
+                                   request_timeout=30,
+                                   load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()))
+        # No compression: on a local or LAN node it costs the worker CPU and saves nothing; the
+        # in-flight window (not the driver's per-connection stream limit) bounds outstanding requests.
         self._cluster = Cluster(list(hosts), port=port, execution_profiles={EXEC_PROFILE_DEFAULT: profile},
                                 reconnection_policy=ExponentialReconnectionPolicy(0.5, 10.0),
-                                connect_timeout=10)
+                                connect_timeout=10, compression=False)
         self._session = self._retry(self._cluster.connect)
         self._migrate(replication or {"class": "SimpleStrategy", "replication_factor": 1})
         self._session.set_keyspace(keyspace)
@@ -213,6 +271,10 @@ class CassandraStore(Store):
                            "WHERE day=? LIMIT ?")
         self._lock_stmt = p(f"INSERT INTO region_locks (region, owner) VALUES (?, ?) IF NOT EXISTS USING TTL {LOCK_TTL_S}")
         self._unlock = p("DELETE FROM region_locks WHERE region=? IF owner=?")
+        self._sel_claims = p("SELECT claim_token, pixel, locus_id, ra, dec FROM locus_claims WHERE claim_region=? AND pixel IN ?")
+        self._sel_claims.consistency_level = self._quorum
+        self._cas_claims = p("UPDATE locus_claims SET claim_token=? WHERE claim_region=? IF claim_token=?")
+        self._ins_claim = p("INSERT INTO locus_claims (claim_region, pixel, locus_id, ra, dec) VALUES (?,?,?,?,?)")
         self._ins_revision = p("INSERT INTO filter_revisions (filter, revision, code, registered_at) VALUES (?,?,?,?)")
         self._sel_revisions = p("SELECT revision, code, registered_at FROM filter_revisions WHERE filter=?")
 
@@ -236,17 +298,11 @@ class CassandraStore(Store):
 
     def _concurrent(self, stmt: Any, params: list[tuple]) -> list[Any]:
         """Execute one prepared statement for many parameter tuples; results in order, errors raised."""
-        from cassandra.concurrent import execute_concurrent_with_args
 
         if not params:
             return []
 
-        def run() -> list[Any]:
-            results = execute_concurrent_with_args(self._session, stmt, params, concurrency=self.concurrency,
-                                                   raise_on_first_error=True)
-            return [r.result_or_exc for r in results]
-
-        return self._retry(run)
+        return self._concurrent_mixed([(stmt, p) for p in params])
 
     def _regions(self, pixels: np.ndarray) -> np.ndarray:
         return np.asarray(pixels, dtype=np.int64) >> self.region_shift
@@ -375,15 +431,19 @@ class CassandraStore(Store):
             by_id.append((a.alert_id, a.locus_id, a.mjd))
         cut_rows = [(aid, k, v) for aid, stamps in (cutouts or {}).items() for k, v in stamps.items()]
         # Order matters for crash safety: loci and alert rows first, the per-id alert rows (the
-        # "processed" mark) only after all of them succeeded. A locus's alerts share a partition, so
-        # they go as one unlogged batch (one request, applied atomically on that partition).
+        # "processed" mark) only after all of them succeeded. Rows of one partition go as one
+        # unlogged batch (one request, applied atomically and in isolation on that partition);
+        # rows that are alone in their partition go as single prepared statements.
         from cassandra.query import BatchStatement, BatchType
 
-        phase1: list[tuple[Any, Any]] = self._small_batches(self._ins_locus, locus_rows)
-        # Small rows of many partitions go as unlogged multi-partition batches: one request per
-        # ~100 rows instead of one each. On a cluster that costs the coordinator a fan-out, which
-        # is still far cheaper than the per-request overhead that bounds throughput here.
-        phase1 += self._small_batches(self._ins_pixel, pixel_rows)
+        # A locus's rows of ``loci``, ``catalog_matches`` and ``alerts_by_locus`` share the partition
+        # key value, so they are one mutation: one batch (one request) per locus, not three.
+        items: list[tuple[Any, Any, tuple]] = [(("locus", r[0]), self._ins_locus, r) for r in locus_rows]
+        items += [(("locus", r[0]), self._ins_catalog, r) for r in catalog_rows]
+        items += [(("locus", r[0]), self._ins_alert_by_locus, r) for r in by_locus]
+        items += [(("region", r[0]), self._ins_pixel, r) for r in pixel_rows]
+        items += [(("cutout", r[0]), self._ins_cutout, r) for r in cut_rows]
+        phase1 = self._grouped(items)
         # A locus whose mean crossed into another association pixel: its new row and the removal
         # of the old one go as one logged batch (both or neither), so association never sees the
         # locus twice or not at all. Rare: a mean moves by a fraction of an arcsecond, pixels are ~6".
@@ -392,53 +452,127 @@ class CassandraStore(Store):
             batch.add(self._ins_pixel, new_row)
             batch.add(self._del_pixel, old_key)
             phase1.append((batch, None))
-        phase1 += [(self._ins_catalog, r) for r in catalog_rows]
-        phase1 += [(self._ins_cutout, r) for r in cut_rows]
-        per_locus: dict[str, list[tuple]] = {}
-        for row in by_locus:
-            per_locus.setdefault(row[0], []).append(row)
-        for rows in per_locus.values():
-            for i in range(0, len(rows), 50):
-                batch = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=self._cl)
-                for row in rows[i : i + 50]:
-                    batch.add(self._ins_alert_by_locus, row)
-                phase1.append((batch, None))
         self._concurrent_mixed(phase1)
-        self._concurrent_mixed(self._small_batches(self._ins_alert, by_id))
+        self._concurrent_mixed(self._grouped([(("alert", r[0]), self._ins_alert, r) for r in by_id]))
         for x in loci:
             x.stored_position = (x.ra, x.dec)
 
-    def _small_batches(self, stmt: Any, rows: list[tuple], size: int = 100,
-                       max_bytes: int = 32_000) -> list[tuple[Any, Any]]:
-        """Group rows into unlogged batches of at most ``size`` rows and ~``max_bytes``.
+    def _partition_batches(self, stmt: Any, rows: list[tuple], key: Callable[[tuple], Any]) -> list[tuple[Any, Any]]:
+        """:meth:`_grouped` for rows of one statement."""
+        return self._grouped([(key(r), stmt, r) for r in rows])
 
-        The byte budget keeps multi-partition batches under Cassandra's batch size failure
-        threshold (50 KiB by default); a single row larger than the budget goes alone.
+    def _grouped(self, items: list[tuple[Any, Any, tuple]], size: int = PARTITION_BATCH_ROWS,
+                 max_bytes: int = 4_800, max_partitions: int = 10) -> list[tuple[Any, Any]]:
+        """(partition, statement, row) items as requests: unlogged batches, a lone row as itself.
+
+        ``batch_by = "partition"``: one batch per partition. A single-partition batch is one
+        mutation, applied atomically and in isolation, with no coordinator fan-out and no
+        batch-size check. Rows of different tables with the same partition key value (a locus's
+        rows) are one mutation too.
+
+        ``batch_by = "replica"``: a batch holds up to ``max_partitions`` partitions that share
+        their replica set (the driver's token map), and the token-aware driver sends it to one of
+        those replicas, so the coordinator applies every mutation locally and forwards each to the
+        same replicas a single-partition write would reach: no fan-out to other nodes, and one
+        request instead of up to ten (the Spark Cassandra connector's grouping by replica set).
+        Each partition's rows still apply atomically; the batch as a whole does not, which nothing
+        here needs. The bounds stay under Cassandra's warning thresholds
+        (``unlogged_batch_across_partitions_warn_threshold`` 10, ``batch_size_warn_threshold``
+        5 KiB), which would otherwise put a warning on every response and in the server's log;
+        a partition larger than ``max_bytes`` goes alone.
         """
-        from cassandra.query import BatchStatement, BatchType
-
+        by_partition: dict[Any, list[tuple[Any, Any]]] = {}
+        if self.batch_by != "replica":
+            for key, stmt, row in items:
+                by_partition.setdefault(key, []).append((stmt, row))
+            # one partition: a mutation, which Cassandra does not hold to the batch size thresholds
+            return [self._as_request(m[i : i + size]) for m in by_partition.values() for i in range(0, len(m), size)]
+        meta = self._cluster.metadata
+        one_node = len(meta.all_hosts()) == 1  # every partition shares the one replica: no lookups
+        groups: dict[Any, list[Any]] = {}
+        for key, stmt, row in items:
+            bound = stmt.bind(row)
+            rows = by_partition.get(key)
+            if rows is None:
+                rows = by_partition[key] = []
+                replicas = () if one_node else tuple(sorted(str(h.host_id) for h in
+                                                            meta.get_replicas(self.keyspace, bound.routing_key)))
+                groups.setdefault(replicas, []).append(key)
+            rows.append(bound)
         out: list[tuple[Any, Any]] = []
-        batch, n, nbytes = None, 0, 0
-        for row in rows:
-            est = 16 + sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in row)
-            if batch is not None and (n >= size or nbytes + est > max_bytes):
-                out.append((batch, None))
-                batch = None
-            if batch is None:
-                batch, n, nbytes = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=self._cl), 0, 0
-            batch.add(stmt, row)
-            n += 1
-            nbytes += est
-        if batch is not None:
-            out.append((batch, None))
+        for keys in groups.values():
+            chunk: list[tuple[Any, Any]] = []
+            nbytes = parts = 0
+            for key in keys:
+                rows = by_partition[key]
+                # the serialised values plus Cassandra's per-row and per-cell overhead in its batch size
+                est = sum(40 + 10 * len(b.values) + sum(map(len, filter(None, b.values))) for b in rows)
+                if chunk and (parts >= max_partitions or len(chunk) + len(rows) > size or nbytes + est > max_bytes):
+                    out.append(self._as_request(chunk))
+                    chunk, nbytes, parts = [], 0, 0
+                if len(rows) > size:  # one partition alone, in chunks
+                    out += [self._as_request([(b, None) for b in rows[i : i + size]]) for i in range(0, len(rows), size)]
+                    continue
+                chunk += [(b, None) for b in rows]
+                nbytes += est
+                parts += 1
+            if chunk:
+                out.append(self._as_request(chunk))
         return out
 
-    def _concurrent_mixed(self, work: list[tuple[Any, Any]]) -> None:
+    def _as_request(self, chunk: list[tuple[Any, Any]]) -> tuple[Any, Any]:
+        from cassandra.query import BatchStatement, BatchType
+
+        if len(chunk) == 1:
+            return chunk[0]
+        cl = max(st.consistency_level if st.consistency_level is not None else self._cl for st, _ in chunk)
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=cl)
+        for stmt, params in chunk:
+            batch.add(stmt, params)
+        return (batch, None)
+
+    def _concurrent_mixed(self, work: list[tuple[Any, Any]]) -> list[Any]:
+        """Execute (statement, params) pairs through the bounded in-flight window; results in order."""
         from cassandra.concurrent import execute_concurrent
 
-        if work:
-            self._retry(lambda: execute_concurrent(self._session, work, concurrency=self.concurrency,
-                                                   raise_on_first_error=True, results_generator=False))
+        if not work:
+            return []
+
+        def run() -> list[Any]:
+            return self._with_busy_waits(lambda todo: execute_concurrent(
+                self._session, todo, concurrency=self.concurrency, raise_on_first_error=True,
+                results_generator=False), work)
+
+        return self._retry(run)
+
+    @staticmethod
+    def _with_busy_waits(execute: Callable[[list], list], work: list[tuple[Any, Any]],
+                         timeout_s: float = 120.0) -> list[Any]:
+        """Run ``work``; if the driver refuses a request because the connection's socket buffer is full, pause and run it again.
+
+        The driver refuses (``ConnectionBusy``, wrapped in ``NoHostAvailable``) instead of waiting
+        when the node reads more slowly than we write: that is backpressure, answered by a short,
+        growing pause. The whole wave goes again (the driver's collect-all-errors mode recurses and
+        breaks under a storm of synchronous refusals): every write here is an idempotent upsert,
+        and a claim's conditional batch that had already applied simply reports "not applied" and
+        is re-read, finding its own claim. Any other error, and a refusal lasting ``timeout_s``, is
+        raised, to :meth:`_retry` (outages) or the caller.
+        """
+        from cassandra.cluster import NoHostAvailable
+        from cassandra.connection import ConnectionBusy
+
+        deadline, delay = time.monotonic() + timeout_s, 0.01
+        while True:
+            try:
+                return [r.result_or_exc for r in execute(work)]
+            except NoHostAvailable as exc:
+                if not exc.errors or not all(isinstance(e, ConnectionBusy) for e in exc.errors.values()):
+                    raise
+                if time.monotonic() > deadline:
+                    raise  # to _retry, which treats it as an outage (up to outage_timeout_s)
+                log.info("cassandra connection busy; resending %d requests in %.2fs", len(work), delay)
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 1.0)
 
     #: recorded outputs expire after this (only uncommitted input positions need them), seconds.
     OUTPUTS_TTL_S = 7 * 86400
@@ -733,25 +867,113 @@ class CassandraStore(Store):
         return [loads(r.record) for r in rows]
 
     # -- claims --------------------------------------------------------------------------
-    def claim_new_loci(self, candidates: Sequence[tuple[str, float, float]], radius_arcsec: float) -> dict[str, str]:
+    def claim_new_loci(self, candidates: Sequence[tuple[str, float, float]], radius_arcsec: float,
+                       known: LocusPositions | None = None) -> dict[str, str]:
+        """Compare-and-set per claim region (see the module docstring): one conditional batch per region.
+
+        With ``known`` (association's read, at ``store.consistency``) the stored rows are not read
+        again unless that consistency is weaker than a quorum: every locus founded since that read
+        went through ``locus_claims``, which is always read.
+        """
         if not candidates:
             return {}
         ra = np.array([c[1] for c in candidates], dtype=float)
         dec = np.array([c[2] for c in candidates], dtype=float)
         pix = pixels_of(ra, dec, self.association_order)
         block = neighbour_block(pix, self.association_order)
-        block_pixels = block[block >= 0]
-        regions = sorted(set(self._regions(block_pixels).tolist()))
-        self._acquire(regions)
+        home = pix >> self.claim_shift
+        block_regions = np.where(block >= 0, block >> self.claim_shift, home[:, None])
+        boundary = np.flatnonzero((block_regions != home[:, None]).any(axis=1))
+        leased = sorted({-1 - int(r) for r in np.unique(block_regions[boundary])}) if boundary.size else []
+        if leased:  # lease keys are negative: claim regions never collide with association-region leases
+            self._acquire(leased)
         try:
-            existing = self.locus_positions(block_pixels.tolist(), _quorum=True)
-            winners, to_write = resolve_claims(candidates, existing, self.association_order, radius_arcsec)
-            rows = [(int(pix[i]) >> self.region_shift, int(pix[i]), candidates[i][0], float(ra[i]), float(dec[i]))
-                    for i in to_write]
-            self._concurrent(self._ins_pixel, rows)
+            if known is not None and self._quorum_reads:
+                stored = LocusPositions(list(known.locus_ids), known.ra, known.dec, known.pixel)
+            else:
+                stored = self.locus_positions(block[block >= 0].tolist(), _quorum=True)
+            return self._claim_by_region(candidates, ra, dec, pix, block, block_regions, stored, radius_arcsec)
         finally:
-            self._release(regions)
+            if leased:
+                self._release(leased)
+
+    def _claim_by_region(self, candidates: Sequence[tuple[str, float, float]], ra: np.ndarray, dec: np.ndarray,
+                         pix: np.ndarray, block: np.ndarray, block_regions: np.ndarray, stored: LocusPositions,
+                         radius_arcsec: float, timeout_s: float = 120.0) -> dict[str, str]:
+        """Read claims, decide, conditional-write per home region; re-read the regions that lost the race."""
+        from cassandra.query import BatchStatement, BatchType
+
+        home = pix >> self.claim_shift
+        winners: dict[str, str] = {}
+        pending = np.arange(len(candidates))
+        deadline = time.monotonic() + timeout_s
+        delay = 0.005
+        while pending.size:
+            tokens, claimed = self._read_claims(block[pending], block_regions[pending])
+            existing = _merge_positions(stored, claimed)
+            cands = [candidates[i] for i in pending]
+            won, to_write = resolve_claims(cands, existing, self.association_order, radius_arcsec)
+            by_region: dict[int, list[int]] = {}
+            for k in to_write:
+                by_region.setdefault(int(home[pending[k]]), []).append(int(pending[k]))
+            work, regions = [], []
+            for region, members in by_region.items():
+                batch = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=self._quorum)
+                batch.add(self._cas_claims, (uuid.uuid4().hex, region, tokens.get(region)))
+                batch.add(self._ins_claim, (region, _SENTINEL_PIXEL, "", None, None))
+                for i in members:
+                    batch.add(self._ins_claim, (region, int(pix[i]), candidates[i][0], float(ra[i]), float(dec[i])))
+                work.append((batch, None))
+                regions.append(region)
+            lost = {r for r, res in zip(regions, self._concurrent_mixed(work), strict=True) if not res.was_applied}
+            for k, i in enumerate(pending.tolist()):
+                if int(home[i]) not in lost:
+                    winners[candidates[i][0]] = won[cands[k][0]]
+            pending = np.array([i for i in pending.tolist() if int(home[i]) in lost], dtype=np.int64)
+            if pending.size:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"could not claim loci in {len(lost)} contended region(s) in {timeout_s:.0f}s")
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 0.2)
+        # The winners' position rows, for association (also replays of a claim whose worker died
+        # before writing them: those candidates find their own claim row and win again).
+        rows = [(int(p) >> self.region_shift, int(p), c[0], float(r), float(d))
+                for c, p, r, d in zip(candidates, pix.tolist(), ra.tolist(), dec.tolist(), strict=True)
+                if winners[c[0]] == c[0]]
+        self._concurrent_mixed(self._partition_batches(self._ins_pixel, rows, key=lambda r: r[0]))
         return winners
+
+    def _read_claims(self, block: np.ndarray, block_regions: np.ndarray) -> tuple[dict[int, str | None], LocusPositions]:
+        """The claims in these pixel blocks, and each claim region's token as read.
+
+        Every query of a region asks for the sentinel row too, so each answer carries the token it
+        was read under; a region whose queries saw different tokens (a claim landed between them)
+        gets a token no conditional write will match, so its batch fails and is read again.
+        """
+        wanted: dict[int, set[int]] = {}
+        for p, r in zip(block.ravel().tolist(), block_regions.ravel().tolist(), strict=True):
+            if p >= 0:
+                wanted.setdefault(int(r), set()).add(int(p))
+        params, owners = [], []
+        for region, pixels in wanted.items():
+            members = sorted(pixels)
+            for i in range(0, len(members), 99):
+                params.append((region, [_SENTINEL_PIXEL, *members[i : i + 99]]))
+                owners.append(region)
+        seen: dict[int, set[str | None]] = {}
+        ids, ras, decs, pixs = [], [], [], []
+        for region, rs in zip(owners, self._concurrent(self._sel_claims, params), strict=True):
+            rows = list(rs)
+            seen.setdefault(region, set()).add(rows[0].claim_token if rows else None)
+            for r in rows:
+                if r.pixel != _SENTINEL_PIXEL:
+                    ids.append(r.locus_id)
+                    ras.append(r.ra)
+                    decs.append(r.dec)
+                    pixs.append(r.pixel)
+        tokens = {r: (next(iter(t)) if len(t) == 1 else f"torn-read-{uuid.uuid4().hex}") for r, t in seen.items()}
+        return tokens, LocusPositions(ids, np.array(ras, dtype=float), np.array(decs, dtype=float),
+                                      np.array(pixs, dtype=np.int64))
 
     def _acquire(self, regions: list[int], timeout_s: float = 120.0) -> None:
         """Take the LWT lease of every region, all or none; back off and retry on contention."""

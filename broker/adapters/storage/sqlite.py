@@ -295,7 +295,8 @@ class SQLiteStore(Store):
                 self._db.execute("ROLLBACK")
                 raise
 
-    def claim_new_loci(self, candidates: Sequence[tuple[str, float, float]], radius_arcsec: float) -> dict[str, str]:
+    def claim_new_loci(self, candidates: Sequence[tuple[str, float, float]], radius_arcsec: float,
+                       known: LocusPositions | None = None) -> dict[str, str]:
         """One ``BEGIN IMMEDIATE`` transaction is the lock: SQLite admits one writer at a time, so the
         re-check and the claim rows of two racing processes cannot interleave."""
         from broker.association import neighbour_block, pixels_of
