@@ -181,7 +181,9 @@ def attacked(host):
         filters = [spec(name, code, i) for i, (name, code) in enumerate(codes.items())]
         filters.append(spec("Good", GOOD, 100))
         loci = _loci(2)
-        with SandboxPool(filters, SandboxLimits(timeout_s=2.0, grace_s=1.0), ErrorPolicy(max_error_rate=0)) as pool:
+        # a generous budget: the Patcher walks every object of its interpreter (gc.get_objects); on a loaded CI machine
+        # it once came back with no outcome under the 2 s budget; only the Hanger needs the deadline at all
+        with SandboxPool(filters, SandboxLimits(timeout_s=6.0, grace_s=1.0), ErrorPolicy(max_error_rate=0)) as pool:
             report = pool.run(loci)
             isolation = dict(pool.isolation)
             after = pool.run(_loci(1))
@@ -285,7 +287,7 @@ def test_the_worker_environment_and_processes_are_out_of_sight(attacked):
 
 def test_a_filter_cannot_patch_builtins_or_other_filters(attacked):
     out = attacked["outcome"]["Patcher"]
-    assert "('patched classes', [])" in out, out  # alone in its interpreter: no other filter to patch
+    assert "('patched classes', [])" in out, [(e.exception, e.message) for e in _errors(attacked, "Patcher")]  # alone in its interpreter: no other filter to patch
     for x in attacked["loci"]:
         assert "pwned" not in x.user_tags
         assert "good" in x.user_tags and x.user_properties["good_n"] == len(x.alerts) > 0
