@@ -29,8 +29,8 @@ import broker
 from broker.multimessenger.catalog.identifiers import Identifiers, license_url
 from broker.multimessenger.catalog.records import build_record
 from broker.multimessenger.notice import iso
-from broker.multimessenger.outgoing.candidates import Candidate, candidates_from_loci
-from broker.ports import CatalogConflict, Index, LocusQuery, Store
+from broker.multimessenger.outgoing.candidates import Candidate, event_candidates
+from broker.ports import CatalogConflict, Index, Store
 
 if TYPE_CHECKING:
     from broker.config import Config
@@ -94,16 +94,7 @@ class EventCatalog:
 
         No index refresh here (a page view must not force one on Elasticsearch); :meth:`publish` refreshes once.
         """
-        ids: list[str] = []
-        q = LocusQuery(events=[event["event_id"]], limit=1000, sort="locus_id")
-        while True:
-            r = self.index.search(q)
-            ids += [h["locus_id"] for h in r.hits]
-            if r.next_cursor is None:
-                break
-            q.search_after = r.next_cursor
-        loci = list(self.store.load_loci(ids).values()) if ids else []
-        return candidates_from_loci(loci, event["event_id"], event["messenger"])
+        return event_candidates(self.index, self.store, event)
 
     def live(self, event: dict[str, Any], version: int, created: str) -> dict[str, Any]:
         """The event's record as the store holds it now, numbered ``version``."""

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broker.alert import SURVEY_NAMES
 from broker.locus import Locus
 from broker.multimessenger.notice import GW, from_mjd, iso
+
+if TYPE_CHECKING:
+    from broker.ports import Index, Store
 
 
 @dataclass
@@ -72,3 +75,23 @@ def candidates_from_loci(loci: list[Locus], event_id: str, messenger: str) -> li
                              min((a.mjd for a in x.alerts), default=math.nan),
                              sorted(t for t in x.user_tags), phot))
     return sorted(out, key=lambda c: (c.contour_level, c.name))
+
+
+def event_candidates(index: Index, store: Store, event: dict[str, Any]) -> list[Candidate]:
+    """The candidates of ``event``: every locus the index tags with it (paged by locus id), loaded whole.
+
+    Shared by the outgoing alerts and the FAIR catalog so that both list the same loci. It does not
+    refresh the index: a caller that has just written refreshes once itself.
+    """
+    from broker.ports import LocusQuery
+
+    ids: list[str] = []
+    q = LocusQuery(events=[event["event_id"]], limit=1000, sort="locus_id")
+    while True:
+        r = index.search(q)
+        ids += [h["locus_id"] for h in r.hits]
+        if r.next_cursor is None:
+            break
+        q.search_after = r.next_cursor
+    loci = list(store.load_loci(ids).values()) if ids else []
+    return candidates_from_loci(loci, event["event_id"], event["messenger"])

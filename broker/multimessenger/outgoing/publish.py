@@ -18,8 +18,8 @@ from typing import Any
 from broker.locus import Locus
 from broker.multimessenger.notice import iso
 from broker.multimessenger.outgoing.build import build_revision, content_hash
-from broker.multimessenger.outgoing.candidates import Candidate, candidates_from_loci
-from broker.ports import Index, LocusQuery, Sink, Store
+from broker.multimessenger.outgoing.candidates import Candidate, candidates_from_loci, event_candidates
+from broker.ports import Index, Sink, Store
 
 #: topic suffix per kind of outgoing alert.
 TOPICS = {"neutrino": "neutrino", "optical": "optical", "voevent": "voevent", "circular": "circular"}
@@ -46,17 +46,8 @@ class AlertPublisher:
         self.topics = topics or AlertTopics()
 
     def candidates(self, event: dict[str, Any]) -> list[Candidate]:
-        ids: list[str] = []
-        q = LocusQuery(events=[event["event_id"]], limit=1000, sort="locus_id")
         self.index.refresh()
-        while True:
-            r = self.index.search(q)
-            ids += [h["locus_id"] for h in r.hits]
-            if r.next_cursor is None:
-                break
-            q.search_after = r.next_cursor
-        loci = list(self.store.load_loci(ids).values()) if ids else []
-        return candidates_from_loci(loci, event["event_id"], event["messenger"])
+        return event_candidates(self.index, self.store, event)
 
     def issue(self, event_id: str, now: datetime.datetime | None = None,
               loci: list[Locus] | None = None) -> tuple[dict[str, Any], bool]:
