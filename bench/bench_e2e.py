@@ -242,6 +242,7 @@ def run_workers(stack: str, workers: int, stream: Path, catalogs: Path, work: Pa
     first: tuple[float, int] | None = None
     last: tuple[float, int] = (time.monotonic(), 0)
     wcpu: dict[int, float] = {}
+    stopped = False
     while proc.poll() is None:
         c = _committed(boot, group, topic)
         now = time.monotonic()
@@ -259,8 +260,11 @@ def run_workers(stack: str, workers: int, stream: Path, catalogs: Path, work: Pa
                     continue
         except psutil.Error:
             pass
-        if last[1] >= n:
-            proc.send_signal(15)  # all committed: drain and stop
+        if last[1] >= n and not stopped:
+            # all committed: drain and stop. Once: a second SIGTERM during the worker's shutdown (its
+            # handlers are gone by then) would kill it before it prints its stage summary.
+            proc.send_signal(15)
+            stopped = True
         time.sleep(0.5)
     reader.join(10)
     errlog.seek(0)

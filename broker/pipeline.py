@@ -144,6 +144,8 @@ class Pipeline:
         #: failure injection for the fault tests (:mod:`broker.faults`); None in production.
         self.faults = faults
         self._message_of: dict[str, Message] = {}
+        #: alert ids of this batch's packets (triggers and history) the store already held (see _dedupe).
+        self._stored_history: set[str] = set()
         self._outputs: list[Output] = []
         #: the multi-messenger stage (``broker.multimessenger.coincidence``); None: no coincidences.
         self.coincidence = coincidence
@@ -159,6 +161,7 @@ class Pipeline:
         # position (exactly-once re-emission) and carry its produce time (``albireo.source_ts``, latency).
         self._message_of = {d.packet.trigger.alert_id: d.message for d in decoded}
         self._outputs = []
+        self._stored_history = set()
         with m.time("dedupe"):
             decoded = self._dedupe(decoded, res)
         with m.time("associate"):
@@ -325,7 +328,12 @@ class Pipeline:
         if not decoded:
             return decoded
         ids = [d.packet.trigger.alert_id for d in decoded]
-        seen = self.store.existing_alert_ids(ids)
+        # One existence read for the triggers and their histories together (a store answers it per
+        # survey object, and a packet's alerts are one object's); the history part is used by
+        # association, which leaves already stored history alerts where they are.
+        stored = self.store.existing_alert_ids(a for d in decoded for a in (d.packet.trigger, *d.packet.history))
+        self._stored_history = stored
+        seen = stored & set(ids)
         if self.exactly_once and seen:
             # A stored packet read again from the same position was stored by an attempt whose Kafka
             # transaction did not commit (its outputs were aborted): re-emit what it produced.
@@ -413,8 +421,7 @@ class Pipeline:
                 new_ids.append(lid)
 
         # History alerts already stored (in whichever locus) stay where they are.
-        history_ids = [h.alert_id for d in decoded for h in d.packet.history]
-        stored = self.store.existing_alert_ids(history_ids) if history_ids else set()
+        stored = self._stored_history
         groups: dict[str, list[Packet]] = {}
         for d, lid in zip(decoded, lid_of, strict=True):
             p = d.packet

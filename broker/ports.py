@@ -223,8 +223,13 @@ class Store(abc.ABC):
         """Loci by id, with their alerts (time-ordered) unless ``with_alerts`` is False."""
 
     @abc.abstractmethod
-    def existing_alert_ids(self, alert_ids: Iterable[str]) -> set[str]:
-        """The subset of ``alert_ids`` already stored."""
+    def existing_alert_ids(self, alerts: Iterable[Alert]) -> set[str]:
+        """The ids of those of ``alerts`` already stored.
+
+        Alerts rather than bare ids: a store may look alerts up by their survey object, one read
+        per object instead of one per alert (a ZTF packet carries tens of history rows of one
+        object). An alert is found under the object it was stored with.
+        """
 
     @abc.abstractmethod
     def save_batch(

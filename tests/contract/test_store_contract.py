@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -95,8 +96,8 @@ def test_locus_positions_and_existing_ids(store, locus_factory):
     for x, p in zip(loci, pix.tolist(), strict=True):
         assert byid[x.locus_id] == (x.ra, x.dec, p)
     assert store.locus_positions([]).locus_ids == []
-    ids = [alerts[0].alert_id, alerts[-1].alert_id, "never-seen"]
-    assert store.existing_alert_ids(ids) == {alerts[0].alert_id, alerts[-1].alert_id}
+    never = dataclasses.replace(alerts[0], alert_id="never-seen")
+    assert store.existing_alert_ids([alerts[0], alerts[-1], never]) == {alerts[0].alert_id, alerts[-1].alert_id}
 
 
 def test_iter_loci_window(store, locus_factory):
@@ -209,3 +210,17 @@ def test_recorded_outputs_replace_and_read_back(store):
     assert store.recorded_outputs(["t[0]@5"])["t[0]@5"] == a[1:]
     store.record_outputs({"t[0]@5": []})
     assert store.recorded_outputs(["t[0]@5"]) == {}
+
+
+def test_existing_ids_with_and_without_a_survey_object(store, locus_factory):
+    """Stores may look alerts up by survey object; an alert without one (a solar-system source) is found too."""
+    x = locus_factory(12.0, -5.0, seed=41)
+    stray = dataclasses.replace(x.alerts[-1], alert_id="lsst_source:77", object_id=None, survey=4,
+                                properties={"lsst_ssObjectId": 9})
+    stray.locus_id = x.locus_id
+    store.save_batch([x], [*x.alerts, stray])
+    assert store.existing_alert_ids([*x.alerts, stray]) == {a.alert_id for a in [*x.alerts, stray]}
+    # the same id asked under another object is a different alert: not found (ids are per object)
+    other = dataclasses.replace(x.alerts[0], alert_id="ztf_candidate:never", object_id="ZTF24zz000000")
+    assert store.existing_alert_ids([other]) == set()
+    assert store.existing_alert_ids([]) == set()

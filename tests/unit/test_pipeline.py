@@ -237,7 +237,7 @@ def test_worker_dead_letters_a_message_that_breaks_a_stage(tmp_path, ztf_message
     assert r.packets + r.rejected_total == r.messages == len(ztf_messages)
     (letter,) = [d for d in store.dead_letters() if d.reason == "internal_error"]
     assert letter.payload == ztf_messages[5].value and "cannot be written" in letter.message
-    assert victim.trigger.alert_id not in store.existing_alert_ids([victim.trigger.alert_id])
+    assert victim.trigger.alert_id not in store.existing_alert_ids([victim.trigger])
 
 
 def test_builtin_filters_tag_real_data(tmp_path, ztf_messages):

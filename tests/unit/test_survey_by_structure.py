@@ -185,7 +185,7 @@ def test_schemaless_ztf_bodies_with_a_configured_version(tmp_path, shared_data, 
     store, pipe = _pipeline(tmp_path, schemaless_ztf_version=version)
     res = pipe.process([Message(body, "ztf", 0, 0), Message(path.read_bytes(), "ztf", 0, 1)])
     assert res.packets == 2 and res.duplicates == 1 and res.rejected_total == 0  # the same alert, either framing
-    assert store.existing_alert_ids([original.trigger.alert_id]) == {original.trigger.alert_id}
+    assert store.existing_alert_ids([original.trigger]) == {original.trigger.alert_id}
 
 
 def test_schemaless_ztf_version_is_validated():

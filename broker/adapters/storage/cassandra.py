@@ -7,7 +7,10 @@ Tables follow the queries (Cassandra has no joins; each read is one partition or
   ~7' at the default 1" radius), clustered by association pixel: one partition read answers every
   association lookup of a region of the sky;
 * ``alerts_by_locus`` — partition = locus, clustered by (mjd, alert id): a light curve is one
-  ordered slice; ``alerts`` — by alert id, the "already processed?" check;
+  ordered slice;
+* ``alert_ids_by_object`` — partition = survey object (``ztf:<objectId>``, ``lsst:<diaObjectId>``),
+  clustered by alert id: the "already stored?" check, one read per object a packet is about;
+  ``alerts`` — by alert id, the same check for alerts without a survey object;
 * ``catalog_matches`` (locus, catalog), ``filter_revisions`` (filter, revision), ``cutouts``,
   ``dead_letters`` (partition = UTC day, newest first);
 * ``dead_letter_keys`` — one row per rejected message (:attr:`DeadLetter.key`): a message
@@ -61,7 +64,7 @@ from broker.adapters.storage.common import alert_from_row, resolve_claims
 from broker.alert import Alert
 from broker.association import LocusPositions, neighbour_block, pixels_of
 from broker.jsonutil import dumps, loads
-from broker.locus import Locus, locus_from_record, locus_record
+from broker.locus import Locus, locus_from_record, locus_record, survey_object_key
 from broker.ports import CatalogConflict, DeadLetter, Output, Store
 
 log = logging.getLogger(__name__)
@@ -82,7 +85,9 @@ _SENTINEL_PIXEL = -1
 #: most rows in one single-partition batch (a locus's alerts, a region's position rows).
 PARTITION_BATCH_ROWS = 100
 
-MIGRATIONS: list[tuple[int, str, list[str]]] = [
+#: (version, description, steps): a step is CQL (tables named without the keyspace) or a data step
+#: ``fn(session, keyspace)``.
+MIGRATIONS: list[tuple[int, str, list[Any]]] = [
     (1, "initial tables", [
         """CREATE TABLE IF NOT EXISTS loci (
             locus_id text PRIMARY KEY, ra double, dec double, pixel bigint, record text, newest_mjd double)""",
@@ -142,6 +147,39 @@ MIGRATIONS.append((7, "locus claims per claim region, compare-and-set on a token
         claim_region bigint, pixel bigint, locus_id text, ra double, dec double, claim_token text static,
         PRIMARY KEY ((claim_region), pixel, locus_id)) WITH default_time_to_live = {CLAIM_TTL_S}""",
 ]))
+
+
+def _index_stored_alerts_by_object(session: Any, keyspace: str) -> None:
+    """Migration 8's data step: the alerts stored before it, indexed by their survey object.
+
+    A full scan of ``alerts_by_locus``, once, on an upgraded keyspace (a new one has no rows); after
+    it the per-object index is complete, which is what lets :meth:`CassandraStore.existing_alert_ids`
+    read one partition per object instead of one per alert.
+    """
+    from cassandra.query import SimpleStatement
+
+    ins = session.prepare(f"INSERT INTO {keyspace}.alert_ids_by_object (object_key, alert_id, locus_id) "
+                          "VALUES (?,?,?)")
+    ids = session.prepare(f"INSERT INTO {keyspace}.alerts (alert_id, locus_id, mjd) VALUES (?,?,?)")
+    scan = SimpleStatement(f"SELECT {', '.join(_ALERT_COLS)} FROM {keyspace}.alerts_by_locus", fetch_size=2000)
+    n = 0
+    for r in session.execute(scan):
+        a = CassandraStore._alert(r)
+        key = survey_object_key(a)
+        if key is not None:
+            session.execute(ins, (key, a.alert_id, a.locus_id))
+        else:
+            session.execute(ids, (a.alert_id, a.locus_id, a.mjd))
+        n += 1
+    if n:
+        log.info("cassandra store %s: indexed %d stored alerts by survey object", keyspace, n)
+
+
+MIGRATIONS.append((8, "alert ids by survey object (one existence read per object, not per alert)", [
+    """CREATE TABLE IF NOT EXISTS alert_ids_by_object (
+        object_key text, alert_id text, locus_id text, PRIMARY KEY ((object_key), alert_id))""",
+    _index_stored_alerts_by_object,
+]))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # each migration once, in order: two with one number would leave a store upgraded by one of them without the other
 assert [v for v, _, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1)), "migrations must be numbered 1, 2, 3 ..."
@@ -166,6 +204,32 @@ def _merge_positions(a: LocusPositions, b: LocusPositions) -> LocusPositions:
     return LocusPositions(list(a.locus_ids) + [b.locus_ids[k] for k in keep],
                           np.concatenate([a.ra, b.ra[keep]]), np.concatenate([a.dec, b.dec[keep]]),
                           np.concatenate([a.pixel, b.pixel[keep]]).astype(np.int64))
+
+
+def _request_bytes(stmt: Any, params: Any) -> int:
+    """About how many bytes a request puts on the wire: its values (serialised or not) plus framing."""
+    if params is not None:
+        values = params
+    elif hasattr(stmt, "_statements_and_parameters"):  # a batch: (prepared?, statement, serialised values)
+        return 64 + sum(_request_bytes(None, p) for _, _, p in stmt._statements_and_parameters)
+    else:
+        values = getattr(stmt, "values", None) or ()
+    return 32 + sum(len(v) if isinstance(v, (bytes, bytearray, memoryview, str)) else 8 for v in values)
+
+
+def _waves(work: list[tuple[Any, Any]], max_bytes: int) -> Iterator[list[tuple[Any, Any]]]:
+    """``work`` in consecutive slices of at most ``max_bytes`` request bytes (a larger request alone)."""
+    wave: list[tuple[Any, Any]] = []
+    size = 0
+    for item in work:
+        n = _request_bytes(*item)
+        if wave and size + n > max_bytes:
+            yield wave
+            wave, size = [], 0
+        wave.append(item)
+        size += n
+    if wave:
+        yield wave
 
 
 class CassandraStore(Store):
@@ -236,7 +300,11 @@ class CassandraStore(Store):
             if version in applied:
                 continue
             for stmt in statements:
-                s.execute(stmt.replace("CREATE TABLE IF NOT EXISTS ", f"CREATE TABLE IF NOT EXISTS {self.keyspace}."))
+                if callable(stmt):  # a data step (runs once, like the DDL before it)
+                    stmt(s, self.keyspace)
+                else:
+                    s.execute(stmt.replace("CREATE TABLE IF NOT EXISTS ",
+                                           f"CREATE TABLE IF NOT EXISTS {self.keyspace}."))
             s.execute(f"INSERT INTO {self.keyspace}.schema_version (component, version, description, applied_at) "
                       "VALUES ('store', %s, %s, %s)", (version, description, time.time()))
             log.info("cassandra store %s: applied migration %d (%s)", self.keyspace, version, description)
@@ -266,6 +334,8 @@ class CassandraStore(Store):
         self._sel_locus = p("SELECT locus_id, record FROM loci WHERE locus_id=?")
         self._sel_alerts = p(f"SELECT {', '.join(_ALERT_COLS)} FROM alerts_by_locus WHERE locus_id=?")
         self._sel_alert_id = p("SELECT alert_id FROM alerts WHERE alert_id=?")
+        self._sel_object_alert_ids = p("SELECT alert_id FROM alert_ids_by_object WHERE object_key=? AND alert_id IN ?")
+        self._ins_object_alert_id = p("INSERT INTO alert_ids_by_object (object_key, alert_id, locus_id) VALUES (?,?,?)")
         self._sel_cutouts = p("SELECT kind, data FROM cutouts WHERE alert_id=?")
         self._sel_dead = p("SELECT source, reason, message, payload, received_at, headers FROM dead_letters "
                            "WHERE day=? LIMIT ?")
@@ -336,9 +406,30 @@ class CassandraStore(Store):
                 alerts[lid] = [self._alert(r) for r in rs]
         return {lid: locus_from_record(recs[lid], alerts[lid]) for lid in ids if lid in recs}
 
-    def existing_alert_ids(self, alert_ids: Iterable[str]) -> set[str]:
-        ids = list(dict.fromkeys(alert_ids))
-        return {r.alert_id for rs in self._concurrent(self._sel_alert_id, [(i,) for i in ids]) for r in rs}
+    def existing_alert_ids(self, alerts: Iterable[Alert]) -> set[str]:
+        """One read per survey object (its partition of ``alert_ids_by_object``), not one per alert.
+
+        A ZTF packet carries tens of history rows of one object, a Rubin packet its previous
+        sources: looking each id up in its own partition made association send ~15,000 reads per
+        batch. An alert is found under the object it was stored with (its id and object never
+        change); alerts without a survey object (solar-system sources) have per-id rows.
+        """
+        by_object: dict[str, list[str]] = {}
+        lone: list[str] = []
+        seen: set[str] = set()
+        for a in alerts:
+            if a.alert_id in seen:
+                continue
+            seen.add(a.alert_id)
+            key = survey_object_key(a)
+            if key is None:
+                lone.append(a.alert_id)
+            else:
+                by_object.setdefault(key, []).append(a.alert_id)
+        reqs = [(self._sel_object_alert_ids, (key, ids[i : i + 100]))
+                for key, ids in by_object.items() for i in range(0, len(ids), 100)]
+        reqs += [(self._sel_alert_id, (i,)) for i in lone]
+        return {r.alert_id for rs in self._concurrent_mixed(reqs) for r in rs}
 
     def alerts_for_locus(self, locus_id: str) -> list[Alert]:
         return [self._alert(r) for r in self._retry(lambda: self._session.execute(self._sel_alerts, (locus_id,)))]
@@ -390,7 +481,7 @@ class CassandraStore(Store):
         from cassandra.query import SimpleStatement
 
         out = {}
-        for name, table in (("loci", "loci"), ("alerts", "alerts"), ("dead_letters", "dead_letter_keys")):
+        for name, table in (("loci", "loci"), ("alerts", "alerts_by_locus"), ("dead_letters", "dead_letter_keys")):
             stmt = SimpleStatement(f"SELECT COUNT(*) FROM {table}", fetch_size=5000)
             out[name] = int(self._retry(lambda s=stmt: self._session.execute(s, timeout=120)).one()[0])
         return out
@@ -423,14 +514,18 @@ class CassandraStore(Store):
                 pixel_rows.append((reg, p, x.locus_id, x.ra, x.dec))
             for cat, matches in x.catalog_objects.items():
                 catalog_rows.append((x.locus_id, cat, x.catalog_version, dumps(matches)))
-        by_locus, by_id = [], []
+        by_locus, by_id, by_object = [], [], []
         for a in new_alerts:
             by_locus.append((a.locus_id, a.mjd, a.alert_id, a.survey, _nan_to_none(a.ra), _nan_to_none(a.dec),
                              a.passband, _nan_to_none(a.mag), _nan_to_none(a.magerr), _nan_to_none(a.maglim),
                              a.object_id, bool(a.is_history), dumps(a.properties)))
-            by_id.append((a.alert_id, a.locus_id, a.mjd))
+            key = survey_object_key(a)
+            if key is None:
+                by_id.append((a.alert_id, a.locus_id, a.mjd))
+            else:
+                by_object.append((key, a.alert_id, a.locus_id))
         cut_rows = [(aid, k, v) for aid, stamps in (cutouts or {}).items() for k, v in stamps.items()]
-        # Order matters for crash safety: loci and alert rows first, the per-id alert rows (the
+        # Order matters for crash safety: loci and alert rows first, the existence rows (the
         # "processed" mark) only after all of them succeeded. Rows of one partition go as one
         # unlogged batch (one request, applied atomically and in isolation on that partition);
         # rows that are alone in their partition go as single prepared statements.
@@ -453,7 +548,9 @@ class CassandraStore(Store):
             batch.add(self._del_pixel, old_key)
             phase1.append((batch, None))
         self._concurrent_mixed(phase1)
-        self._concurrent_mixed(self._grouped([(("alert", r[0]), self._ins_alert, r) for r in by_id]))
+        # the existence rows: one partition per survey object (a packet's alerts are one request)
+        self._concurrent_mixed(self._grouped([(("object", r[0]), self._ins_object_alert_id, r) for r in by_object]
+                                             + [(("alert", r[0]), self._ins_alert, r) for r in by_id]))
         for x in loci:
             x.stored_position = (x.ra, x.dec)
 
@@ -531,19 +628,32 @@ class CassandraStore(Store):
             batch.add(stmt, params)
         return (batch, None)
 
+    #: at most this many request bytes outstanding at once. Cassandra answers more than
+    #: ``native_transport_max_request_data_in_flight_per_ip`` (25 MiB by default) with backpressure
+    #: (a warning on every response, then refused connections, the driver's ConnectionBusy): a
+    #: batch of real packets (history rows, cutouts) holds tens of MiB, so a window that counts
+    #: only requests let 64 large ones through together.
+    MAX_BYTES_IN_FLIGHT = 8 * 2**20
+
     def _concurrent_mixed(self, work: list[tuple[Any, Any]]) -> list[Any]:
-        """Execute (statement, params) pairs through the bounded in-flight window; results in order."""
+        """Execute (statement, params) pairs through the bounded in-flight window; results in order.
+
+        The window bounds both the requests (``max_in_flight``) and their bytes: the work goes in
+        consecutive waves of at most :attr:`MAX_BYTES_IN_FLIGHT` bytes (a larger request alone).
+        """
         from cassandra.concurrent import execute_concurrent
 
         if not work:
             return []
+        out: list[Any] = []
+        for wave in _waves(work, self.MAX_BYTES_IN_FLIGHT):
+            def run(wave: list[tuple[Any, Any]] = wave) -> list[Any]:
+                return self._with_busy_waits(lambda todo: execute_concurrent(
+                    self._session, todo, concurrency=self.concurrency, raise_on_first_error=True,
+                    results_generator=False), wave)
 
-        def run() -> list[Any]:
-            return self._with_busy_waits(lambda todo: execute_concurrent(
-                self._session, todo, concurrency=self.concurrency, raise_on_first_error=True,
-                results_generator=False), work)
-
-        return self._retry(run)
+            out += self._retry(run)
+        return out
 
     @staticmethod
     def _with_busy_waits(execute: Callable[[list], list], work: list[tuple[Any, Any]],

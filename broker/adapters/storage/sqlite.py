@@ -188,8 +188,8 @@ class SQLiteStore(Store):
                     out[lid] = locus_from_record(rec, alerts[lid])
         return out
 
-    def existing_alert_ids(self, alert_ids: Iterable[str]) -> set[str]:
-        ids = list(dict.fromkeys(alert_ids))
+    def existing_alert_ids(self, alerts: Iterable[Alert]) -> set[str]:
+        ids = list(dict.fromkeys(a.alert_id for a in alerts))  # one indexed IN query per 900 ids
         found: set[str] = set()
         with self._lock:
             for chunk in _chunks(ids, 900):
