@@ -144,8 +144,8 @@ class Pipeline:
         #: failure injection for the fault tests (:mod:`broker.faults`); None in production.
         self.faults = faults
         self._message_of: dict[str, Message] = {}
-        #: alert ids of this batch's packets (triggers and history) the store already held (see _dedupe).
-        self._stored_history: set[str] = set()
+        #: ids of this batch's alerts (triggers and history) the store already held (see _dedupe).
+        self._stored_ids: set[str] = set()
         self._outputs: list[Output] = []
         #: the multi-messenger stage (``broker.multimessenger.coincidence``); None: no coincidences.
         self.coincidence = coincidence
@@ -161,7 +161,7 @@ class Pipeline:
         # position (exactly-once re-emission) and carry its produce time (``albireo.source_ts``, latency).
         self._message_of = {d.packet.trigger.alert_id: d.message for d in decoded}
         self._outputs = []
-        self._stored_history = set()
+        self._stored_ids = set()
         with m.time("dedupe"):
             decoded = self._dedupe(decoded, res)
         with m.time("associate"):
@@ -332,7 +332,7 @@ class Pipeline:
         # survey object, and a packet's alerts are one object's); the history part is used by
         # association, which leaves already stored history alerts where they are.
         stored = self.store.existing_alert_ids(a for d in decoded for a in (d.packet.trigger, *d.packet.history))
-        self._stored_history = stored
+        self._stored_ids = stored
         seen = stored & set(ids)
         if self.exactly_once and seen:
             # A stored packet read again from the same position was stored by an attempt whose Kafka
@@ -421,7 +421,7 @@ class Pipeline:
                 new_ids.append(lid)
 
         # History alerts already stored (in whichever locus) stay where they are.
-        stored = self._stored_history
+        stored = self._stored_ids
         groups: dict[str, list[Packet]] = {}
         for d, lid in zip(decoded, lid_of, strict=True):
             p = d.packet

@@ -154,23 +154,29 @@ def _index_stored_alerts_by_object(session: Any, keyspace: str) -> None:
 
     A full scan of ``alerts_by_locus``, once, on an upgraded keyspace (a new one has no rows); after
     it the per-object index is complete, which is what lets :meth:`CassandraStore.existing_alert_ids`
-    read one partition per object instead of one per alert.
+    read one partition per object instead of one per alert. Alerts without a survey object need
+    nothing: the code before this migration gave every alert its per-id ``alerts`` row.
     """
+    from cassandra.concurrent import execute_concurrent_with_args
     from cassandra.query import SimpleStatement
 
     ins = session.prepare(f"INSERT INTO {keyspace}.alert_ids_by_object (object_key, alert_id, locus_id) "
                           "VALUES (?,?,?)")
-    ids = session.prepare(f"INSERT INTO {keyspace}.alerts (alert_id, locus_id, mjd) VALUES (?,?,?)")
     scan = SimpleStatement(f"SELECT {', '.join(_ALERT_COLS)} FROM {keyspace}.alerts_by_locus", fetch_size=2000)
+    rows: list[tuple[str, str, str]] = []
     n = 0
     for r in session.execute(scan):
         a = CassandraStore._alert(r)
         key = survey_object_key(a)
         if key is not None:
-            session.execute(ins, (key, a.alert_id, a.locus_id))
-        else:
-            session.execute(ids, (a.alert_id, a.locus_id, a.mjd))
-        n += 1
+            rows.append((key, a.alert_id, a.locus_id))
+        if len(rows) >= 2000:
+            execute_concurrent_with_args(session, ins, rows, concurrency=32, raise_on_first_error=True)
+            n += len(rows)
+            rows = []
+    if rows:
+        execute_concurrent_with_args(session, ins, rows, concurrency=32, raise_on_first_error=True)
+        n += len(rows)
     if n:
         log.info("cassandra store %s: indexed %d stored alerts by survey object", keyspace, n)
 
