@@ -248,3 +248,34 @@ def test_an_error_text_quoting_a_lone_surrogate_is_stored(tmp_path) -> None:
     assert res.rejected_total == 1 and res.dead_letters_new == 1
     (letter,) = store.dead_letters()
     assert letter.reason == "bad_schema" and "ud800" in letter.message
+
+
+def test_an_oversized_object_id_is_a_dead_letter_and_the_batch_goes_on(tmp_path, shared_data) -> None:
+    """Ids become storage keys: a 100,000-character objectId (Cassandra keys stop at 64 KiB) would
+    fail its batch's store write on every retry, so it must be refused at ingest with a reason."""
+    good = (shared_data / GOOD).read_bytes()
+    huge = _reencode(shared_data / GOOD, lambda r: r.__setitem__("objectId", "ZTF" + "x" * 100_000))
+    store, _, pipe = _setup(tmp_path)
+    res = pipe.process([Message(huge, "t", 0, 0), Message(good, "t", 0, 1)])
+    assert res.rejected == {"oversized_id": 1}
+    assert res.packets == 1 and res.messages == res.packets + res.empty + res.rejected_total == 2
+    (letter,) = store.dead_letters()
+    assert letter.reason == "oversized_id" and "100003 characters" in letter.message
+    assert len(letter.message) < 1000  # the message quotes a prefix, not the id
+    assert store.counts()["loci"] == 1
+
+
+def test_an_id_at_the_bound_is_admitted_and_one_over_is_not(shared_data) -> None:
+    from broker.ingest.validate import MAX_ID_CHARS, validate_packet
+
+    def packet_with(object_id: str):
+        raw = _reencode(shared_data / GOOD, lambda r: r.__setitem__("objectId", object_id))
+        (p,) = decode_message(raw, cache=SchemaCache())
+        return p
+
+    at_bound = packet_with("Z" * MAX_ID_CHARS)
+    assert any(len(h.alert_id) > MAX_ID_CHARS for h in at_bound.history)  # upper limits embed it
+    validate_packet(at_bound)
+    with pytest.raises(DecodeError) as exc:
+        validate_packet(packet_with("Z" * (MAX_ID_CHARS + 1)))
+    assert exc.value.reason == "oversized_id" and "trigger object id" in str(exc.value)
