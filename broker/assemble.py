@@ -353,7 +353,8 @@ def kafka_worker(cfg: Config, *, filters: FilterRunner | None = None, metrics: M
     k = cfg.kafka
     ensure_topics(k.bootstrap_servers, [*k.input_topics, k.dead_letter_topic], extra=k.extra)
     store = open_store(cfg)
-    source = KafkaSource(k.bootstrap_servers, k.group_id, k.input_topics, extra=k.extra)
+    source = KafkaSource(k.bootstrap_servers, k.group_id, k.input_topics, extra=k.extra,
+                         batch_linger_s=k.batch_linger_s)
     txn_id = None
     if k.transactional:
         import uuid
@@ -400,7 +401,8 @@ def kafka_notice_worker(cfg: Config, *, filters: FilterRunner | None = None,
     ensure_topics(k.bootstrap_servers, [*mm.notice_topics, mm.dead_letter_topic,
                                         *(mm.alert_topic_prefix + t for t in TOPICS.values())], extra=k.extra)
     store = open_store(cfg)
-    source = KafkaSource(k.bootstrap_servers, mm.group_id, mm.notice_topics, extra=k.extra)
+    source = KafkaSource(k.bootstrap_servers, mm.group_id, mm.notice_topics, extra=k.extra,
+                         batch_linger_s=k.batch_linger_s)
     sink = KafkaSink(k.bootstrap_servers, extra=k.extra)
     index = open_index(cfg)
     index_writer = open_index_writer(cfg, index)

@@ -46,6 +46,9 @@ class KafkaConfig:
     #: how many messages one pipeline batch takes at most.
     batch_size: int = 500
     poll_timeout_s: float = 1.0
+    #: once a batch's first message is in, wait at most this long for more (up to batch_size):
+    #: a batch leaves when the stream pauses, not when poll_timeout_s runs out (latency).
+    batch_linger_s: float = 0.05
     #: Produce outputs and commit input offsets in one Kafka transaction (exactly once for read_committed).
     transactional: bool = False
     #: how long the broker lets a transaction stay open before it aborts it (and fences the producer).
@@ -469,6 +472,8 @@ def validate(cfg: Config) -> Config:
     k = cfg.kafka
     check(k.batch_size >= 1, "kafka.batch_size", k.batch_size, "must be at least 1")
     positive("kafka.poll_timeout_s", k.poll_timeout_s)
+    check(0 <= k.batch_linger_s <= k.poll_timeout_s, "kafka.batch_linger_s", k.batch_linger_s,
+          "must be between 0 and kafka.poll_timeout_s")
     check(1000 <= k.transaction_timeout_ms <= 900_000, "kafka.transaction_timeout_ms", k.transaction_timeout_ms,
           "must be between 1000 and 900000 (the broker's transaction.max.timeout.ms)")
     check(bool(k.input_topics), "kafka.input_topics", k.input_topics, "must name at least one topic")

@@ -285,3 +285,31 @@ def test_transactional_outputs_are_seen_once_despite_a_failed_attempt(kafka, tmp
     # Offsets were committed inside the transaction: the group has nothing left to read.
     assert _committed(kafka, cfg.kafka.group_id, topic) == _end_offset(kafka, topic) > 0
     store.close()
+
+
+def test_a_batch_leaves_when_the_stream_pauses_not_at_the_poll_timeout(kafka) -> None:
+    """poll_batch returns the messages there are once the stream pauses (``batch_linger_s``),
+    instead of waiting out ``poll_timeout_s`` for a full batch: that wait was in every latency."""
+    topic = f"linger-{uuid.uuid4().hex[:8]}"
+    sink = KafkaSink(kafka)
+    for i in range(7):
+        sink.publish(topic, None, f"m{i}".encode())
+    sink.flush()
+    source = KafkaSource(kafka, f"g-{topic}", [topic], batch_linger_s=0.05)
+    try:
+        got: list = []
+        deadline = time.monotonic() + 60
+        while not got and time.monotonic() < deadline:  # the first polls wait for the group's assignment
+            got = source.poll_batch(500, timeout_s=1.0)
+        while len(got) < 7 and time.monotonic() < deadline:
+            got += source.poll_batch(500, timeout_s=1.0)
+        assert [m.value for m in got] == [f"m{i}".encode() for i in range(7)]
+        # a full batch is never waited for: with 7 of 500 messages there, a 120 s timeout is not spent
+        start = time.monotonic()
+        sink.publish(topic, None, b"late")
+        sink.flush()
+        (late,) = source.poll_batch(500, timeout_s=120.0)
+        assert late.value == b"late" and time.monotonic() - start < 60
+    finally:
+        source.close()
+        sink.close()
