@@ -339,6 +339,10 @@ class Locus:
     #: tags set during the current filter call (the runner reads it to route streams).
     _run_tags: set[str] | None = field(default=None, repr=False)
     _timeseries: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: set where this locus object is handed to exactly one filter call (a sandbox child decodes
+    #: a fresh locus per call): the first ``timeseries()`` build is then nobody else's, and is
+    #: handed out as is instead of kept and copied.
+    _single_use: bool = field(default=False, repr=False)
     _agg: Aggregates | None = field(default=None, repr=False)
     #: where the store's position row of this locus is (as loaded, or as claimed): a store adapter
     #: whose rows are keyed by pixel moves the row when the locus has moved to another pixel.
@@ -470,6 +474,9 @@ class Locus:
     def timeseries(self, survey: str = "ztf"):
         """The devkit's timeseries (astropy ``TimeSeries``), built once and copied per call.
 
+        On a locus decoded for a single filter call (``_single_use``, a sandbox child's) the
+        first build is handed out itself: no other caller could see it.
+
         Magnitude corrections use the devkit's own ``original_correct_mags`` so
         that the values are exactly those ANTARES filters expect. Surveys that
         select the same alerts (``ztf`` and ``all`` on a ZTF locus) share one build.
@@ -483,6 +490,12 @@ class Locus:
             key = tuple(id(a) for a in rows)
             cached = self._timeseries.get(key)
             if cached is None:
+                if self._single_use and not self._timeseries:
+                    # the first build on a one-call locus: a copy of it would protect no one, and
+                    # costs about 40% of the build (15 ms on an 80-alert ZTF locus). Marked, so a
+                    # second call builds the shared table and copies it, as on any locus.
+                    self._timeseries[("handed out", key)] = True
+                    return self._build_timeseries(rows)
                 cached = self._timeseries[key] = self._build_timeseries(rows)
             self._timeseries[survey] = cached
         mine = cached.copy()

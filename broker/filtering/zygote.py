@@ -297,6 +297,7 @@ def _serve_filter(sock: socket.socket, load: dict[str, Any], facts: dict[str, An
         if msg.get("t") != "run":
             return
         locus = wire.decode_locus(msg["static"], msg["dynamic"])
+        locus._single_use = True  # decoded for this one call (see Locus.timeseries)
         locus.provenance = {}
         locus._current = Provenance(name, revision, "", locus.alert.mjd if locus.alerts else None)
         locus._run_tags = set()

@@ -249,3 +249,21 @@ def test_copy_is_what_astropys_copy_makes(real_loci):
     indexed = ts.copy()
     assert len(indexed.indices) == len(ts.indices) >= 1
     assert [c.info.name for c in indexed.indices[0].columns] == [c.info.name for c in ts.indices[0].columns]
+
+
+def test_a_single_use_locus_hands_out_its_first_build_and_still_protects_later_calls(real_loci):
+    """A sandbox child's locus serves one filter call: its first table is not copied, but it is
+    the same table, and a second call still gets one the first caller cannot reach."""
+    shared = locus_from_devkit(copy.deepcopy(devkit_locus("large_locus")))
+    single = locus_from_devkit(copy.deepcopy(devkit_locus("large_locus")))
+    single._single_use = True
+    first = single.timeseries("ztf")
+    assert first.pristine_source is None  # the build itself, not a copy of a kept one
+    assert_same_table(shared.timeseries("ztf"), first)
+    first["ant_mag"][0] = -99.0
+    first["time"].datetime64[0] = np.datetime64("1999-01-01")
+    second = single.timeseries("ztf")
+    assert second.pristine_source is not None and second["ant_mag"][0] != -99.0
+    assert second["time"].datetime64[0] != np.datetime64("1999-01-01")
+    assert_same_table(shared.timeseries("ztf"), second)
+    assert_same_table(shared.timeseries("all"), single.timeseries("all"))
