@@ -4,7 +4,10 @@ What runs (``make bench-e2e``; ``albireo bench e2e`` is the same):
 
 * input: ``--count`` realistic alerts (default 200,000) made by the load generator from real packets
   (antares-devkit's locus re-encoded as ZTF, ../shared/data/ztf, every Rubin sample), jittered into
-  distinct objects, produced into a fresh topic of the real local Kafka;
+  distinct objects, produced into a fresh topic of the real local Kafka. By default every alert is a
+  new object whose whole history is new to the store (a survey's first night, the store's worst
+  case); ``--visits K`` sends each object K times, a new trigger each time with the same history
+  (a survey's steady state, where the store writes an object's history once);
 * the pipeline as ``albireo run --workers N`` runs it: 1″ association; cross-match against OpenNGC
   and a 10^7-row synthetic catalog (memory-mapped); the built-in filters plus 10 ANTARES devkit
   filters that need no ML model, registered and sandboxed as users' filters are; transactional
@@ -54,15 +57,20 @@ BURST = 40_000
 
 
 # --------------------------------------------------------------------------- inputs
-def make_stream(count: int, seed: int = 42) -> Path:
-    """``count`` jittered real packets in one stream file, cached by (count, seed)."""
+def make_stream(count: int, seed: int = 42, visits: int = 1) -> Path:
+    """``count`` jittered real packets in one stream file, cached by (count, seed, visits).
+
+    ``visits`` > 1: the stream revisits its objects (``replay(visits=...)``), so only an object's
+    first message brings history rows the store has not seen; 1 (the default, and every run
+    before ``--visits`` existed) makes each message a new object: a survey's first night.
+    """
     from broker.adapters.streams.files import StreamFileSink
     from broker.ops.devkit_ztf import ensure_demo_ztf_stream
     from broker.ops.loadgen import replay
     from broker.ops.samples import lsst_sample_packets, shared_ztf_dir
 
     CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"input-{count}-{seed}.avro-stream"
+    path = CACHE / (f"input-{count}-{seed}.avro-stream" if visits == 1 else f"input-{count}-{seed}-v{visits}.avro-stream")
     if path.exists():
         return path
     inputs: list[Path] = [ensure_demo_ztf_stream(CACHE / "demo"), *lsst_sample_packets()]
@@ -81,7 +89,7 @@ def make_stream(count: int, seed: int = 42) -> Path:
     tmp.unlink(missing_ok=True)
     sink = StreamFileSink(tmp)
     replay([mixed], topic="bench", sink=sink, count=count, jitter=True, seed=seed, progress=sys.stderr.isatty(),
-           max_shift_deg=20.0)
+           max_shift_deg=20.0, visits=visits)
     sink.close()
     tmp.rename(path)
     return path
@@ -288,7 +296,7 @@ def run_workers(stack: str, workers: int, stream: Path, catalogs: Path, work: Pa
 
 # --------------------------------------------------------------------------- latency and burst
 def latency_and_burst(stack: str, stream: Path, catalogs: Path, work: Path, rate: float, count: int,
-                      burst: int) -> dict[str, Any]:
+                      burst: int, visits: int = 1) -> dict[str, Any]:
     """One worker running; inputs produced at ``rate``; every output's visibility delay; then a burst."""
     from confluent_kafka import Consumer
 
@@ -329,7 +337,8 @@ def latency_and_burst(stack: str, stream: Path, catalogs: Path, work: Path, rate
         steady = list(delays)
         delays.clear()
         t0 = time.monotonic()
-        replay([stream], topic=topic, bootstrap=boot, count=burst, jitter=True, seed=99, progress=False)
+        replay([stream], topic=topic, bootstrap=boot, count=burst, jitter=True, seed=99, progress=False,
+               visits=visits)
         drained = None
         while time.monotonic() - t0 < 900:
             if _committed(boot, group, topic) >= count + burst:
@@ -390,6 +399,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--burst", type=int, default=BURST)
     ap.add_argument("--quick", action="store_true", help="a bounded run: 3,000 alerts, production stack, 1 worker")
     ap.add_argument("--no-latency", action="store_true")
+    ap.add_argument("--visits", type=int, default=1,
+                    help="messages per object (default 1: every alert a new object with all its history new; "
+                         "4: the stream revisits its objects, as a survey's steady state does)")
     args = ap.parse_args(argv)
     if args.quick:
         args.count, args.stacks, args.workers, args.catalog_rows, args.burst = 3000, "production", "1", 1e6, 3000
@@ -397,11 +409,12 @@ def main(argv: list[str] | None = None) -> None:
     from broker.ops import services
 
     services.up(["kafka", "cassandra", "elasticsearch"])
-    stream = make_stream(args.count)
+    stream = make_stream(args.count, visits=args.visits)
     catalogs = ensure_catalogs(int(args.catalog_rows))
     worker_counts = [int(w) for w in args.workers.split(",")]
     result: dict[str, Any] = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                              "commit": _commit(), "count": args.count, "catalog_rows": int(args.catalog_rows),
+                              "commit": _commit(), "count": args.count, "visits": args.visits,
+                              "catalog_rows": int(args.catalog_rows),
                               "devkit_filters": list(DEVKIT_FILTERS), "cores": os.cpu_count(),
                               "ceiling": {}, "runs": []}
     for w in worker_counts:
@@ -424,13 +437,13 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="albireo-lat-") as work:
             target = 0.8 * one["production"]["rate"]
             lat = latency_and_burst("production", stream, catalogs, Path(work), target,
-                                    min(args.count, int(target * 120)), args.burst)
+                                    min(args.count, int(target * 120)), args.burst, args.visits)
         result["latency"] = lat
         print(f"latency at {target:,.0f} alerts/s (80% of max): p50 {lat['p50_s']}, p95 {lat['p95_s']}, "
               f"p99 {lat['p99_s']} s over {lat['outputs']} outputs; {args.burst:,}-alert burst drained in "
               f"{lat['burst_drain_s']} s", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = f"{result['date'][:10]}-{result['commit']}"
+    stem = f"{result['date'][:10]}-{result['commit']}" + (f"-v{args.visits}" if args.visits > 1 else "")
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1, default=str))
     _plot(result, RESULTS / f"{stem}.png")
     _append_history(result, stem)
@@ -450,7 +463,9 @@ def _append_history(result: dict[str, Any], stem: str) -> None:
         latency = (f"{lat.get('p50_s', 0):.2f} / {lat.get('p99_s', 0):.2f}"
                    if r["workers"] == 1 and r["stack"] == "production" and lat.get("p50_s") is not None else "")
         burst = f"{lat['burst_drain_s']:.0f}" if latency and lat.get("burst_drain_s") else ""
-        rows.append(f"| {stem} | {result['count']:,} | {r['stack']} | {r['workers']} | {r['rate']:,.0f} | "
+        visits = result.get("visits", 1)
+        alerts = f"{result['count']:,}" + (f" ({visits} visits/object)" if visits > 1 else "")
+        rows.append(f"| {stem} | {alerts} | {r['stack']} | {r['workers']} | {r['rate']:,.0f} | "
                     f"{r['fraction_of_ceiling']:.2f} | {latency} | {burst} | "
                     f"{max(r['peak_rss_mb'], default=0):.0f} |\n")
     with open(readme, "a") as fh:

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, help="also write the raw profile here")
     args = ap.parse_args(argv)
 
-    from bench.bench_e2e import _env, ensure_catalogs, make_stream, register_devkit_filters
+    from bench.bench_e2e import _env, _server_cpu, ensure_catalogs, make_stream, register_devkit_filters
 
     stream = make_stream(max(args.count, 1000))
     catalogs = ensure_catalogs(args.catalog_rows)
@@ -67,15 +67,18 @@ def main(argv: list[str] | None = None) -> None:
     batches = [[Message(r, "profile", 0, i + j) for j, r in enumerate(raws[i : i + args.batch_size])]
                for i in range(0, len(raws), args.batch_size)]
     prof = cProfile.Profile()
+    cpu0 = _server_cpu()
     t0 = time.perf_counter()
     prof.enable()
     for b in batches:
         pipe.process(b)
     prof.disable()
     wall = time.perf_counter() - t0
+    cpu1 = _server_cpu()
     print(f"{len(raws)} alerts in {wall:.1f} s: {len(raws) / wall:.0f} alerts/s under the profiler ({args.stack})")
     print("stages:", ", ".join(f"{k} {v:.1f}s" for k, v in sorted(pipe.metrics.stage_totals().items(),
                                                                       key=lambda kv: -kv[1])))
+    print("server CPU:", ", ".join(f"{k} {cpu1.get(k, 0) - v:.1f}s" for k, v in cpu0.items()))
     for key in ("tottime", "cumulative"):
         buf = io.StringIO()
         pstats.Stats(prof, stream=buf).sort_stats(key).print_stats(args.top)

@@ -18,13 +18,16 @@ from broker.cli.common import config_option, load, progress_enabled
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Messages to produce (cycles through the inputs).")
 @click.option("--jitter", is_flag=True, help="Shift positions and times and rewrite ids (a realistic larger stream).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed for --jitter.")
+@click.option("--visits", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --jitter: messages per object; later ones are new triggers of the same object "
+                   "with the same history (a survey revisiting what it found).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write one .avro-stream file instead of producing to Kafka.")
 @click.option("--notices", is_flag=True,
               help="Folders hold notices (.json, .xml, .avro: GCN, LVK, VOEvent), keyed by event id.")
 @config_option
 def replay(paths: tuple[Path, ...], topic: str, bootstrap: str | None, rate: float | None, count: int | None,
-           jitter: bool, seed: int, out: Path | None, notices: bool, config_path: str | None) -> None:
+           jitter: bool, seed: int, visits: int, out: Path | None, notices: bool, config_path: str | None) -> None:
     """Produce real alert packets (optionally jittered into a larger stream), or notices, to a topic.
 
     Files named directly are sent as they are, whatever they hold (a JSON or XML notice file
@@ -34,6 +37,8 @@ def replay(paths: tuple[Path, ...], topic: str, bootstrap: str | None, rate: flo
     from broker.ops import loadgen
 
     cfg = load(config_path)
+    if visits > 1 and not jitter:
+        raise click.BadParameter("needs --jitter (a revisit is a rewritten copy)", param_hint="--visits")
     sink = None
     if out is not None:
         if out.suffix != STREAM_SUFFIX:
@@ -46,7 +51,7 @@ def replay(paths: tuple[Path, ...], topic: str, bootstrap: str | None, rate: flo
     try:
         stats = loadgen.replay(list(paths), topic=topic, bootstrap=bootstrap or cfg.kafka.bootstrap_servers,
                                rate=rate, count=count, jitter=jitter, seed=seed, sink=sink,
-                               progress=progress_enabled(), notices=notices)
+                               progress=progress_enabled(), notices=notices, visits=visits)
     finally:
         if sink is not None:
             sink.close()

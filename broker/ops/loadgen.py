@@ -156,12 +156,41 @@ def _object_key(record: dict) -> str | None:
 
 
 def _jitter(raw: bytes, rng: np.random.Generator | None, index: int, max_shift_deg: float,
-            time_shift_days: float, shift_deg: tuple[float, float] | None = None) -> tuple[bytes, str | None]:
+            time_shift_days: float, shift_deg: tuple[float, float] | None = None,
+            visit: tuple[int, float] | None = None) -> tuple[bytes, str | None]:
     if shift_deg is not None:
         dra, ddec = shift_deg
     else:
         dra, ddec = rng.uniform(-max_shift_deg, max_shift_deg, size=2) if max_shift_deg > 0 else (0.0, 0.0)
-    return _move(raw, float(dra), float(ddec), float(time_shift_days), index)
+    return _move(raw, float(dra), float(ddec), float(time_shift_days), index, visit)
+
+
+#: (record key of the trigger, its id field, its time field) per survey packet shape.
+_TRIGGERS = (("candidate", "candid", "jd"), ("diaSource", "diaSourceId", "midpointMjdTai"),
+             ("diaSource", "diaSourceId", "midPointTai"))
+
+
+def _revisit(rec: dict, index: int, message: int, days_later: float) -> None:
+    """Make ``rec`` (already the copy ``index`` of its packet) a later visit of that same object.
+
+    The trigger gets the id message number ``message`` would have had as its own object, and its
+    time moves ``days_later``; the object id, the position and every history row stay those of
+    copy ``index``, as a survey's next alert of one object repeats the history it already sent.
+    """
+    if message == index:
+        return
+    step = (message - index) * _ID_STEP
+    for holder_key, id_key, time_key in _TRIGGERS:
+        holder = rec.get(holder_key)
+        if not isinstance(holder, dict) or not isinstance(holder.get(id_key), int):
+            continue
+        holder[id_key] = (holder[id_key] + step) % _ID_MOD
+        if isinstance(holder.get(time_key), float):
+            holder[time_key] += days_later
+        break
+    for top in ("candid", "alertId"):  # the packet's own copy of the trigger id
+        if isinstance(rec.get(top), int):
+            rec[top] = (rec[top] + step) % _ID_MOD
 
 
 def move_packet(raw: bytes, *, dra: float, ddec: float, dt_days: float, index: int) -> bytes:
@@ -174,10 +203,13 @@ def move_packet(raw: bytes, *, dra: float, ddec: float, dt_days: float, index: i
     return _move(raw, dra, ddec, dt_days, index)[0]
 
 
-def _move(raw: bytes, dra: float, ddec: float, dt: float, index: int) -> tuple[bytes, str | None]:
+def _move(raw: bytes, dra: float, ddec: float, dt: float, index: int,
+          visit: tuple[int, float] | None = None) -> tuple[bytes, str | None]:
     framing, ctx, records = _decode_any(raw)
     for rec in records:
         _jitter_record(rec, dra, ddec, dt, index)
+        if visit is not None:
+            _revisit(rec, index, *visit)
     if framing == "container":
         parsed = ctx.schema.parsed
         out = container_from_bodies(raw[: ctx.data_start], ctx.sync, [encode_schemaless(r, parsed) for r in records], ctx.codec)
@@ -294,13 +326,18 @@ def replay(
     max_shift_deg: float = 1.0,
     days_per_pass: float = 1.0,
     notices: bool = False,
+    visits: int = 1,
+    days_per_visit: float = 2.0,
 ) -> ReplayStats:
     """Produce the packets under ``paths`` to ``topic``; cycle until ``count`` (default: each once).
 
     With ``jitter`` every message is :func:`jitter_packet` of its input with ``index`` = message
     number (so each message is a new object), a position shift drawn from ``seed``, and times
     moved by ``days_per_pass`` per completed pass over the inputs. Messages are keyed by object
-    id. Without ``sink`` a :class:`~broker.adapters.streams.kafka.KafkaSink` to ``bootstrap`` is used and
+    id. With ``visits`` > 1 (and ``jitter``) the ``count`` messages are ``visits`` passes over
+    ``ceil(count / visits)`` objects: each object's later messages keep its position, object id
+    and history, and carry a new trigger ``days_per_visit`` later per visit, as a survey's
+    stream revisits the objects it found (a broker stores each history row once, on the first). Without ``sink`` a :class:`~broker.adapters.streams.kafka.KafkaSink` to ``bootstrap`` is used and
     the topic created if missing.
     """
     packets = read_packets(paths, notices=notices)
@@ -327,14 +364,22 @@ def replay(
 
     bar = tqdm(total=total, unit="msg", file=sys.stderr, disable=not progress or not sys.stderr.isatty())
     t0 = time.perf_counter()
+    if visits < 1:
+        raise ValueError(f"visits must be at least 1, got {visits}")
+    objects = -(-total // visits) if jitter else total
+    shifts = (rng.uniform(-max_shift_deg, max_shift_deg, size=(objects, 2)) if jitter and max_shift_deg > 0
+              else np.zeros((max(objects, 0), 2)))  # one draw per object, in the order single visits drew them
     try:
         for n in range(total):
-            src = n % len(packets)
+            obj, visit = n % objects, n // objects
+            src = obj % len(packets)
             raw = packets[src]
             key: str | None
             if jitter:
                 try:
-                    value, key = _jitter(raw, rng, n, max_shift_deg, (n // len(packets)) * days_per_pass)
+                    value, key = _jitter(raw, None, obj, max_shift_deg, (obj // len(packets)) * days_per_pass,
+                                         shift_deg=(float(shifts[obj, 0]), float(shifts[obj, 1])),
+                                         visit=(n, visit * days_per_visit) if visit else None)
                     stats.jittered += 1
                 except DecodeError:
                     value, key = raw, None

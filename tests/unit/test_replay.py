@@ -352,3 +352,72 @@ def test_token_bucket_sleeps_only_when_empty():
     assert now[0] == pytest.approx(sum(slept))
     with pytest.raises(ValueError):
         TokenBucket(0)
+
+
+def test_replay_visits_revisit_objects_and_each_history_row_is_stored_once(tmp_path, packets):
+    """``visits``: later messages of an object keep its place, object id and history, with a new,
+    later trigger; the pipeline then stores every history row once and keeps one locus per object."""
+    from broker.adapters.storage.sqlite import SQLiteStore
+    from broker.assemble import build_pipeline
+    from broker.association import Associator
+    from broker.config import load_config
+    from broker.ports import Message
+
+    src = tmp_path / "in.avro-stream"
+    newest_lsst = lsst_sample_packets()[-1].read_bytes()
+    write_stream_file([*packets[-4:], newest_lsst], src)
+    out = tmp_path / "out.avro-stream"
+    sink = StreamFileSink(out)
+    stats = replay([src], topic="t", sink=sink, count=15, jitter=True, seed=3, progress=False, visits=3,
+                   days_per_visit=2.0, max_shift_deg=5.0)
+    sink.close()
+    msgs = list(iter_stream_file(out))
+    assert stats.messages == 15 == len(msgs) and stats.undecodable == 0
+    pkts = [decode_message(m)[0] for m in msgs]
+    assert len({p.trigger.alert_id for p in pkts}) == 15
+    by_object: dict[str, list] = {}
+    for p in pkts:
+        by_object.setdefault(p.trigger.object_id, []).append(p)
+    assert len(by_object) == 5 and all(len(v) == 3 for v in by_object.values())
+    assert any(p.trigger.alert_id.startswith("lsst_") for p in pkts)
+    for visits in by_object.values():
+        first = visits[0]
+        assert first.history, "every input packet here carries history"
+        for v, p in enumerate(visits):
+            assert (p.trigger.ra, p.trigger.dec) == (first.trigger.ra, first.trigger.dec)
+            assert [h.alert_id for h in p.history] == [h.alert_id for h in first.history]
+            assert p.trigger.mjd == pytest.approx(first.trigger.mjd + 2.0 * v)
+    # the first pass is what a single-visit replay of 5 messages sends
+    sink = StreamFileSink(tmp_path / "single.avro-stream")
+    replay([src], topic="t", sink=sink, count=5, jitter=True, seed=3, progress=False, max_shift_deg=5.0)
+    sink.close()
+    assert list(iter_stream_file(tmp_path / "single.avro-stream")) == msgs[:5]
+
+    cfg = load_config(env={})
+    cfg.catalogs.enabled = False
+    assoc = Associator.from_config(cfg.association)
+    store = SQLiteStore(tmp_path / "s.sqlite", assoc.order)
+    pipe = build_pipeline(cfg, store, StreamFileSink(tmp_path / "tagged"), associator=assoc)
+    res = pipe.process([Message(m, "t", 0, i) for i, m in enumerate(msgs)])
+    assert res.packets == 15 and res.duplicates == 0 and res.rejected_total == 0
+    distinct = {a.alert_id for p in pkts for a in (p.trigger, *p.history)}
+    assert store.counts()["alerts"] == len(distinct)
+    assert store.counts()["loci"] == 5
+
+
+def test_cli_replay_visits_needs_jitter_and_writes_revisits(tmp_path, packets):
+    from click.testing import CliRunner
+
+    from broker.cli import main
+
+    src = tmp_path / "in.avro-stream"
+    write_stream_file(packets[-2:], src)
+    out = tmp_path / "out.avro-stream"
+    runner = CliRunner()
+    bad = runner.invoke(main, ["replay", str(src), "--topic", "t", "--out", str(out), "--visits", "2"])
+    assert bad.exit_code != 0 and "needs --jitter" in bad.output
+    ok = runner.invoke(main, ["replay", str(src), "--topic", "t", "--out", str(out), "--jitter", "--visits", "2",
+                              "--count", "4"])
+    assert ok.exit_code == 0, ok.output
+    objects = [decode_message(m)[0].trigger.object_id for m in iter_stream_file(out)]
+    assert len(objects) == 4 and objects[:2] == objects[2:] and objects[0] != objects[1]
