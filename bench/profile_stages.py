@@ -8,6 +8,7 @@ stage times the pipeline's metrics recorded.
 
     python -m bench.profile_stages                      # 1,000 alerts, Cassandra + Elasticsearch
     python -m bench.profile_stages --stack embedded --count 3000
+    python -m bench.profile_stages --visits 4          # a stream that revisits its objects
     python -m bench.profile_stages --out /tmp/prof.pstats   # keep the profile for snakeviz/pstats
 
 The production stack needs the local servers (``albireo services up``). Each run uses a fresh
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--count", type=int, default=1000, help="alerts to process (default 1,000)")
     ap.add_argument("--batch-size", type=int, default=500)
     ap.add_argument("--stack", choices=("production", "embedded"), default="production")
+    ap.add_argument("--visits", type=int, default=1, help="messages per object (as bench_e2e --visits)")
     ap.add_argument("--catalog-rows", type=int, default=1_000_000)
     ap.add_argument("--top", type=int, default=40, help="functions to print per table")
     ap.add_argument("--out", type=Path, help="also write the raw profile here")
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from bench.bench_e2e import _env, _server_cpu, ensure_catalogs, make_stream, register_devkit_filters
 
-    stream = make_stream(max(args.count, 1000))
+    stream = make_stream(args.count, visits=args.visits)
     catalogs = ensure_catalogs(args.catalog_rows)
     work = Path(tempfile.mkdtemp(prefix="albireo-profile-"))
     group = f"prof-{uuid.uuid4().hex[:8]}"

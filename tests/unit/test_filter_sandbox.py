@@ -89,6 +89,31 @@ def test_wire_roundtrip_keeps_everything_a_filter_reads(loci):
     x.user_properties.pop("earlier_p")
 
 
+def test_a_decoded_alert_builds_its_properties_on_first_use_and_behaves_as_an_alert():
+    import dataclasses
+
+    from broker.alert import Alert
+
+    x = locus_from_devkit(copy.deepcopy(devkit_locus("large_locus")))
+    assert len(x.alerts) >= 3
+    y = wire.decode_locus(wire.encode_locus_static(x), wire.encode_locus_dynamic(x))
+    a, b = y.alerts[0], y.alerts[1]
+    assert isinstance(a, Alert) and isinstance(a, wire.WireAlert)
+    slot = Alert.__dict__["properties"]
+    with pytest.raises(AttributeError):
+        slot.__get__(b, Alert)  # not built: nobody asked
+    props = a.properties
+    assert props is a.properties and props == x.alerts[0].properties  # built once, then the same dict
+    a.properties["note"] = 1
+    assert a.properties["note"] == 1
+    b.properties = {"replaced": True}
+    assert b.properties == {"replaced": True}
+    c = dataclasses.replace(y.alerts[2])
+    assert c.alert_id == x.alerts[2].alert_id and c.properties == x.alerts[2].properties
+    assert [(q.alert_id, q.mjd, q.mag, q.is_history) for q in y.alerts] == \
+        [(q.alert_id, q.mjd, q.mag, q.is_history) for q in x.alerts]
+
+
 def test_untrusted_frames_are_plain_data_with_bounded_lengths():
     import pickle
 
