@@ -135,6 +135,9 @@ class ServiceConfig:
     log_level: str = "INFO"
     #: ``text`` for people, ``json`` (one object per line, with alert/locus/filter ids) for log shippers.
     log_format: str = "text"
+    #: a worker whose loop shows no progress (no poll returned, no batch attempt started) for this long
+    #: prints its stacks and exits 75, so that its supervisor restarts it; must exceed one batch attempt. 0: off.
+    stall_timeout_s: float = 300.0
     #: TESTING ONLY: failures to inject (``point:batch=N:action``, see broker/faults.py); empty in production.
     faults: str = ""
 
@@ -510,6 +513,9 @@ def validate(cfg: Config) -> Config:
     port("service.metrics_port", cfg.service.metrics_port)
     check(cfg.service.log_level.upper() in _LOG_LEVELS, "service.log_level", cfg.service.log_level,
           f"must be one of {', '.join(_LOG_LEVELS)}")
+    st_s = cfg.service.stall_timeout_s
+    check(st_s == 0 or st_s >= max(30.0, 10 * k.poll_timeout_s), "service.stall_timeout_s", st_s,
+          "must be 0 (off) or at least 30 s and 10 × kafka.poll_timeout_s (an idle poll is progress too)")
     check(cfg.service.log_format in ("text", "json"), "service.log_format", cfg.service.log_format,
           "must be 'text' or 'json'")
     try:

@@ -90,6 +90,7 @@ class Worker:
         self.transactional_sink = transactional_sink
         self._stop = False
         self._last_poll = time.monotonic()
+        self._last_progress = time.monotonic()
         self._retrying_since: float | None = None
         self._last_lag = 0.0
 
@@ -106,6 +107,14 @@ class Worker:
         healthy = since_poll < max(self.STUCK_S, 10 * self.poll_timeout_s) and retrying < self.STUCK_S
         return {"healthy": healthy, "seconds_since_poll": round(since_poll, 1),
                 "retrying_for_s": round(retrying, 1), "stopping": self._stop}
+
+    def seconds_without_progress(self) -> float:
+        """Since a poll last returned or a batch attempt last started or committed (the stall watchdog's input)."""
+        return time.monotonic() - self._last_progress
+
+    def progressed(self) -> None:
+        """Mark progress: the loop is not stuck (also called around shutdown, whose client calls can block)."""
+        self._last_progress = time.monotonic()
 
     def _export_lag(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -145,7 +154,7 @@ class Worker:
                 if want <= 0:
                     break
             batch = self.source.poll_batch(want, self.poll_timeout_s)
-            self._last_poll = time.monotonic()
+            self._last_poll = self._last_progress = time.monotonic()
             self._export_lag()
             if not self.source.ready:
                 last_data = time.monotonic()
@@ -177,9 +186,11 @@ class Worker:
         delay = 0.5
         attempts = 0
         while True:
+            self.progressed()
             try:
                 res = self.pipeline.process(batch)
                 self._commit(batch)
+                self.progressed()
                 self._retrying_since = None
                 return res
             except Rebalanced as exc:

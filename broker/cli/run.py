@@ -64,10 +64,19 @@ def _run_one(cfg, slot: int, max_messages: int | None, idle_timeout: float | Non
         serve_metrics(assembly.pipeline.metrics, cfg.service.metrics_port + slot, host=cfg.service.metrics_host,
                       health=assembly.worker.health)
     assembly.worker.install_signal_handlers()
+    watchdog = None
+    if cfg.service.stall_timeout_s:
+        from broker.watchdog import StallWatchdog
+
+        # A client call blocked for good (see broker/watchdog.py) ends this worker, not the stream.
+        watchdog = StallWatchdog(assembly.worker.seconds_without_progress, cfg.service.stall_timeout_s).start()
     try:
         summary = assembly.worker.run(max_messages=max_messages, idle_timeout_s=idle_timeout)
     finally:
+        assembly.worker.progressed()  # closing gets the same allowance (a consumer close can block too)
         assembly.close(index_timeout_s=30)
+    if watchdog is not None:
+        watchdog.stop()
     click.echo(f"[slot {slot}]\n" + summary.render())
 
 

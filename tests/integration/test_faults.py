@@ -15,6 +15,7 @@ and Elasticsearch stopped for a minute.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
@@ -38,9 +39,11 @@ from broker.ops import services
 from broker.ops.loadgen import replay
 from tests.integration.test_pipeline_kafka import _consume_all
 
-pytestmark = [pytest.mark.integration, pytest.mark.shared_data]
-
 CHAOS = bool(os.environ.get("ALBIREO_CHAOS"))
+#: what each test here may take (pytest-timeout); `_finish` gives up early enough to report why.
+TEST_BUDGET_S = 3600 if CHAOS else 600
+
+pytestmark = [pytest.mark.integration, pytest.mark.shared_data, pytest.mark.timeout(TEST_BUDGET_S)]
 
 
 def _make_stream(path: Path, shared_data: Path, n: int, seed: int) -> tuple[Path, set[str], int]:
@@ -132,17 +135,50 @@ def _check_counts(work: Path, group: str, triggers: set[str]) -> dict[str, int]:
     return {"alerts_stored": n_rows, "outputs": sum(got.values())}
 
 
+@pytest.fixture
+def budget():
+    """Seconds left of this test's budget, minus a margin for reporting and the final counts."""
+    t0 = time.monotonic()
+    return lambda: TEST_BUDGET_S - (time.monotonic() - t0) - 90
+
+
 def _finish(proc: subprocess.Popen, work: Path, timeout: float) -> str:
+    """Wait for ``albireo run`` to end; if it does not, fail with every worker's stacks and the log's tail.
+
+    The workers register ``faulthandler`` on SIGUSR1, so a hang says where it waits instead of
+    being killed silently by pytest-timeout. The supervisor and its workers are all killed: an
+    orphaned worker would go on consuming next to the next test.
+    """
+    import psutil
+
     try:
-        proc.wait(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        proc.wait(timeout=max(timeout, 1.0))
+    except subprocess.TimeoutExpired:
+        children = psutil.Process(proc.pid).children(recursive=True)
+        for c in children:
+            c.send_signal(signal.SIGUSR1)
+        time.sleep(3)
+        for c in [*children, psutil.Process(proc.pid)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                c.kill()
+        proc.wait()
+        tail = (work / "run.log").read_text(errors="replace")[-12000:]
+        pytest.fail(f"albireo run still running after {timeout:.0f}s; stacks and log tail:\n{tail}")
     return (work / "run.log").read_text(errors="replace")
 
 
-def test_workers_killed_at_random_lose_and_duplicate_nothing(tmp_path, shared_data):
+def _kill_tree(proc: subprocess.Popen) -> None:
+    import psutil
+
+    if proc.poll() is not None:
+        return
+    for c in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            c.kill()
+    proc.wait()
+
+
+def test_workers_killed_at_random_lose_and_duplicate_nothing(tmp_path, shared_data, budget):
     """``kill -9`` a random worker every few seconds while ``run --workers N`` works through a replay."""
     import psutil
 
@@ -168,10 +204,9 @@ def test_workers_killed_at_random_lose_and_duplicate_nothing(tmp_path, shared_da
                 continue  # still starting
             rng.choice(children).send_signal(signal.SIGKILL)
             killed_at.append(stored)
-        log = _finish(proc, tmp_path, timeout=1800 if CHAOS else 400)
+        log = _finish(proc, tmp_path, timeout=budget())
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        _kill_tree(proc)
     assert proc.returncode == 0, log[-4000:]
     assert killed_at, "no worker was killed while work remained"
     assert log.count("restarting in") >= len(killed_at), "the supervisor restarted every killed worker"
@@ -179,7 +214,7 @@ def test_workers_killed_at_random_lose_and_duplicate_nothing(tmp_path, shared_da
     print(f"\n{n} packets, {workers} workers, killed {len(killed_at)} times (input alerts stored then: {killed_at}); {counts}")
 
 
-def test_kafka_restarted_mid_stream_loses_and_duplicates_nothing(tmp_path, shared_data):
+def test_kafka_restarted_mid_stream_loses_and_duplicates_nothing(tmp_path, shared_data, budget):
     """The broker goes down and comes back while two transactional workers are mid-stream."""
     n = 20_000 if CHAOS else 2_500
     services.up(["kafka"])
@@ -198,17 +233,16 @@ def test_kafka_restarted_mid_stream_loses_and_duplicates_nothing(tmp_path, share
         services.down(["kafka"])
         time.sleep(5)
         services.up(["kafka"])
-        log = _finish(proc, tmp_path, timeout=900)
+        log = _finish(proc, tmp_path, timeout=budget())
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        _kill_tree(proc)
         services.up(["kafka"])
     assert proc.returncode == 0, log[-4000:]
     counts = _check_counts(tmp_path, group, triggers)
     print(f"\nKafka restarted after {stored_before} of {len(triggers)} alerts; {counts}")
 
 
-def test_elasticsearch_stopped_while_workers_run_index_catches_up(tmp_path, shared_data):
+def test_elasticsearch_stopped_while_workers_run_index_catches_up(tmp_path, shared_data, budget):
     """Elasticsearch is stopped (a minute under chaos) while a worker indexes: the outbox catches up."""
     from broker.adapters.search.elasticsearch import ElasticsearchIndex
     from broker.assemble import open_store
@@ -240,11 +274,10 @@ def test_elasticsearch_stopped_while_workers_run_index_catches_up(tmp_path, shar
     chaos = threading.Thread(target=stop_es_for_a_while)
     try:
         chaos.start()
-        log = _finish(proc, tmp_path, timeout=900)
+        log = _finish(proc, tmp_path, timeout=budget())
         chaos.join(timeout=outage_s + 300)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        _kill_tree(proc)
         services.up(["elasticsearch"])
     assert proc.returncode == 0, log[-4000:]
     assert outage["stored_at_start"] > outage["stored_at_stop"], "the worker went on storing while ES was down"

@@ -33,6 +33,8 @@ def test_defaults_file_then_environment(tmp_path):
         ("[nosuch]\nx = 1\n", {}, "unknown section"),
         ("[kafka]\nnosuch = 1\n", {}, "unknown setting kafka.nosuch"),
         ("", {"ALBIREO_KAFKA__TRANSACTIONAL": "perhaps"}, "kafka.transactional"),
+        ("[service]\nstall_timeout_s = 5\n", {}, "service.stall_timeout_s"),
+        ("[kafka]\npoll_timeout_s = 10\n[service]\nstall_timeout_s = 60\n", {}, "service.stall_timeout_s"),
     ],
 )
 def test_bad_settings_are_named(tmp_path, text, env, msg):

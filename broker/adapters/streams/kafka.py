@@ -28,6 +28,7 @@ from broker.ports import (
     TransactionalSource,
     TransactionOffsets,
 )
+from broker.watchdog import run_within
 
 log = logging.getLogger("albireo.kafka")
 
@@ -259,7 +260,7 @@ class KafkaSink(TransactionalSink):
         # coordinator is away (confluentinc/librdkafka#5456, seen here across a broker restart): a
         # watchdog ends the process instead, and a restarted worker (same transactional id) fences
         # this one's transaction, re-reads the uncommitted batch and re-emits its recorded outputs.
-        self._guard(lambda: _within_deadline(
+        self._guard(lambda: run_within(
             lambda: self.producer.send_offsets_to_transaction(tps, offsets.group_metadata, 30),
             seconds=90, what="send_offsets_to_transaction"))
         for attempt in range(5):
@@ -312,38 +313,6 @@ class KafkaSink(TransactionalSink):
 
     def close(self) -> None:
         self.producer.flush(10)
-
-
-#: the exit status of a worker that ended itself because a Kafka client call never returned.
-STUCK_EXIT_CODE = 75
-
-
-def _within_deadline(call, seconds: float, what: str):
-    """Run ``call``; if it has not returned after ``seconds``, end the process (it cannot be cancelled).
-
-    Only for calls whose blocking past their own timeout is a known client bug: the state at that point
-    is safe to abandon (nothing committed), and exiting is what lets a supervisor start a clean worker.
-    """
-    import os
-
-    box: dict[str, object] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = call()
-        except BaseException as exc:  # handed to the caller below
-            box["error"] = exc
-
-    t = threading.Thread(target=target, name=f"kafka-{what}", daemon=True)
-    t.start()
-    t.join(seconds)
-    if t.is_alive():
-        log.critical("%s did not return within %.0fs; exiting so that a new worker takes over", what, seconds)
-        logging.shutdown()
-        os._exit(STUCK_EXIT_CODE)
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box.get("result")
 
 
 def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 1, extra: dict[str, str] | None = None) -> None:
