@@ -223,7 +223,9 @@ def test_kafka_restarted_mid_stream_loses_and_duplicates_nothing(tmp_path, share
     topic, group = f"kre-{uuid.uuid4().hex[:8]}", f"kre-{uuid.uuid4().hex[:8]}"
     ensure_topics(boot, [topic], partitions=4)
     replay([tmp_path / "in.avro-stream"], topic=topic, bootstrap=boot, progress=False)
-    proc = _start(_env(topic, group, tmp_path), tmp_path, workers=2, idle_s=60)
+    # a worker wedged in librdkafka across the restart is ended by its stall watchdog and restarted
+    proc = _start(_env(topic, group, tmp_path, ALBIREO_SERVICE__STALL_TIMEOUT_S="120"), tmp_path,
+                  workers=2, idle_s=60)
     try:
         deadline = time.monotonic() + 300
         while _progress(tmp_path, triggers) < len(triggers) // 10 and time.monotonic() < deadline:

@@ -262,7 +262,7 @@ class KafkaSink(TransactionalSink):
         # this one's transaction, re-reads the uncommitted batch and re-emits its recorded outputs.
         self._guard(lambda: run_within(
             lambda: self.producer.send_offsets_to_transaction(tps, offsets.group_metadata, 30),
-            seconds=90, what="send_offsets_to_transaction"))
+            seconds=45, what="send_offsets_to_transaction"))
         for attempt in range(5):
             try:
                 self.producer.commit_transaction(60)
