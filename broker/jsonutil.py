@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 import numpy as np
+import orjson
 
 
 def _default(obj: Any) -> Any:
@@ -29,10 +30,40 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, default=_default, separators=(",", ":"))
 
 
+def dumps_flat(record: dict[str, Any]) -> str:
+    """:func:`dumps` for a flat record (an alert's properties), about 5× faster.
+
+    Every stored alert writes its properties, so this is on the hot path (a ZTF packet carries
+    ~80 alerts of ~100 fields each). orjson writes NaN and infinity as ``null``, which would
+    silently change a stored value; so when the text holds more unquoted ``null``s than the
+    record has None values (a NaN, an infinity, a nested None, "null" inside a longer string:
+    every NaN adds one, and no string equal to "null" counts) the record goes
+    through :func:`dumps` instead, as does anything orjson refuses (bytes, numpy values, integers
+    beyond 64 bits). Both counts are C loops. The text may differ from :func:`dumps`'s
+    (non-ASCII unescaped, float spelling), never the value read back.
+    """
+    try:
+        text = orjson.dumps(record)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return dumps(record)
+    # a NaN's null is never between quotes; ZTF's "ssnamenr": "null" always is
+    if text.count(b"null") - text.count(b'"null"') != list(record.values()).count(None):
+        return dumps(record)
+    return text.decode()
+
+
 def loads(text: str | bytes | None) -> Any:
+    """Parse stored JSON; orjson first (several times faster), Python's json for what it refuses.
+
+    orjson refuses the ``NaN``/``Infinity`` tokens that :func:`dumps` writes, integers beyond 64
+    bits and lone surrogates; Python's json reads all of them, so no stored record changes meaning.
+    """
     if text is None:
         return None
-    return json.loads(text)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def strict(obj: Any) -> Any:

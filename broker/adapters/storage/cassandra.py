@@ -63,7 +63,7 @@ import numpy as np
 from broker.adapters.storage.common import alert_from_row, resolve_claims
 from broker.alert import Alert
 from broker.association import LocusPositions, neighbour_block, pixels_of
-from broker.jsonutil import dumps, loads
+from broker.jsonutil import dumps, dumps_flat, loads
 from broker.locus import Locus, locus_from_record, locus_record, survey_object_key
 from broker.ports import CatalogConflict, DeadLetter, Output, Store
 
@@ -216,6 +216,8 @@ def _request_bytes(stmt: Any, params: Any) -> int:
     """About how many bytes a request puts on the wire: its values (serialised or not) plus framing."""
     if params is not None:
         values = params
+    elif (known := getattr(stmt, "albireo_request_bytes", None)) is not None:
+        return known  # a batch built by _grouped, which already counted its bytes
     elif hasattr(stmt, "_statements_and_parameters"):  # a batch: (prepared?, statement, serialised values)
         return 64 + sum(_request_bytes(None, p) for _, _, p in stmt._statements_and_parameters)
     else:
@@ -524,7 +526,7 @@ class CassandraStore(Store):
         for a in new_alerts:
             by_locus.append((a.locus_id, a.mjd, a.alert_id, a.survey, _nan_to_none(a.ra), _nan_to_none(a.dec),
                              a.passband, _nan_to_none(a.mag), _nan_to_none(a.magerr), _nan_to_none(a.maglim),
-                             a.object_id, bool(a.is_history), dumps(a.properties)))
+                             a.object_id, bool(a.is_history), dumps_flat(a.properties)))
             key = survey_object_key(a)
             if key is None:
                 by_id.append((a.alert_id, a.locus_id, a.mjd))
@@ -611,7 +613,7 @@ class CassandraStore(Store):
                 # the serialised values plus Cassandra's per-row and per-cell overhead in its batch size
                 est = sum(40 + 10 * len(b.values) + sum(map(len, filter(None, b.values))) for b in rows)
                 if chunk and (parts >= max_partitions or len(chunk) + len(rows) > size or nbytes + est > max_bytes):
-                    out.append(self._as_request(chunk))
+                    out.append(self._as_request(chunk, nbytes))
                     chunk, nbytes, parts = [], 0, 0
                 if len(rows) > size:  # one partition alone, in chunks
                     out += [self._as_request([(b, None) for b in rows[i : i + size]]) for i in range(0, len(rows), size)]
@@ -620,10 +622,11 @@ class CassandraStore(Store):
                 nbytes += est
                 parts += 1
             if chunk:
-                out.append(self._as_request(chunk))
+                out.append(self._as_request(chunk, nbytes))
         return out
 
-    def _as_request(self, chunk: list[tuple[Any, Any]]) -> tuple[Any, Any]:
+    def _as_request(self, chunk: list[tuple[Any, Any]], nbytes: int | None = None) -> tuple[Any, Any]:
+        """One request for ``chunk``; ``nbytes``, its estimated size, spares :func:`_waves` counting it again."""
         from cassandra.query import BatchStatement, BatchType
 
         if len(chunk) == 1:
@@ -632,6 +635,8 @@ class CassandraStore(Store):
         batch = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=cl)
         for stmt, params in chunk:
             batch.add(stmt, params)
+        if nbytes is not None:
+            batch.albireo_request_bytes = 64 + nbytes
         return (batch, None)
 
     #: at most this many request bytes outstanding at once. Cassandra answers more than

@@ -18,7 +18,7 @@ import numpy as np
 from broker.adapters.storage.common import alert_from_row, alert_to_row, resolve_claims
 from broker.alert import Alert
 from broker.association import LocusPositions
-from broker.jsonutil import dumps, loads
+from broker.jsonutil import dumps, dumps_flat, loads
 from broker.locus import Locus, locus_from_record, locus_record
 from broker.ports import CatalogConflict, DeadLetter, Output, Store
 
@@ -273,7 +273,7 @@ class SQLiteStore(Store):
                 (
                     r["alert_id"], r["locus_id"], r["mjd"], r["survey"], _nan_to_none(r["ra"]), _nan_to_none(r["dec"]),
                     r["passband"], _nan_to_none(r["mag"]), _nan_to_none(r["magerr"]), _nan_to_none(r["maglim"]),
-                    r["object_id"], int(r["is_history"]), dumps(r["properties"]),
+                    r["object_id"], int(r["is_history"]), dumps_flat(r["properties"]),
                 )
             )
         cut_rows = [(aid, k, v) for aid, stamps in (cutouts or {}).items() for k, v in stamps.items()]
