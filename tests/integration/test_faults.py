@@ -154,14 +154,11 @@ def _finish(proc: subprocess.Popen, work: Path, timeout: float) -> str:
     try:
         proc.wait(timeout=max(timeout, 1.0))
     except subprocess.TimeoutExpired:
-        children = psutil.Process(proc.pid).children(recursive=True)
-        for c in children:
-            c.send_signal(signal.SIGUSR1)
-        time.sleep(3)
-        for c in [*children, psutil.Process(proc.pid)]:
+        for c in psutil.Process(proc.pid).children(recursive=True):
             with contextlib.suppress(psutil.NoSuchProcess):
-                c.kill()
-        proc.wait()
+                c.send_signal(signal.SIGUSR1)
+        time.sleep(3)
+        _kill_tree(proc)
         tail = (work / "run.log").read_text(errors="replace")[-12000:]
         pytest.fail(f"albireo run still running after {timeout:.0f}s; stacks and log tail:\n{tail}")
     return (work / "run.log").read_text(errors="replace")
