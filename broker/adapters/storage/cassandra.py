@@ -6,8 +6,9 @@ Tables follow the queries (Cassandra has no joins; each read is one partition or
 * ``loci_by_pixel`` — partition = a coarse HEALPix *region* (order ``association_order - 6``,
   ~7' at the default 1" radius), clustered by association pixel: one partition read answers every
   association lookup of a region of the sky;
-* ``alerts_by_locus`` — partition = locus, clustered by (mjd, alert id): a light curve is one
-  ordered slice;
+* ``alert_blocks`` — partition = locus, one row per batch that brought the locus new alerts,
+  holding them as one JSON value (:mod:`broker.adapters.storage.alert_blocks`): a light curve is
+  one partition of a few rows (``alerts_by_locus``, one row per alert, is what migration 9 replaced);
 * ``alert_ids_by_object`` — partition = survey object (``ztf:<objectId>``, ``lsst:<diaObjectId>``),
   clustered by alert id: the "already stored?" check, one read per object a packet is about;
   ``alerts`` — by alert id, the same check for alerts without a survey object;
@@ -60,10 +61,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from broker.adapters.storage.alert_blocks import decode_blocks, encode_blocks
 from broker.adapters.storage.common import alert_from_row, resolve_claims
 from broker.alert import Alert
 from broker.association import LocusPositions, neighbour_block, pixels_of
-from broker.jsonutil import dumps, dumps_flat, loads
+from broker.jsonutil import dumps, loads
 from broker.locus import Locus, locus_from_record, locus_record, survey_object_key
 from broker.ports import CatalogConflict, DeadLetter, Output, Store
 
@@ -186,6 +188,54 @@ MIGRATIONS.append((8, "alert ids by survey object (one existence read per object
         object_key text, alert_id text, locus_id text, PRIMARY KEY ((object_key), alert_id))""",
     _index_stored_alerts_by_object,
 ]))
+
+
+def _block_stored_alerts(session: Any, keyspace: str) -> None:
+    """Migration 9's data step: the per-alert rows stored before it, rewritten as alert blocks.
+
+    A full scan of ``alerts_by_locus``, once, on an upgraded keyspace (a new one has no rows). A
+    scan returns each partition's rows together, so one locus is held at a time; block ids are
+    derived from their alerts, so a step interrupted and run again writes the same rows. The old
+    table is left as it was (nothing reads it after this step): drop it once the upgrade is checked.
+    """
+    from cassandra.concurrent import execute_concurrent_with_args
+    from cassandra.query import SimpleStatement
+
+    ins = session.prepare(f"INSERT INTO {keyspace}.alert_blocks (locus_id, block_id, alert_ids, alerts) "
+                          "VALUES (?,?,?,?)")
+    scan = SimpleStatement(f"SELECT {', '.join(_ALERT_COLS)} FROM {keyspace}.alerts_by_locus", fetch_size=2000)
+    pending: list[tuple[str, str, str, bytes]] = []
+    n = 0
+
+    def flush_locus(locus_id: str | None, alerts: list[Alert]) -> None:
+        if locus_id is not None:
+            pending.extend((locus_id, bid, "\n".join(ids), body) for bid, ids, body in encode_blocks(alerts))
+
+    current: str | None = None
+    alerts: list[Alert] = []
+    for r in session.execute(scan):
+        if r.locus_id != current:
+            flush_locus(current, alerts)
+            current, alerts = r.locus_id, []
+            if len(pending) >= 200:
+                execute_concurrent_with_args(session, ins, pending, concurrency=16, raise_on_first_error=True)
+                n += len(pending)
+                pending = []
+        alerts.append(CassandraStore._alert(r))
+        alerts[-1].locus_id = r.locus_id
+    flush_locus(current, alerts)
+    if pending:
+        execute_concurrent_with_args(session, ins, pending, concurrency=16, raise_on_first_error=True)
+        n += len(pending)
+    if n:
+        log.info("cassandra store %s: rewrote the stored alerts as %d alert blocks", keyspace, n)
+
+
+MIGRATIONS.append((9, "alerts as one block per locus and batch (one row and one value, not one row per alert)", [
+    """CREATE TABLE IF NOT EXISTS alert_blocks (
+        locus_id text, block_id text, alert_ids text, alerts blob, PRIMARY KEY ((locus_id), block_id))""",
+    _block_stored_alerts,
+]))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # each migration once, in order: two with one number would leave a store upgraded by one of them without the other
 assert [v for v, _, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1)), "migrations must be numbered 1, 2, 3 ..."
@@ -195,10 +245,6 @@ SKYMAP_CHUNK = 1024 * 1024
 
 _ALERT_COLS = ("locus_id", "mjd", "alert_id", "survey", "ra", "dec", "passband", "mag", "magerr", "maglim",
                "object_id", "is_history", "properties")
-
-
-def _nan_to_none(x: Any) -> Any:
-    return None if x is None or (isinstance(x, float) and x != x) else x
 
 
 def _merge_positions(a: LocusPositions, b: LocusPositions) -> LocusPositions:
@@ -329,8 +375,7 @@ class CassandraStore(Store):
         self._del_pixel = p("DELETE FROM loci_by_pixel WHERE region=? AND pixel=? AND locus_id=?")
         self._sel_letter_key = p("SELECT letter_key FROM dead_letter_keys WHERE letter_key=?")
         self._ins_letter_key = p("INSERT INTO dead_letter_keys (letter_key, day, id) VALUES (?,?,?)")
-        self._ins_alert_by_locus = p(f"INSERT INTO alerts_by_locus ({', '.join(_ALERT_COLS)}) "
-                                     f"VALUES ({','.join('?' * len(_ALERT_COLS))})")
+        self._ins_block = p("INSERT INTO alert_blocks (locus_id, block_id, alert_ids, alerts) VALUES (?,?,?,?)")
         self._ins_alert = p("INSERT INTO alerts (alert_id, locus_id, mjd) VALUES (?,?,?)")
         self._ins_cutout = p("INSERT INTO cutouts (alert_id, kind, data) VALUES (?,?,?)")
         self._ins_catalog = p("INSERT INTO catalog_matches (locus_id, catalog, version, matches) VALUES (?,?,?,?)")
@@ -340,7 +385,7 @@ class CassandraStore(Store):
         self._sel_pixels_q = p("SELECT locus_id, ra, dec, pixel FROM loci_by_pixel WHERE region=? AND pixel IN ?")
         self._sel_pixels_q.consistency_level = self._quorum
         self._sel_locus = p("SELECT locus_id, record FROM loci WHERE locus_id=?")
-        self._sel_alerts = p(f"SELECT {', '.join(_ALERT_COLS)} FROM alerts_by_locus WHERE locus_id=?")
+        self._sel_blocks = p("SELECT alerts FROM alert_blocks WHERE locus_id=?")
         self._sel_alert_id = p("SELECT alert_id FROM alerts WHERE alert_id=?")
         self._sel_object_alert_ids = p("SELECT alert_id FROM alert_ids_by_object WHERE object_key=? AND alert_id IN ?")
         self._ins_object_alert_id = p("INSERT INTO alert_ids_by_object (object_key, alert_id, locus_id) VALUES (?,?,?)")
@@ -410,8 +455,8 @@ class CassandraStore(Store):
         alerts: dict[str, list[Alert]] = {lid: [] for lid in recs}
         if with_alerts and recs:
             present = list(recs)
-            for lid, rs in zip(present, self._concurrent(self._sel_alerts, [(i,) for i in present]), strict=True):
-                alerts[lid] = [self._alert(r) for r in rs]
+            for lid, rs in zip(present, self._concurrent(self._sel_blocks, [(i,) for i in present]), strict=True):
+                alerts[lid] = decode_blocks(lid, [r.alerts for r in rs])
         return {lid: locus_from_record(recs[lid], alerts[lid]) for lid in ids if lid in recs}
 
     def existing_alert_ids(self, alerts: Iterable[Alert]) -> set[str]:
@@ -440,7 +485,8 @@ class CassandraStore(Store):
         return {r.alert_id for rs in self._concurrent_mixed(reqs) for r in rs}
 
     def alerts_for_locus(self, locus_id: str) -> list[Alert]:
-        return [self._alert(r) for r in self._retry(lambda: self._session.execute(self._sel_alerts, (locus_id,)))]
+        rows = self._retry(lambda: self._session.execute(self._sel_blocks, (locus_id,)))
+        return decode_blocks(locus_id, [r.alerts for r in rows])
 
     def cutouts(self, alert_id: str) -> dict[str, bytes]:
         return {r.kind: bytes(r.data) for r in self._retry(lambda: self._session.execute(self._sel_cutouts,
@@ -489,10 +535,16 @@ class CassandraStore(Store):
         from cassandra.query import SimpleStatement
 
         out = {}
-        for name, table in (("loci", "loci"), ("alerts", "alerts_by_locus"), ("dead_letters", "dead_letter_keys")):
+        for name, table in (("loci", "loci"), ("dead_letters", "dead_letter_keys")):
             stmt = SimpleStatement(f"SELECT COUNT(*) FROM {table}", fetch_size=5000)
             out[name] = int(self._retry(lambda s=stmt: self._session.execute(s, timeout=120)).one()[0])
-        return out
+        # alerts: distinct ids per locus (a replay may have put an alert in a second block, see alert_blocks)
+        stmt = SimpleStatement("SELECT locus_id, alert_ids FROM alert_blocks", fetch_size=2000)
+        ids: dict[str, set[str]] = {}
+        for r in self._retry(lambda: self._session.execute(stmt, timeout=120)):
+            ids.setdefault(r.locus_id, set()).update((r.alert_ids or "").split("\n"))
+        return {"loci": out["loci"], "alerts": sum(len(v - {""}) for v in ids.values()),
+                "dead_letters": out["dead_letters"]}
 
     def filter_revisions(self, filter_name: str) -> list[dict[str, Any]]:
         rows = self._retry(lambda: self._session.execute(self._sel_revisions, (filter_name,)))
@@ -522,11 +574,10 @@ class CassandraStore(Store):
                 pixel_rows.append((reg, p, x.locus_id, x.ra, x.dec))
             for cat, matches in x.catalog_objects.items():
                 catalog_rows.append((x.locus_id, cat, x.catalog_version, dumps(matches)))
-        by_locus, by_id, by_object = [], [], []
+        by_id, by_object = [], []
+        alerts_of: dict[str, list[Alert]] = {}
         for a in new_alerts:
-            by_locus.append((a.locus_id, a.mjd, a.alert_id, a.survey, _nan_to_none(a.ra), _nan_to_none(a.dec),
-                             a.passband, _nan_to_none(a.mag), _nan_to_none(a.magerr), _nan_to_none(a.maglim),
-                             a.object_id, bool(a.is_history), dumps_flat(a.properties)))
+            alerts_of.setdefault(a.locus_id, []).append(a)
             key = survey_object_key(a)
             if key is None:
                 by_id.append((a.alert_id, a.locus_id, a.mjd))
@@ -539,11 +590,12 @@ class CassandraStore(Store):
         # rows that are alone in their partition go as single prepared statements.
         from cassandra.query import BatchStatement, BatchType
 
-        # A locus's rows of ``loci``, ``catalog_matches`` and ``alerts_by_locus`` share the partition
+        # A locus's rows of ``loci``, ``catalog_matches`` and ``alert_blocks`` share the partition
         # key value, so they are one mutation: one batch (one request) per locus, not three.
         items: list[tuple[Any, Any, tuple]] = [(("locus", r[0]), self._ins_locus, r) for r in locus_rows]
         items += [(("locus", r[0]), self._ins_catalog, r) for r in catalog_rows]
-        items += [(("locus", r[0]), self._ins_alert_by_locus, r) for r in by_locus]
+        items += [(("locus", lid), self._ins_block, (lid, bid, "\n".join(ids), body))
+                  for lid, alerts in alerts_of.items() for bid, ids, body in encode_blocks(alerts)]
         items += [(("region", r[0]), self._ins_pixel, r) for r in pixel_rows]
         items += [(("cutout", r[0]), self._ins_cutout, r) for r in cut_rows]
         phase1 = self._grouped(items)
