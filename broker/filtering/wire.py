@@ -108,14 +108,17 @@ def decode_untrusted(body: bytes) -> Any:
 # ---- loci ----------------------------------------------------------------------------------------
 def encode_locus_static(x: Locus) -> bytes:
     """What no filter changes: position, alerts, catalog matches, internal properties, GW and neutrino events."""
-    # alerts of one survey share their property names: each set of names is sent once, then values only
+    # alerts of one survey share their property names: each set of names is sent once, then values only.
+    # Each alert's values travel as their own msgpack document (bytes inside the frame), which a child
+    # unpacks only when its filter reads that alert's properties: see WireAlert.
     key_sets: dict[tuple, int] = {}
     alerts = []
+    packb = msgpack.Packer(default=_default, use_bin_type=True).pack
     for a in x.alerts:
         keys = tuple(a.properties)
         k = key_sets.setdefault(keys, len(key_sets))
         alerts.append((a.alert_id, a.survey, a.mjd, a.ra, a.dec, a.passband, a.mag, a.magerr, a.maglim, k,
-                       list(a.properties.values()), a.object_id, a.is_history, a.grav_wave_events,
+                       packb(list(a.properties.values())), a.object_id, a.is_history, a.grav_wave_events,
                        a.neutrino_events))
     return msgpack.packb((x.locus_id, x.ra, x.dec, list(key_sets), alerts, x.internal_properties,
                           x.catalog_objects, x.grav_wave_events_metadata, x.neutrino_events_metadata),
@@ -136,7 +139,9 @@ class WireAlert(Alert):
 
     A filter usually reads the trigger's properties and a few of the others' (or none: a position
     cut); building every alert's dict of ~100 entries up front was half the cost of decoding a
-    locus, paid again in every filter's child. The dict, once built, is an ordinary one.
+    locus, paid again in every filter's child, and unpacking every alert's values was most of the
+    rest (0.31 of 0.39 ms for a 74-alert ZTF locus): the values stay packed (``_values``, bytes)
+    until the dict is first read. The dict, once built, is an ordinary one.
     """
 
     __slots__ = ("_keys", "_values")
@@ -146,7 +151,8 @@ class WireAlert(Alert):
         try:
             return _PROPERTIES_SLOT.__get__(self, Alert)
         except AttributeError:
-            props = dict(zip(self._keys, self._values, strict=True))
+            values = msgpack.unpackb(self._values, raw=False, ext_hook=_ext_hook, strict_map_key=False)
+            props = dict(zip(self._keys, values, strict=True))
             _PROPERTIES_SLOT.__set__(self, props)
             return props
 
