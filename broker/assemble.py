@@ -337,7 +337,8 @@ def embedded_worker(cfg: Config, inputs: Iterable[str | Path], out_dir: str | Pa
     pipeline = build_pipeline(cfg, store, sink, index_writer=index_writer, catalogs=catalogs, filters=filters,
                               metrics=metrics)
     source = FileSource(inputs)
-    worker = Worker(pipeline, source, batch_size=batch_size or cfg.kafka.batch_size)
+    worker = Worker(pipeline, source, batch_size=batch_size or cfg.kafka.batch_size,
+                    decode_ahead=cfg.kafka.decode_ahead)
     return Assembly(worker, pipeline, source, sink, store, index, index_writer, catalogs)
 
 
@@ -369,7 +370,7 @@ def kafka_worker(cfg: Config, *, filters: FilterRunner | None = None, metrics: M
                               metrics=metrics, exactly_once=k.transactional)
     txn_sink: TransactionalSink | None = sink if k.transactional else None
     worker = Worker(pipeline, source, batch_size=k.batch_size, poll_timeout_s=k.poll_timeout_s,
-                    transactional_sink=txn_sink)
+                    transactional_sink=txn_sink, decode_ahead=k.decode_ahead)
     return Assembly(worker, pipeline, source, sink, store, index, index_writer, catalogs)
 
 

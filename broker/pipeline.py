@@ -94,6 +94,17 @@ class _Decoded:
     packet: Packet
 
 
+@dataclass
+class DecodedBatch:
+    """What :meth:`Pipeline.decode` made of one batch of messages (the input of :meth:`Pipeline.process`)."""
+
+    messages: list[Message]
+    #: the decode stage's counts (messages, empty, packets, rejected, history rows dropped).
+    result: BatchResult
+    packets: list[_Decoded]
+    letters: list[DeadLetter]
+
+
 class Pipeline:
     """Composes the stages over the adapters it is given."""
 
@@ -151,12 +162,29 @@ class Pipeline:
         self.coincidence = coincidence
 
     # ------------------------------------------------------------------------------------
-    def process(self, messages: list[Message]) -> BatchResult:
+    def decode(self, messages: list[Message]) -> DecodedBatch:
+        """Decode and validate ``messages``: the one stage that reads nothing but the bytes.
+
+        It touches no store, sink or filter and no state of this pipeline, so the worker may run
+        it for the next batch in a thread while this batch is in the later stages, which mostly
+        wait (on filter processes, Cassandra, Kafka) with the GIL released.
+        """
         res = BatchResult(messages=len(messages))
+        with self.metrics.time("decode"):
+            decoded, letters = self._decode(messages, res)
+        return DecodedBatch(messages, res, decoded, letters)
+
+    def process(self, messages: list[Message], decoded: DecodedBatch | None = None) -> BatchResult:
+        """Run ``messages`` through every stage; ``decoded``: what :meth:`decode` made of them already."""
+        if decoded is None or decoded.messages is not messages:
+            decoded = self.decode(messages)
+        # a copy: a retried batch must not count the first attempt's rejections twice
+        res = BatchResult(messages=len(messages), empty=decoded.result.empty, packets=decoded.result.packets,
+                          rejected=Counter(decoded.result.rejected),
+                          history_dropped=Counter(decoded.result.history_dropped))
         m = self.metrics
         m.inc("messages", len(messages))
-        with m.time("decode"):
-            decoded, letters = self._decode(messages, res)
+        decoded, letters = list(decoded.packets), decoded.letters
         # Which input message each trigger came from: its outputs are recorded under that message's
         # position (exactly-once re-emission) and carry its produce time (``albireo.source_ts``, latency).
         self._message_of = {d.packet.trigger.alert_id: d.message for d in decoded}

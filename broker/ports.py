@@ -643,6 +643,19 @@ class BatchProcessor(Protocol):
     def dead_letter(self, messages: list[Message], reason: str, text: str) -> Any: ...
 
 
+@runtime_checkable
+class DecodingProcessor(BatchProcessor, Protocol):
+    """A batch processor whose first stage reads nothing but the bytes (the alert pipeline).
+
+    ``decode`` may run in another thread, on the next batch, while ``process`` runs the current one;
+    ``process(messages, decoded)`` then skips its own decoding.
+    """
+
+    def decode(self, messages: list[Message]) -> Any: ...
+
+    def process(self, messages: list[Message], decoded: Any = None) -> Any: ...
+
+
 # =========================================================================== who may read the streams
 @dataclass(frozen=True, order=True)
 class AccessRule:

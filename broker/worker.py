@@ -19,12 +19,14 @@ import sqlite3
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from broker.pipeline import BatchResult
 from broker.ports import (
     BatchProcessor,
+    DecodingProcessor,
     DeliveryError,
     Message,
     Rebalanced,
@@ -80,7 +82,7 @@ class RunSummary:
 
 class Worker:
     def __init__(self, pipeline: BatchProcessor, source: Source, batch_size: int = 500, poll_timeout_s: float = 1.0,
-                 transactional_sink: TransactionalSink | None = None):
+                 transactional_sink: TransactionalSink | None = None, decode_ahead: bool = False):
         if transactional_sink is not None and not isinstance(source, TransactionalSource):
             raise TypeError(f"a transactional sink needs a transactional source, not {type(source).__name__}")
         self.pipeline = pipeline
@@ -88,6 +90,11 @@ class Worker:
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
         self.transactional_sink = transactional_sink
+        #: decode the next batch in a thread while this one runs (only a pipeline that can: see
+        #: :class:`~broker.ports.DecodingProcessor`); the later stages mostly wait, GIL released.
+        self.decode_ahead = decode_ahead and isinstance(pipeline, DecodingProcessor)
+        #: the next batch, polled while this one was processed, and its decoding in the thread.
+        self._ahead: tuple[list[Message], Future] | None = None
         self._stop = False
         self._last_poll = time.monotonic()
         self._last_progress = time.monotonic()
@@ -147,48 +154,89 @@ class Worker:
         self.pipeline.prepare()
         t_start = time.perf_counter()
         last_data = time.monotonic()
-        while not self._stop:
-            want = self.batch_size
-            if max_messages is not None:
-                want = min(want, max_messages - summary.result.messages)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="decode-ahead") if self.decode_ahead else None
+        try:
+            while not self._stop:
+                want = self._want(summary, max_messages)
                 if want <= 0:
                     break
-            batch = self.source.poll_batch(want, self.poll_timeout_s)
-            self._last_poll = self._last_progress = time.monotonic()
-            self._export_lag()
-            if not self.source.ready:
+                decoded: Future | None = None
+                if self._ahead is not None:
+                    batch, decoded = self._ahead
+                    self._ahead = None
+                else:
+                    batch = self.source.poll_batch(want, self.poll_timeout_s)
+                    self._last_poll = self._last_progress = time.monotonic()
+                    self._export_lag()
+                if not self.source.ready:
+                    last_data = time.monotonic()
+                if not batch:
+                    if self.source.exhausted:
+                        break
+                    if idle_timeout_s is not None and time.monotonic() - last_data > idle_timeout_s:
+                        break
+                    continue
                 last_data = time.monotonic()
-            if not batch:
-                if self.source.exhausted:
-                    break
-                if idle_timeout_s is not None and time.monotonic() - last_data > idle_timeout_s:
-                    break
-                continue
-            last_data = time.monotonic()
-            res = self._process_with_retry(batch, summary, max_backoff_s)
-            if self.pipeline.faults is not None:
-                self.pipeline.faults.hit("after_commit")  # outside the retry: a committed batch is never redone
-            summary.result.add(res)
-            summary.batches += 1
-            if on_batch is not None:
-                on_batch(res)
+                if pool is not None and not self._stop:
+                    self._poll_ahead(pool, self._want(summary, max_messages, len(batch)))
+                res = self._process_with_retry(batch, summary, max_backoff_s, decoded)
+                if self.pipeline.faults is not None:
+                    self.pipeline.faults.hit("after_commit")  # outside the retry: a committed batch is never redone
+                summary.result.add(res)
+                summary.batches += 1
+                if on_batch is not None:
+                    on_batch(res)
+        finally:
+            self._drop_ahead()  # stopped with a batch read ahead: it was not processed, so it is read again
+            if pool is not None:
+                pool.shutdown(wait=True)
         summary.seconds = time.perf_counter() - t_start
         summary.stage_seconds = self.pipeline.metrics.stage_totals()
         return summary
 
-    def _process_with_retry(self, batch: list[Message], summary: RunSummary, max_backoff_s: float) -> BatchResult:
+    def _want(self, summary: RunSummary, max_messages: int | None, reserved: int = 0) -> int:
+        """How many messages the next poll may take (``max_messages`` counts ``reserved`` ones as read)."""
+        if max_messages is None:
+            return self.batch_size
+        return min(self.batch_size, max_messages - summary.result.messages - reserved)
+
+    def _poll_ahead(self, pool: ThreadPoolExecutor, want: int) -> None:
+        """Take what the source already holds for the next batch (no waiting) and decode it in the thread."""
+        if want <= 0:
+            return
+        nxt = self.source.poll_batch(want, 0.0)
+        self._last_poll = self._last_progress = time.monotonic()
+        if nxt:
+            self._ahead = (nxt, pool.submit(self.pipeline.decode, nxt))  # type: ignore[attr-defined]
+
+    def _drop_ahead(self) -> None:
+        """Forget the batch read ahead and have the source deliver it again (where it still owns it)."""
+        if self._ahead is None:
+            return
+        batch, fut = self._ahead
+        self._ahead = None
+        fut.cancel()
+        self.source.rewind(batch)
+
+    def _process_with_retry(self, batch: list[Message], summary: RunSummary, max_backoff_s: float,
+                            decoded: Future | None = None) -> BatchResult:
         """Process and commit ``batch``; infrastructure errors are retried forever with back-off.
 
         Any other exception is a bug met by some message: after one retry the batch
         is split in halves, down to the single message that fails, which is
-        dead-lettered with its traceback so the stream keeps flowing.
+        dead-lettered with its traceback so the stream keeps flowing. ``decoded``: the batch's
+        decoding, run ahead in a thread; used by the first attempt only (a retry decodes again).
         """
         delay = 0.5
         attempts = 0
         while True:
             self.progressed()
             try:
-                res = self.pipeline.process(batch)
+                if decoded is not None:
+                    ahead, decoded = decoded.result(), None
+                    res = self.pipeline.process(batch, ahead)  # type: ignore[call-arg]
+                else:
+                    res = self.pipeline.process(batch)
                 self._commit(batch)
                 self.progressed()
                 self._retrying_since = None
@@ -197,6 +245,7 @@ class Worker:
                 # The group moved on: the batch's partitions may be another worker's now. Drop it (nothing
                 # was committed; the store writes are idempotent and the outputs recorded) and read on.
                 self._abort()
+                self._drop_ahead()  # read after this batch, from partitions that may have moved too
                 self.source.rewind(batch)
                 self.pipeline.metrics.inc("batches_dropped_on_rebalance")
                 log.warning("batch of %d dropped after a rebalance: %s", len(batch), exc)
