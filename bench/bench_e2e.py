@@ -157,6 +157,10 @@ class Run:
     worker_cpu_s: float = 0.0
 
 
+#: configuration the workers run with on top of the benchmark's own (``--set section.key=value``).
+OVERRIDES: dict[str, str] = {}
+
+
 def _env(stack: str, topic: str, group: str, work: Path, catalogs: Path, metrics_port: int = 0) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALBIREO_")}
     from broker.ops import services
@@ -169,6 +173,7 @@ def _env(stack: str, topic: str, group: str, work: Path, catalogs: Path, metrics
         ALBIREO_FILTERS__REFRESH_S="1", ALBIREO_SERVICE__LOG_LEVEL="WARNING",
         ALBIREO_SERVICE__METRICS_PORT=str(metrics_port), PYTHONUNBUFFERED="1",
     )
+    env.update(OVERRIDES)
     if stack == "production":
         env.update(ALBIREO_STORE__BACKEND="cassandra", ALBIREO_STORE__KEYSPACE=f"bench_{group.replace('-', '_')}",
                    ALBIREO_SEARCH__BACKEND="elasticsearch", ALBIREO_SEARCH__INDEX_NAME=f"bench-{group}",
@@ -402,7 +407,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--visits", type=int, default=1,
                     help="messages per object (default 1: every alert a new object with all its history new; "
                          "4: the stream revisits its objects, as a survey's steady state does)")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="run the workers with this configuration value (repeatable), e.g. "
+                         "kafka.decode_ahead=false for an A/B run; recorded in the result file")
+    ap.add_argument("--name", default="", help="a suffix for the result files (two runs on one commit)")
     args = ap.parse_args(argv)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not (sep and dot and section and name):
+            ap.error(f"--set wants SECTION.KEY=VALUE, not {item!r}")
+        OVERRIDES[f"ALBIREO_{section.upper()}__{name.upper()}"] = value
     if args.quick:
         args.count, args.stacks, args.workers, args.catalog_rows, args.burst = 3000, "production", "1", 1e6, 3000
 
@@ -416,7 +431,7 @@ def main(argv: list[str] | None = None) -> None:
                               "commit": _commit(), "count": args.count, "visits": args.visits,
                               "catalog_rows": int(args.catalog_rows),
                               "devkit_filters": list(DEVKIT_FILTERS), "cores": os.cpu_count(),
-                              "ceiling": {}, "runs": []}
+                              "ceiling": {}, "runs": [], "settings": dict(item.split("=", 1) for item in args.set)}
     for w in worker_counts:
         result["ceiling"][w] = round(decode_ceiling(stream, w), 1)
         print(f"decode-only ceiling, {w} process(es): {result['ceiling'][w]:,.0f} alerts/s", flush=True)
@@ -443,7 +458,8 @@ def main(argv: list[str] | None = None) -> None:
               f"p99 {lat['p99_s']} s over {lat['outputs']} outputs; {args.burst:,}-alert burst drained in "
               f"{lat['burst_drain_s']} s", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = f"{result['date'][:10]}-{result['commit']}" + (f"-v{args.visits}" if args.visits > 1 else "")
+    stem = (f"{result['date'][:10]}-{result['commit']}" + (f"-v{args.visits}" if args.visits > 1 else "")
+            + (f"-{args.name}" if args.name else ""))
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1, default=str))
     _plot(result, RESULTS / f"{stem}.png")
     _append_history(result, stem)
