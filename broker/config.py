@@ -49,9 +49,9 @@ class KafkaConfig:
     #: once a batch's first message is in, wait at most this long for more (up to batch_size):
     #: a batch leaves when the stream pauses, not when poll_timeout_s runs out (latency).
     batch_linger_s: float = 0.05
-    #: decode the next batch in a thread while the current one is in its later stages (which mostly
-    #: wait on filter processes and servers); the embedded stack reads its files the same way.
-    decode_ahead: bool = True
+    #: decode the next batch in a thread while the current one is in its later stages. Off: measured
+    #: on the production stack it did not pay (58-60 alerts/s against 59-60 without, docs/operations.md).
+    decode_ahead: bool = False
     #: Produce outputs and commit input offsets in one Kafka transaction (exactly once for read_committed).
     transactional: bool = False
     #: how long the broker lets a transaction stay open before it aborts it (and fences the producer).
