@@ -152,9 +152,58 @@ class Run:
     seconds: float
     rate: float
     stage_share: dict[str, float] = field(default_factory=dict)
+    #: peak RSS of each worker process (the one running the pipeline; its filter processes not included).
     peak_rss_mb: list[float] = field(default_factory=list)
     server_cpu_s: dict[str, float] = field(default_factory=dict)
+    #: CPU time of the whole ``albireo run`` tree: the workers, their filter processes, the supervisor.
     worker_cpu_s: float = 0.0
+    #: of which the filter processes (the sandbox zygotes and the children they fork).
+    filter_cpu_s: float = 0.0
+    #: the largest filter process's peak RSS.
+    filter_peak_rss_mb: float = 0.0
+
+
+class TreeSampler:
+    """Peak RSS and CPU time of every process under ``albireo run``, the root included.
+
+    Which processes are workers: the root itself with one worker (``albireo run`` then runs the
+    pipeline in its own process), else the root's direct children (the supervisor's slots).
+    Everything below a worker is its filters' sandbox. (Before 2026-12-04 the benchmark sampled
+    the root's descendants only, so a one-worker run reported its largest filter process as the
+    worker's RSS and left the worker's own CPU time out.)
+    """
+
+    def __init__(self, root_pid: int, workers: int):
+        self.root_pid, self.workers = root_pid, workers
+        self.rss: dict[int, float] = {}
+        self.cpu: dict[int, float] = {}
+        self.worker_pids: set[int] = set()
+
+    def sample(self) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.root_pid)
+            procs = [root, *root.children(recursive=True)]
+            if self.workers == 1:
+                self.worker_pids.add(root.pid)
+            else:
+                self.worker_pids.update(c.pid for c in root.children())
+        except psutil.Error:
+            return
+        for p in procs:
+            try:
+                self.rss[p.pid] = max(self.rss.get(p.pid, 0.0), p.memory_info().rss / 2**20)
+                t = p.cpu_times()
+                self.cpu[p.pid] = t.user + t.system
+            except psutil.Error:
+                continue
+
+    def worker_rss(self) -> list[float]:
+        return sorted((self.rss[p] for p in self.worker_pids if p in self.rss), reverse=True)
+
+    def filter_pids(self) -> set[int]:
+        return set(self.rss) - self.worker_pids - ({self.root_pid} if self.workers > 1 else set())
 
 
 #: configuration the workers run with on top of the benchmark's own (``--set section.key=value``).
@@ -232,8 +281,6 @@ def _committed(boot: str, group: str, topic: str) -> int:
 
 
 def run_workers(stack: str, workers: int, stream: Path, catalogs: Path, work: Path, n: int) -> Run:
-    import psutil
-
     from broker.adapters.streams.kafka import ensure_topics
     from broker.ops import services
     from broker.ops.loadgen import replay
@@ -251,10 +298,9 @@ def run_workers(stack: str, workers: int, stream: Path, catalogs: Path, work: Pa
     out_lines: list[str] = []
     reader = threading.Thread(target=lambda: out_lines.extend(proc.stdout), daemon=True)
     reader.start()
-    rss: dict[int, float] = {}
+    tree = TreeSampler(proc.pid, workers)
     first: tuple[float, int] | None = None
     last: tuple[float, int] = (time.monotonic(), 0)
-    wcpu: dict[int, float] = {}
     stopped = False
     while proc.poll() is None:
         c = _committed(boot, group, topic)
@@ -263,16 +309,7 @@ def run_workers(stack: str, workers: int, stream: Path, catalogs: Path, work: Pa
             first = (now, c)
         if c > last[1]:
             last = (now, c)
-        try:
-            for child in psutil.Process(proc.pid).children(recursive=True):
-                try:
-                    rss[child.pid] = max(rss.get(child.pid, 0.0), child.memory_info().rss / 2**20)
-                    t = child.cpu_times()
-                    wcpu[child.pid] = t.user + t.system
-                except psutil.Error:
-                    continue
-        except psutil.Error:
-            pass
+        tree.sample()
         if last[1] >= n and not stopped:
             # all committed: drain and stop. Once: a second SIGTERM during the worker's shutdown (its
             # handlers are gone by then) would kill it before it prints its stage summary.
@@ -294,9 +331,10 @@ def run_workers(stack: str, workers: int, stream: Path, catalogs: Path, work: Pa
     for m in re.finditer(r"(\w+) ([\d.]+)s \(\d+%\)", text):
         shares[m.group(1)] = shares.get(m.group(1), 0.0) + float(m.group(2))
     total = sum(shares.values()) or 1.0
-    worker_rss = sorted((v for pid, v in rss.items()), reverse=True)[:workers]
-    return Run(stack, workers, last[1], seconds, rate, {k: v / total for k, v in shares.items()}, worker_rss,
-               {k: round(cpu1.get(k, 0) - cpu0.get(k, 0), 1) for k in cpu1}, round(sum(wcpu.values()), 1))
+    filters = tree.filter_pids()
+    return Run(stack, workers, last[1], seconds, rate, {k: v / total for k, v in shares.items()}, tree.worker_rss(),
+               {k: round(cpu1.get(k, 0) - cpu0.get(k, 0), 1) for k in cpu1}, round(sum(tree.cpu.values()), 1),
+               round(sum(tree.cpu[p] for p in filters), 1), round(max((tree.rss[p] for p in filters), default=0.0), 1))
 
 
 # --------------------------------------------------------------------------- latency and burst
@@ -444,7 +482,8 @@ def main(argv: list[str] | None = None) -> None:
             shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(r.stage_share.items(), key=lambda kv: -kv[1]))
             print(f"{stack:10s} {w} worker(s): {r.rate:8,.0f} alerts/s ({row['fraction_of_ceiling']:.2f}× decode "
                   f"ceiling) over {r.seconds:.0f}s; peak RSS {r.peak_rss_mb} MiB; server CPU {r.server_cpu_s} s; "
-                  f"worker CPU {r.worker_cpu_s} s; stages: {shares}", flush=True)
+                  f"worker CPU {r.worker_cpu_s} s (filter processes {r.filter_cpu_s} s, largest "
+                  f"{r.filter_peak_rss_mb} MiB); stages: {shares}", flush=True)
     one = {r["stack"]: r for r in result["runs"] if r["workers"] == 1}
     two = {r["stack"]: r for r in result["runs"] if r["workers"] == 2}
     result["scaling"] = {s: round(two[s]["rate"] / one[s]["rate"], 2) for s in two if s in one}
