@@ -127,8 +127,8 @@ def test_production_stack_equals_embedded_across_server_restarts(stack, stream, 
     restarts: list = []
     original = worker._process_with_retry
 
-    def counting(batch, summary, max_backoff_s):
-        res = original(batch, summary, max_backoff_s)
+    def counting(batch, summary, max_backoff_s, *rest):
+        res = original(batch, summary, max_backoff_s, *rest)
         box["batches"] = box.get("batches", 0) + 1
         return res
 
