@@ -244,7 +244,9 @@ def test_unit_tests_on_a_clone_without_shared_data_say_what_they_left_out(tmp_pa
     """A bare clone (no ../shared beside it) collects the unit tests and names what it leaves out."""
     clone = tmp_path / "bare" / "albireo"
     clone.mkdir(parents=True)
-    shutil.copytree(ROOT / "tests", clone / "tests", ignore=shutil.ignore_patterns("artifacts", "__pycache__"))
+    for folder in ("tests", "bench"):  # a clone has bench/ too (a unit test checks its process sampler)
+        shutil.copytree(ROOT / folder, clone / folder, ignore=shutil.ignore_patterns("artifacts", "__pycache__",
+                                                                                    "results"))
     shutil.copy(ROOT / "pyproject.toml", clone)
     env = _env(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
