@@ -166,8 +166,8 @@ class Pipeline:
         """Decode and validate ``messages``: the one stage that reads nothing but the bytes.
 
         It touches no store, sink or filter and no state of this pipeline, so the worker may run
-        it for the next batch in a thread while this batch is in the later stages, which mostly
-        wait (on filter processes, Cassandra, Kafka) with the GIL released.
+        it for the next batch in a thread while this batch is in the later stages
+        (``kafka.decode_ahead``; off, as on a 2-core machine it did not pay: docs/operations.md).
         """
         res = BatchResult(messages=len(messages))
         with self.metrics.time("decode"):
@@ -178,7 +178,7 @@ class Pipeline:
         """Run ``messages`` through every stage; ``decoded``: what :meth:`decode` made of them already."""
         if decoded is None or decoded.messages is not messages:
             decoded = self.decode(messages)
-        # a copy: a retried batch must not count the first attempt's rejections twice
+        # the counts copied, so that handing the same decoded batch in twice cannot count it twice
         res = BatchResult(messages=len(messages), empty=decoded.result.empty, packets=decoded.result.packets,
                           rejected=Counter(decoded.result.rejected),
                           history_dropped=Counter(decoded.result.history_dropped))
