@@ -250,6 +250,38 @@ def register_devkit_filters(env: dict[str, str]) -> list[str]:
     return list(code)
 
 
+def drop_run_data(env: dict[str, str], topic: str) -> None:
+    """Drop what one run left on the servers: its keyspace, search index and topics.
+
+    Why: every run writes its own keyspace (10^5 loci, gigabytes at the default size) and topics.
+    Left behind, they are still the servers' work (Cassandra's compactions and size estimates walk
+    every table), so each later run would start from a heavier node than the one before.
+    """
+    from confluent_kafka.admin import AdminClient
+
+    from broker.assemble import open_index_writer, open_store
+    from broker.config import load_config
+
+    cfg = load_config(env=env)
+    try:
+        if cfg.store.backend == "cassandra":
+            store = open_store(cfg)
+            store.drop_keyspace()
+            store.close()
+        if cfg.search.backend == "elasticsearch":
+            writer = open_index_writer(cfg)
+            writer.close()  # flushes its outbox first: the drop then leaves nothing to re-create the index
+            writer.index.drop()
+        admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+        ours = [t for t in admin.list_topics(timeout=30).topics if t == topic or t.startswith(f"{topic}.")]
+        if ours:
+            for fut in admin.delete_topics(ours, operation_timeout=60).values():
+                fut.result()
+    except Exception as exc:  # the run's numbers are measured already: report the leftovers, keep the result
+        print(f"warning: could not drop the run's data ({type(exc).__name__}: {exc}); "
+              f"drop keyspace {cfg.store.keyspace!r} and topics {topic!r}.* by hand", file=sys.stderr, flush=True)
+
+
 def _server_cpu() -> dict[str, float]:
     from broker.ops import services
 
@@ -320,9 +352,10 @@ def run_workers(stack: str, workers: int, stream: Path, catalogs: Path, work: Pa
     errlog.seek(0)
     err = errlog.read()
     errlog.close()
+    cpu1 = _server_cpu()
+    drop_run_data(env, topic)
     if proc.returncode != 0:
         raise RuntimeError(f"workers exited with {proc.returncode}:\n{err[-3000:]}")
-    cpu1 = _server_cpu()
     t0, c0 = first or last
     seconds = max(last[0] - t0, 1e-9)
     rate = (last[1] - c0) / seconds
@@ -393,6 +426,7 @@ def latency_and_burst(stack: str, stream: Path, catalogs: Path, work: Path, rate
         proc.wait(120)
         stop.set()
         watcher.join(10)
+        drop_run_data(env, topic)
 
     def pct(xs: list[float], q: float) -> float | None:
         return statistics.quantiles(xs, n=100)[int(q) - 1] if len(xs) >= 100 else (max(xs) if xs else None)
