@@ -52,11 +52,21 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def _same_results(ours, theirs, ignore_tags: frozenset[str] = frozenset()) -> bool:
-    """Whether our locus ended with the devkit locus's tags and properties."""
+def _same_results(ours, theirs, ignore_tags: frozenset[str] = frozenset(),
+                  ignore_props: frozenset[str] = frozenset()) -> bool:
+    """Whether our locus ended with the devkit locus's tags and properties (those of failed filters aside)."""
+    mine = set(ours.user_properties) - ignore_props
     return (set(ours.user_tags) - ignore_tags == set(theirs.user_tags) - ignore_tags
-            and set(ours.user_properties) == set(theirs.user_properties)
-            and all(_same(theirs.user_properties[k], ours.user_properties[k]) for k in theirs.user_properties))
+            and mine == set(theirs.user_properties) - ignore_props
+            and all(_same(theirs.user_properties[k], ours.user_properties[k]) for k in mine))
+
+
+def _outputs(f) -> tuple[frozenset[str], frozenset[str]]:
+    """The tags and locus properties filter ``f`` declares it sets."""
+    from broker.filtering.runner import declared_tag_set
+
+    props = getattr(f.instance, "OUTPUT_LOCUS_PROPERTIES", None) or []
+    return declared_tag_set(f), frozenset(p["name"] if isinstance(p, dict) else str(p) for p in props)
 
 
 def _totals(runs) -> str:
@@ -88,16 +98,19 @@ def main(argv: list[str] | None = None) -> int:
         dk = DevKitLocus(**copy.deepcopy(d))
         random.seed(1)
         np.random.seed(1)
-        times = {}
+        times, failed = {}, {}
         with contextlib.redirect_stdout(io.StringIO()):
             for f in filters:
                 t0 = time.perf_counter()
                 try:
-                    f.instance.run(dk)
-                except BaseException:  # noqa: S110 - a Rust panic escapes the devkit's own handler; timed anyway
-                    pass
+                    ret = f.instance.run(dk)  # the devkit catches what _run raises and returns it
+                except BaseException as exc:  # a Rust panic escapes the devkit's own handler
+                    failed[f.name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}"
+                else:
+                    if getattr(ret, "status", None) == "Errored":
+                        failed[f.name] = f"{ret.exception_name}: {(ret.exception_message or '').splitlines()[0][:80]}"
                 times[f.name] = time.perf_counter() - t0
-        return dk, times
+        return dk, times, failed
 
     def our_pass():
         """A fresh Locus (nothing cached), the same filters through our runner."""
@@ -110,10 +123,12 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.redirect_stdout(io.StringIO()):
             logging.disable(logging.WARNING)
             t0 = time.perf_counter()
-            runner.run([ours])
+            report = runner.run([ours])
             wall = time.perf_counter() - t0
             logging.disable(logging.NOTSET)
-        return ours, {f.name: f.stats.total_s for f in filters}, wall
+        failed = {e.filter: f"{e.exception}: {e.message.splitlines()[0][:80] if e.message else ''}"
+                  for e in report.errors}
+        return ours, {f.name: f.stats.total_s for f in filters}, wall, failed
 
     # Alternate the two sides, best of N each: the same rule for both, so a noisy
     # moment on a shared machine does not decide the ratio.
@@ -121,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeat):
         dk_runs.append(devkit_pass())
         our_runs.append(our_pass())
-    dk, dk_times = min(dk_runs, key=lambda r: sum(r[1].values()))
-    ours, our_times, t_all = min(our_runs, key=lambda r: sum(r[1].values()))
+    dk, dk_times, _ = min(dk_runs, key=lambda r: sum(r[1].values()))
+    ours, our_times, t_all, _ = min(our_runs, key=lambda r: sum(r[1].values()))
     # tags the devkit lets a filter set but Albireo refuses at the boundary (undeclared, or no stream could
     # carry them: SampleFilter's "THIS IS SOMETHING I'VE ADDED"): listed, and left out of the comparison
     from broker.filtering.contract import tag_problem
@@ -130,8 +145,18 @@ def main(argv: list[str] | None = None) -> int:
 
     declared = frozenset().union(*(declared_tag_set(f) for f in filters))
     refused = frozenset(t for t in dk.user_tags - set(d.get("user_tags") or []) if tag_problem(t, declared))
-    same_tags = all(set(r[0].user_tags) - refused == set(dk.user_tags) - refused for r in dk_runs + our_runs)
-    same_props = all(_same_results(r[0], dk, ignore_tags=refused) for r in our_runs)
+    # A filter that raised on either side proves nothing about the other: its outputs are left out of
+    # the comparison and it is listed with its cause. Raising on our side only is a difference (but for
+    # the refusal of a tag listed above, which is the boundary doing its job).
+    dk_failed = {k: v for r in dk_runs for k, v in r[2].items()}
+    our_failed = {k: v for r in our_runs for k, v in r[3].items()
+                  if not (v.startswith("FilterOutputRejected") and any(t[:40] in v for t in refused))}
+    failed_names = set(dk_failed) | set(our_failed)
+    skip_tags = frozenset().union(*(_outputs(f)[0] for f in filters if f.name in failed_names))
+    skip_props = frozenset().union(*(_outputs(f)[1] for f in filters if f.name in failed_names))
+    ignore = refused | skip_tags
+    same_tags = all(set(r[0].user_tags) - ignore == set(dk.user_tags) - ignore for r in dk_runs + our_runs)
+    same_props = all(_same_results(r[0], dk, ignore_tags=ignore, ignore_props=skip_props) for r in our_runs)
 
     print(f"\n{'filter':36s} {'devkit ms':>11s} {'albireo ms':>11s} {'ratio':>8s}")
     for f in filters:
@@ -142,11 +167,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(albireo wall time including constraint checks and bookkeeping: {t_all * 1e3:.1f} ms)")
     print(f"best of {args.repeat} runs per side; devkit totals [{_totals(dk_runs)}] s, "
           f"albireo totals [{_totals(our_runs)}] s")
+    both = sorted(set(dk_failed) & set(our_failed))
+    only_dk, only_ours = sorted(set(dk_failed) - set(our_failed)), sorted(set(our_failed) - set(dk_failed))
+    print(f"compared: the {len(filters) - len(failed_names)} of {len(filters)} filters that ran without error on "
+          "both sides")
+    for label, names, causes in (("raised on both sides", both, dk_failed), ("raised under the devkit only",
+                                 only_dk, dk_failed), ("raised under albireo only", only_ours, our_failed)):
+        for name in names:
+            print(f"  {label}: {name} ({causes[name]})")
     print(f"identical results: tags {'yes' if same_tags else 'NO'}, properties {'yes' if same_props else 'NO'} "
           f"({len(ours.user_tags)} tags, {len(ours.user_properties)} properties)"
           + (f"; refused at the boundary, as designed: {sorted(refused)}" if refused else ""))
 
-    ok = same_tags and same_props
+    ok = same_tags and same_props and not only_ours
     if not args.no_sandbox:
         from broker.filtering.runner import ErrorPolicy, LoadedFilter
         from broker.filtering.sandbox import SandboxLimits, SandboxPool
@@ -166,7 +199,13 @@ def main(argv: list[str] | None = None) -> int:
                 pool.run([sb])
                 sb_times.append(time.perf_counter() - t0)
                 # the random tagger is the one filter left out of the sandboxed run
-                ok = ok and _same_results(sb, dk, ignore_tags=refused | {"random_tagger_filter"})
+                same = _same_results(sb, dk, ignore_tags=ignore | {"random_tagger_filter"}, ignore_props=skip_props)
+                if not same and ok:
+                    theirs, mine = dk.user_properties, sb.user_properties
+                    print("sandboxed run differs: tags", sorted((set(sb.user_tags) ^ set(dk.user_tags)) - ignore),
+                          "properties", sorted(k for k in (set(theirs) | set(mine)) - skip_props
+                                               if k not in theirs or k not in mine or not _same(theirs[k], mine[k])))
+                ok = ok and same
         t_sb = min(sb_times)
         dk_sb = dk_total - dk_times.get("RandomTaggerFilter", 0.0)
         print(f"sandbox start ({len(specs)} filters loaded, isolation included): {t_start:.2f} s")
