@@ -54,6 +54,7 @@ bench: $(STAMP) services
 	$(PY) -m bench.bench_storage --quick
 	$(PY) -m bench.bench_pipeline
 	$(PY) -m bench.bench_filters
+	$(PY) -m bench.bench_filter_transport
 	test -f albireo-demo/albireo.sqlite || $(VENV)/bin/albireo demo
 	$(PY) bench/bench_api.py --workdir albireo-demo
 	$(PY) -m bench.bench_multimessenger

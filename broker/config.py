@@ -117,6 +117,9 @@ class FiltersConfig:
     memory_mb: int = 4096
     #: size of each sandboxed filter's private /tmp (and its largest file), MiB.
     tmp_mb: int = 256
+    #: shared memory for one batch's loci, MiB, written once and mapped read-only by every sandboxed
+    #: filter's process (a locus past it, or every locus with 0, goes through each filter's socket).
+    shared_mb: int = 128
     #: run the registry's enabled user filters (off: built-ins only).
     registry: bool = True
     #: a revision must be approved by an operator (``albireo filter approve``) before it can be
@@ -513,6 +516,7 @@ def validate(cfg: Config) -> Config:
     check(f.refresh_s >= 0, "filters.refresh_s", f.refresh_s, "must be >= 0")
     check(f.memory_mb == 0 or f.memory_mb >= 64, "filters.memory_mb", f.memory_mb, "must be 0 (no limit) or >= 64")
     check(1 <= f.tmp_mb <= 65536, "filters.tmp_mb", f.tmp_mb, "must be between 1 and 65536 MiB")
+    check(0 <= f.shared_mb <= 65536, "filters.shared_mb", f.shared_mb, "must be between 0 (off) and 65536 MiB")
     port("service.metrics_port", cfg.service.metrics_port)
     check(cfg.service.log_level.upper() in _LOG_LEVELS, "service.log_level", cfg.service.log_level,
           f"must be one of {', '.join(_LOG_LEVELS)}")

@@ -8,7 +8,9 @@ hurting its neighbours if it has none in its interpreter. The children are forke
 milliseconds plus its filter's own imports, and shares those pages.
 
 What crosses between the worker and a child is data only (:mod:`broker.filtering.wire`): loci as
-msgpack going in, and per locus a result coming back: the tags and properties the call set, its
+msgpack going in (written once per batch into sealed shared memory every child maps read-only,
+:class:`SharedLoci`, so a locus is not copied through every filter's socket), and per locus a result
+coming back: the tags and properties the call set, its
 status, its duration and, if it failed, the exception's name, message and traceback. Nothing is
 unpickled. The worker reads every frame with a deadline, checks it against what this child was
 sent (the next locus in order, no other) and against what the filter may return
@@ -33,9 +35,11 @@ What is enforced, and how: see ``docs/writing-filters.md`` ("Isolation: what is 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import math
+import mmap
 import os
 import select
 import signal
@@ -105,12 +109,16 @@ class SandboxLimits:
     #: ``auto``: a dedicated user as root, a user namespace otherwise; ``userns``: a user namespace even as
     #: root; ``none``: no namespaces (what a kernel refusing them gives; tests of the degraded path).
     mode: str = "auto"
+    #: shared memory for one batch's loci, MiB, which every child maps read-only (:class:`SharedLoci`);
+    #: loci past it, or every locus with 0, go through each child's socket.
+    shared_mb: int = 128
 
     @classmethod
     def from_config(cls, filters: Any, timeout_s: float | None = None) -> SandboxLimits:
-        """The limits ``[filters]`` sets (``timeout_s``, ``memory_mb``, ``tmp_mb``); ``timeout_s`` overrides the budget."""
+        """The limits ``[filters]`` sets (``timeout_s``, ``memory_mb``, ``tmp_mb``, ``shared_mb``); ``timeout_s`` overrides the budget."""
         return cls(timeout_s=timeout_s or filters.timeout_s, memory_mb=filters.memory_mb,
-                   tmp_mb=getattr(filters, "tmp_mb", cls.tmp_mb))
+                   tmp_mb=getattr(filters, "tmp_mb", cls.tmp_mb),
+                   shared_mb=getattr(filters, "shared_mb", cls.shared_mb))
 
     def for_child(self) -> dict[str, Any]:
         return {"timeout_s": self.timeout_s, "memory_mb": self.memory_mb, "cpu_s": self.cpu_s,
@@ -127,6 +135,74 @@ def _death_message(exitcode: int | None) -> str:
     if exitcode is None:
         return "the filter process died"
     return f"the filter process exited with code {exitcode}"
+
+
+# ---- one batch's loci, shared ----------------------------------------------------------------------
+#: Linux 5.1's seal against every write but through mappings made before it (not in Python's fcntl).
+F_SEAL_FUTURE_WRITE = getattr(fcntl, "F_SEAL_FUTURE_WRITE", 0x0010)
+
+
+class SharedLoci:
+    """One batch's locus frames, written once into sealed shared memory every filter child maps read-only.
+
+    Why: a locus's frame (every alert with its properties: ~100 KB for a ZTF object with 77 history
+    rows) went through every sandboxed filter's socket, so ten filters cost ten copies into the
+    kernel in the worker and more in each child. Here the worker writes a frame once and a child is
+    sent its offset and length.
+
+    Why a child cannot change what another reads: the memory is a memfd sealed against growing,
+    shrinking and every future write (``F_SEAL_FUTURE_WRITE``, then ``F_SEAL_SEAL``) before any child
+    is given it. The only writable mapping is the worker's own, made before the seals; a child's
+    writable shared mapping, ``write(2)``, ``ftruncate`` or hole punch is refused by the kernel
+    (tests/unit/test_filter_escapes.py tries each). A child can read every locus of the batch, not
+    only those sent to it: alert data, which filters may read anyway.
+
+    Each batch writes from the start again: between two batches no child has a locus in flight.
+    """
+
+    def __init__(self, size: int):
+        self.fd = os.memfd_create("albireo-loci", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            os.ftruncate(self.fd, size)
+            self.map = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | F_SEAL_FUTURE_WRITE
+                        | fcntl.F_SEAL_SEAL)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.size = size
+        self.used = 0
+
+    @classmethod
+    def create(cls, size_mb: int) -> SharedLoci | None:
+        """The shared memory, or None (``size_mb`` 0, or a kernel without sealed memfds: loci then go by socket)."""
+        if size_mb <= 0:
+            return None
+        try:
+            return cls(size_mb << 20)
+        except (OSError, AttributeError, ValueError) as exc:
+            log.warning("filter children get each locus by socket: no sealed shared memory here (%s)", exc)
+            return None
+
+    def reset(self) -> None:
+        """A new batch: its frames overwrite the last batch's."""
+        self.used = 0
+
+    def put(self, frame: bytes) -> tuple[int, int] | None:
+        """Write ``frame``; its (offset, length), or None when the batch has filled the memory."""
+        n = len(frame)
+        if self.used + n > self.size:
+            return None
+        off = self.used
+        self.map[off : off + n] = frame
+        self.used += n
+        return off, n
+
+    def close(self) -> None:
+        with contextlib.suppress(BufferError, ValueError):
+            self.map.close()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
 
 
 # ---- the zygote, seen from the worker ------------------------------------------------------------
@@ -227,7 +303,7 @@ class _Child:
 
     _ids = 0
 
-    def __init__(self, zygote: _Zygote, f: LoadedFilter, limits: SandboxLimits):
+    def __init__(self, zygote: _Zygote, f: LoadedFilter, limits: SandboxLimits, shared: SharedLoci | None = None):
         _Child._ids += 1
         self.id = _Child._ids
         self.zygote = zygote
@@ -235,6 +311,8 @@ class _Child:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         zygote.spawn(self.id, theirs)
         theirs.close()
+        if shared is not None:  # first, on an empty socket (a few bytes: cannot block); the child maps it read-only
+            socket.send_fds(ours, [wire.pack({"t": "shared", "size": shared.size})], [shared.fd])
         ours.setblocking(False)
         self.sock = ours
         self.reader = wire.FrameReader(ours)
@@ -333,12 +411,15 @@ class SandboxPool:
         self.respawns = 0
         #: what isolation holds (from the zygote and the first child): mechanism → detail.
         self.isolation: dict[str, Any] = {}
+        #: one batch's loci, shared with every child (None: each locus goes by each child's socket).
+        self.shared: SharedLoci | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> SandboxPool:
         import atexit
 
         atexit.register(self.close)  # children go with the worker, however it stops
+        self.shared = SharedLoci.create(self.limits.shared_mb)
         self.zygote = _Zygote(self.limits)
         ready = self.zygote.wait("ready", self.limits.start_timeout_s)
         if ready is None:
@@ -351,7 +432,7 @@ class SandboxPool:
 
     def _start_children(self, filters: list[LoadedFilter], first: bool = False) -> None:
         """Start a child for each of ``filters`` and wait (with a deadline) until each has loaded."""
-        starting = {f.name: _Child(self.zygote, f, self.limits) for f in filters}
+        starting = {f.name: _Child(self.zygote, f, self.limits, self.shared) for f in filters}
         deadline = time.monotonic() + self.limits.start_timeout_s
         waiting = dict(starting)
         while waiting:
@@ -418,6 +499,9 @@ class SandboxPool:
         if self.zygote is not None:
             self.zygote.close()
             self.zygote = None
+        if self.shared is not None:
+            self.shared.close()
+            self.shared = None
 
     def __enter__(self) -> SandboxPool:
         return self.start()
@@ -461,7 +545,11 @@ class _Batch:
         self.loci = loci
         self.report = report
         self.queues: list[deque] = [deque() for _ in chain]
-        self.static: dict[int, bytes] = {}
+        #: locus index → its frame: (offset, length) in the shared memory, or the bytes themselves.
+        self.static: dict[int, tuple[int, int] | bytes] = {}
+        self.shared = pool.shared
+        if self.shared is not None:
+            self.shared.reset()
         self.done = 0
         self.declared = {f.name: declared_tag_set(f) for f in chain}
 
@@ -567,12 +655,19 @@ class _Batch:
         x = self.loci[i]
         static = self.static.get(i)
         if static is None:
-            static = self.static[i] = wire.encode_locus_static(x)
+            frame = wire.encode_locus_static(x)
+            at = self.shared.put(frame) if self.shared is not None else None
+            static = self.static[i] = frame if at is None else at
         c.seq += 1
         if not c.inflight:
             c.head_since = now
         c.inflight.append((c.seq, i, now))
-        c.writer.queue(wire.pack({"t": "run", "seq": c.seq, "static": static, "dynamic": wire.encode_locus_dynamic(x)}))
+        run = {"t": "run", "seq": c.seq, "dynamic": wire.encode_locus_dynamic(x)}
+        if isinstance(static, bytes):
+            run["static"] = static
+        else:
+            run["at"] = static
+        c.writer.queue(wire.pack(run))
 
     def _read(self, k: int, c: _Child) -> None:
         try:

@@ -8,8 +8,9 @@ it with :func:`decode_untrusted` (bounded lengths, no extension types) and reads
 
 Loci travel the other way (parent → child, trusted data) with :func:`encode_locus_static` and
 :func:`encode_locus_dynamic`: the part no filter changes (alerts, catalog matches, internal
-properties) is encoded once per batch and reused for every filter's child; only the tags and
-properties earlier filters set are encoded per filter. Tuples arrive as lists; ``datetime`` and
+properties) is encoded once per batch and reused for every filter's child (through the sandbox's
+shared memory, or in the frame where there is none); only the tags and properties earlier filters
+set are encoded per filter. Tuples arrive as lists; ``datetime`` and
 ``set`` values keep their type (extension types the child, and only the child, decodes).
 """
 
@@ -262,6 +263,29 @@ def read_frame_blocking(sock: socket.socket, limit: int = MAX_LOCUS_FRAME) -> by
     if body is None:
         raise WireError("truncated frame")
     return body
+
+
+def read_frame_and_fds(sock: socket.socket, max_fds: int = 1, limit: int = MAX_LOCUS_FRAME) -> tuple[bytes | None, list[int]]:
+    """One frame from a blocking socket and the descriptors sent with its first bytes (``socket.send_fds``).
+
+    Descriptors travel with the bytes they were sent with: read with plain ``recv`` they would be
+    closed by the kernel, so a frame that may carry one is read here.
+    """
+    head, fds, _, _ = socket.recv_fds(sock, _HEAD.size, max_fds)
+    if not head:
+        return None, fds
+    if len(head) < _HEAD.size:
+        rest = _recv_exactly(sock, _HEAD.size - len(head))
+        if rest is None:
+            raise WireError("truncated frame")
+        head += rest
+    (n,) = _HEAD.unpack(head)
+    if n > limit:
+        raise WireError(f"frame of {n} bytes exceeds the limit of {limit}")
+    body = _recv_exactly(sock, n)
+    if body is None:
+        raise WireError("truncated frame")
+    return body, fds
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytes | None:

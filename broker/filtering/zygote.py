@@ -232,7 +232,21 @@ def _enter_sandbox(limits: dict[str, Any], cfg: dict[str, Any], facts: dict[str,
 def _filter_child(sock: socket.socket, cfg: dict[str, Any], facts: dict[str, Any], mode: str) -> None:
     from broker.filtering import wire
 
-    body = wire.read_frame_blocking(sock)
+    # the worker's shared memory for loci comes first, if it has one (sandbox.SharedLoci)
+    body, fds = wire.read_frame_and_fds(sock)
+    shared = None
+    first = wire.decode_trusted(body) if body is not None else None
+    if isinstance(first, dict) and first.get("t") == "shared" and fds:
+        import mmap
+
+        # read-only: the memory is sealed against writes, so a writable mapping would be refused anyway
+        shared = memoryview(mmap.mmap(fds[0], int(first["size"]), mmap.MAP_SHARED, mmap.PROT_READ))
+        # the mapping stays (Python's mmap keeps a duplicate descriptor, through which the seals refuse every write)
+        os.close(fds[0])
+        body = wire.read_frame_blocking(sock)
+    else:
+        for fd in fds:
+            os.close(fd)
     if body is None:
         return
     load = wire.decode_trusted(body)
@@ -245,7 +259,7 @@ def _filter_child(sock: socket.socket, cfg: dict[str, Any], facts: dict[str, Any
     from broker.filtering.guards import install_guards
 
     install_guards(tmpdir)
-    _serve_filter(sock, load, facts)
+    _serve_filter(sock, load, facts, shared)
 
 
 def _reply(sock: socket.socket, msg: dict[str, Any]) -> None:
@@ -258,7 +272,8 @@ CONSTRAINTS = ("REQUIRED_LOCUS_PROPERTIES", "REQUIRED_TAGS", "REQUIRED_ALERT_PRO
                "REQUIRED_GRAV_WAVE_PROB_REGION")
 
 
-def _serve_filter(sock: socket.socket, load: dict[str, Any], facts: dict[str, Any]) -> None:
+def _serve_filter(sock: socket.socket, load: dict[str, Any], facts: dict[str, Any],
+                  shared: memoryview | None = None) -> None:
     from broker.filtering import wire
     from broker.filtering.contract import (
         FilterLoadError,
@@ -296,7 +311,11 @@ def _serve_filter(sock: socket.socket, load: dict[str, Any], facts: dict[str, An
         msg = wire.decode_trusted(body)
         if msg.get("t") != "run":
             return
-        locus = wire.decode_locus(msg["static"], msg["dynamic"])
+        static = msg.get("static")
+        if static is None:  # in the shared memory: (offset, length)
+            off, n = msg["at"]
+            static = shared[off : off + n]
+        locus = wire.decode_locus(static, msg["dynamic"])
         locus._single_use = True  # decoded for this one call (see Locus.timeseries)
         locus.provenance = {}
         locus._current = Provenance(name, revision, "", locus.alert.mjd if locus.alerts else None)

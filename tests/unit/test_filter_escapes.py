@@ -166,6 +166,40 @@ def _escape_filters(host) -> dict[str, str]:
             "os.write(3, wire.pack_plain(fake))\n"
             "out.append('forged')", "Forger"), "import os\nfrom broker.filtering import wire", tag="forger"),
         "Blamer": filter_code("Blamer", "        os._exit(7)", "import os", tag="blamer"),
+        # 10. the shared memory every child reads its loci from (sandbox.SharedLoci): make it writable and zero
+        # it (the Good filter after this one would then read garbage), find a descriptor to it, reopen it
+        "Sharer": filter_code("Sharer", _report(
+            f"libc = {libc}\n"
+            "libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]\n"
+            "spans = [line.split()[0] for line in open('/proc/self/maps') if 'albireo-loci' in line]\n"
+            "out.append(('mapped', len(spans)))\n"
+            "for span in spans:\n"
+            "    lo, hi = (int(v, 16) for v in span.split('-'))\n"
+            "    rc = libc.mprotect(ctypes.c_void_p(lo), hi - lo, 3)\n"
+            "    out.append(('mprotect', rc, ctypes.get_errno()))\n"
+            "    if rc == 0:\n"
+            "        ctypes.memset(lo, 0, hi - lo)\n"
+            "        out.append('zeroed')\n"
+            "    try:\n"
+            "        fd = os.open('/proc/self/map_files/' + span, os.O_RDWR)\n"
+            "        out.append(('map_files opened', fd, os.write(fd, b'x' * 4096)))\n"
+            "    except OSError as exc:\n"
+            "        out.append(('map_files refused', exc.errno))\n"
+            "held = []\n"
+            "for n in os.listdir('/proc/self/fd'):\n"
+            "    try:\n"
+            "        if 'albireo-loci' in os.readlink('/proc/self/fd/' + n):\n"
+            "            held.append(int(n))\n"
+            "    except OSError:\n"
+            "        pass\n"
+            "out.append(('descriptors', len(held)))\n"
+            "for fd in held:  # Python's mmap object keeps a duplicate: every write through it must fail\n"
+            "    " + _try("os.write(fd, b'x')").replace("\n", "\n    ") + "\n"
+            "    " + _try("os.ftruncate(fd, 0)").replace("\n", "\n    ") + "\n"
+            "    " + _try("mmap.mmap(fd, 4096, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)").replace(
+                "\n", "\n    ") + "\n"
+            "    out.append(('punch', libc.fallocate(fd, 3, ctypes.c_long(0), ctypes.c_long(4096)), ctypes.get_errno()))",
+            "Sharer"), "import ctypes, mmap, os", tag="sharer"),
         # 9. a patched builtin that hangs the child after its call returned (no call "in flight")
         "Hanger": filter_code("Hanger", "        import time\n        from broker.filtering import wire\n"
                               "        wire.pack_plain = lambda *a, **k: time.sleep(3600)\n        locus.tag('hanger')",
@@ -283,6 +317,20 @@ def test_the_worker_environment_and_processes_are_out_of_sight(attacked):
         import pwd
 
         assert f"('uid', {pwd.getpwnam('albireo-sandbox').pw_uid})" in out, out
+
+
+def test_the_shared_loci_cannot_be_written_or_reopened_by_a_filter(attacked):
+    out = attacked["outcome"]["Sharer"]
+    assert "('mapped', 1)" in out, out  # the loci did come through the shared memory
+    assert "('mprotect', -1, 13)" in out and "zeroed" not in out, out  # EACCES: the seal
+    assert "map_files opened" not in out and "map_files refused" in out, out
+    # the descriptor the child's mapping holds: a write, a truncation, a writable mapping, a hole punch
+    # are each refused by the seals (EPERM), and nothing else succeeded
+    assert "('descriptors', 1)" in out, out
+    assert out.count("('refused', 'PermissionError', 1,") == 3 and "('punch', -1, 1)" in out, out
+    assert "('ok'" not in out, out
+    for x in attacked["loci"]:  # the filter after it read intact loci
+        assert x.user_properties["good_n"] == len(x.alerts) > 0
 
 
 def test_a_filter_cannot_patch_builtins_or_other_filters(attacked):

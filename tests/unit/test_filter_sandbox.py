@@ -188,3 +188,31 @@ def test_a_filter_failing_most_runs_is_disabled_by_rate_and_notified():
         again = pool.run(_loci(2))  # disabled: no longer runs, the others do
     assert not [e for e in again.errors if e.filter == "Raiser"]
     assert all("good" in t for t in report.tags_by_locus.values())
+
+
+def test_loci_through_the_shared_memory_the_socket_or_both_give_the_same_results():
+    """Loci go to every child through sealed shared memory; without it (0 MiB), or past it, by socket."""
+    from broker.filtering.sandbox import SharedLoci
+
+    counter = filter_code("Counter", "        locus.set_property('n', len(locus.alerts))\n"
+                          "        locus.set_property('mags', float(sum(a.mag or 0.0 for a in locus.alerts)))\n"
+                          "        locus.set_property('first', str(locus.alerts[0].properties.get('ant_passband')))\n"
+                          "        locus.tag('counted')", tag="counted")
+    big = devkit_locus("large_locus")
+    big_frame = len(wire.encode_locus_static(locus_from_devkit(copy.deepcopy(big))))
+    assert big_frame > 1 << 20  # past a 1 MiB shared memory: that locus goes by socket
+
+    results, used = {}, {}
+    for mb in (128, 0, 1):
+        loci = [locus_from_devkit(copy.deepcopy(big)), *_loci(3)]
+        with SandboxPool([spec("Counter", counter)], SandboxLimits(shared_mb=mb)) as pool:
+            assert (pool.shared is None) == (mb == 0)
+            report = pool.run(loci)
+            used[mb] = pool.shared.used if isinstance(pool.shared, SharedLoci) else None
+        assert not report.errors, [(e.exception, e.message) for e in report.errors]
+        results[mb] = [(x.locus_id, x.user_properties.get("n"), x.user_properties.get("mags"),
+                        x.user_properties.get("first"), sorted(x.user_tags)) for x in loci]
+    assert all(n == len(x.alerts) > 0 for (_, n, *_), x in zip(results[0], loci, strict=True))
+    assert results[128] == results[0] == results[1]
+    assert used[128] >= big_frame  # all four in the shared memory
+    assert 0 < used[1] < big_frame  # the three small ones shared, the large one sent by socket
