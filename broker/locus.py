@@ -10,7 +10,6 @@ lazily, once per locus, and shares it between all filters.
 
 from __future__ import annotations
 
-import bisect
 import datetime
 import hashlib
 import math
@@ -311,6 +310,10 @@ class HaltPipeline(Exception):  # noqa: N818 - the ANTARES name filters know
     """
 
 
+def _time_order(a: Alert) -> tuple[float, str]:
+    return (a.mjd, a.alert_id)
+
+
 @dataclass(eq=False)
 class Locus:
     """A place on the sky and everything the broker knows of it."""
@@ -376,6 +379,11 @@ class Locus:
         """
         self._fold()
         added = []
+        alerts = self.alerts
+        # A packet comes trigger first, then its older history: appended and sorted once (Timsort
+        # merges the two runs in linear time), not inserted one by one. Ids are unique here, so the
+        # order is the one insertion gave.
+        unordered = False
         for a in new:
             if a.alert_id in self._known:
                 continue
@@ -385,10 +393,11 @@ class Locus:
             a.neutrino_events = self.alert_neutrino_events.get(a.alert_id, a.neutrino_events)
             added.append(a)
             self._agg.add(a)
-            if self.alerts and (a.mjd, a.alert_id) < (self.alerts[-1].mjd, self.alerts[-1].alert_id):
-                bisect.insort(self.alerts, a, key=lambda x: (x.mjd, x.alert_id))
-            else:
-                self.alerts.append(a)
+            if not unordered and alerts and (a.mjd, a.alert_id) < (alerts[-1].mjd, alerts[-1].alert_id):
+                unordered = True
+            alerts.append(a)
+        if unordered:
+            alerts.sort(key=_time_order)
         if added:
             self.internal_properties.update(self._agg.properties())
             pos = self._agg.position()
