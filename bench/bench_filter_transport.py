@@ -1,8 +1,8 @@
 """How loci reach sandboxed filters: shared memory against each filter's socket, in the same run.
 
 Every sandboxed filter runs in its own process, so each locus has to reach ten processes. Through
-the sockets (``filters.shared_mb = 0``), the worker copies each locus's frame (~100 KB for a ZTF
-object with 77 history rows) into every filter's socket and each child copies it out again;
+the sockets (``filters.shared_mb = 0``), the worker copies each locus's frame (53 KB on average for
+these loci, 78 alerts each) into every filter's socket and each child copies it out again;
 through the shared memory (the default), the worker writes it once and each child is sent an
 offset. This runs the same loci (the first ``--count`` packets of ``bench_e2e``'s realistic stream,
 each a locus with its history) through the same ten devkit filters both ways, alternating, and
