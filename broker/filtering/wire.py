@@ -256,6 +256,11 @@ def read_frame_blocking(sock: socket.socket, limit: int = MAX_LOCUS_FRAME) -> by
     head = _recv_exactly(sock, _HEAD.size)
     if head is None:
         return None
+    return _read_body(sock, head, limit)
+
+
+def _read_body(sock: socket.socket, head: bytes, limit: int) -> bytes:
+    """The body a frame's ``head`` (its length prefix) announces, read to the end."""
     (n,) = _HEAD.unpack(head)
     if n > limit:
         raise WireError(f"frame of {n} bytes exceeds the limit of {limit}")
@@ -279,13 +284,7 @@ def read_frame_and_fds(sock: socket.socket, max_fds: int = 1, limit: int = MAX_L
         if rest is None:
             raise WireError("truncated frame")
         head += rest
-    (n,) = _HEAD.unpack(head)
-    if n > limit:
-        raise WireError(f"frame of {n} bytes exceeds the limit of {limit}")
-    body = _recv_exactly(sock, n)
-    if body is None:
-        raise WireError("truncated frame")
-    return body, fds
+    return _read_body(sock, head, limit), fds
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytes | None:
