@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({len(ours.user_tags)} tags, {len(ours.user_properties)} properties)"
           + (f"; refused at the boundary, as designed: {sorted(refused)}" if refused else ""))
 
-    ok = same_tags and same_props and not only_ours
+    # nothing compared proves nothing: at least one filter must have run on both sides
+    ok = same_tags and same_props and not only_ours and len(failed_names) < len(filters)
     if not args.no_sandbox:
         from broker.filtering.runner import ErrorPolicy, LoadedFilter
         from broker.filtering.sandbox import SandboxLimits, SandboxPool
